@@ -123,7 +123,7 @@ def _jsonable(o):
     try:
         import numpy as np
 
-        if isinstance(o, np.generic):
+        if isinstance(o, (np.generic, np.bool_)):
             return o.item()
         if isinstance(o, np.ndarray):
             return o.tolist()

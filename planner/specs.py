@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from planner.errors import BadInput
@@ -63,7 +64,7 @@ class ModelSpec:
             n += self.max_position * self.hidden
         return n
 
-    @property
+    @cached_property  # frozen dataclass: computed once, read on every roofline call
     def params_total(self) -> int:
         """All weights held in memory (count): every expert is resident."""
         router = self.hidden * self.experts if self.experts > 1 else 0
@@ -71,13 +72,13 @@ class ModelSpec:
         norms = 2 * self.hidden * self.layers + self.hidden
         return self.layers * per_layer + self.embedding_params + norms
 
-    @property
+    @cached_property  # frozen dataclass: computed once, read on every roofline call
     def params_active(self) -> int:
         """Weights that one token touches (count): only `experts_per_token` experts for MoE."""
         inactive = (self.experts - self.experts_per_token) * self.mlp_params_per_expert * self.layers
         return self.params_total - inactive
 
-    @property
+    @cached_property  # frozen dataclass: computed once, read on every roofline call
     def matmul_params_active(self) -> int:
         """Weights a token multiplies by (count): active params less the embedding lookup and
         learned positions (gathers, not matmuls), plus the LM head even when tied."""
@@ -116,7 +117,7 @@ class ModelSpec:
         return 2.0 * self.matmul_params_active * batch + 4.0 * self.layers * self.heads * self.head_dim * batch * context
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items()}
 
 
 def dtype_bytes(dtype: str) -> float:

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from planner.catalog import load_catalog
+from planner.queueing import (ColocatedModel, DecodeModel, Demand, PrefillModel, capacity, md1_wait, mg1_wait, mmc_wait_erlang_c,
+                              poisson_quantiles)
+from planner.roofline import Replica
+from planner.specs import PRESETS
+
+CAT = load_catalog()
+H100 = CAT.resolve("h100-sxm")
+L8B = PRESETS["llama-3.1-8b"]
+
+
+def demand(prompt=1000, output=250, ttft=1.0, tpot=0.05, q=90, n=1000):
+    return Demand(np.full(n, float(prompt)), np.full(n, float(output)), ttft, tpot, q)
+
+
+def test_closed_forms_known_answers():
+    # M/M/1: W = rho / (mu - lam); Erlang C with c = 1 must agree.
+    lam, mu = 0.7, 1.0
+    assert mmc_wait_erlang_c(lam, mu, 1) == pytest.approx(0.7 / 0.3)
+    # M/D/1 at rho 0.5, D = 1: W = 0.5 / (2 * 0.5) = 0.5; M/G/1 with E[S^2] = D^2 is the same.
+    assert md1_wait(0.5, 1.0) == pytest.approx(0.5)
+    assert mg1_wait(0.5, 1.0, 1.0) == pytest.approx(0.5)
+    # M/M/1 is M/G/1 with E[S^2] = 2/mu^2.
+    assert mg1_wait(lam, 1 / mu, 2 / mu**2) == pytest.approx(mmc_wait_erlang_c(lam, mu, 1))
+    # M/M/2 at a = 1 (rho 0.5): P_wait = 1/3, W = (1/3) / (2 - 1) = 1/3.
+    assert mmc_wait_erlang_c(1.0, 1.0, 2) == pytest.approx(1 / 3)
+
+
+def test_poisson_quantiles_match_scipy():
+    from scipy import stats
+
+    for m in (0.2, 1.0, 7.5, 60.0, 400.0):
+        assert poisson_quantiles(m) == [int(stats.poisson.ppf(q / 100, m)) for q in (50, 90, 99)]
+
+
+def test_prefill_low_load_is_md1():
+    # Fixed prompts: every prefill takes the same time D, batches stay single at low load, and
+    # the mean wait must be the M/D/1 Pollaczek-Khinchine wait.
+    rep = Replica(L8B, H100, 1)
+    d = demand(prompt=2000)
+    m = PrefillModel(rep, d)
+    D = rep.prefill_time_s([2000])
+    lam = 0.3 / D
+    e = m.eval(lam)
+    assert e.batch_mean == 1.0
+    assert e.extra["mean_wait_ms"] == pytest.approx(md1_wait(lam, D) * 1e3, rel=1e-6)
+    assert e.ttft_ms.p50 >= D * 1e3
+
+
+def test_decode_littles_law_fixed_point():
+    rep = Replica(L8B, H100, 1)
+    d = demand()
+    m = DecodeModel(rep, d)
+    lam = 5.0
+    b = m.running(lam)
+    assert b == pytest.approx(lam * 249 * m.t(b), rel=1e-2)
+
+
+def test_capacity_is_the_feasibility_edge():
+    rep = Replica(L8B, H100, 1)
+    d = demand()
+    for model in (PrefillModel(rep, d), DecodeModel(rep, d), ColocatedModel(rep, d), ColocatedModel(rep, d, 2048)):
+        cap, at, why = capacity(model)
+        assert cap > 0 and at.feasible
+        assert not model.eval(cap * 1.05).feasible
+        assert why in ("ttft", "tpot", "memory", "max batch", "throughput")
+
+
+def test_tighter_slo_lowers_capacity():
+    rep = Replica(L8B, H100, 1)
+    loose, tight = demand(tpot=0.05), demand(tpot=0.012)
+    assert capacity(DecodeModel(rep, tight))[0] < capacity(DecodeModel(rep, loose))[0]
+    assert capacity(PrefillModel(rep, demand(ttft=0.2)))[0] < capacity(PrefillModel(rep, demand(ttft=2.0)))[0]
+
+
+def test_unchunked_colocated_tpot_suffers_prefill_stalls():
+    rep = Replica(L8B, H100, 1)
+    d = demand(prompt=3000, output=300, tpot=1.0, ttft=10.0)
+    lam = 2.0
+    dis = DecodeModel(rep, d).eval(lam)
+    col = ColocatedModel(rep, d).eval(lam)
+    chk = ColocatedModel(rep, d, 2048).eval(lam)
+    assert col.tpot_ms.p90 > dis.tpot_ms.p90
+    assert chk.tpot_ms.p90 < col.tpot_ms.p90

@@ -274,8 +274,19 @@ class ColocatedModel:
         """(stalls per s, extra seconds per stall, time share of stalls) at running batch b."""
         t_d = self.dec.t(b)
         if self.chunk:
-            t_m = self.rep.decode_step_s(max(b, 1.0), self.dec.c, self.mean_chunk)
-            m = lam * float(self.n_chunks.mean())
+            # Prompt tokens per mixed step: a prompt's chunk, or, once prompts pile up, what arrives
+            # during one step (P = lam E[l] t_m(P)), capped by the budget left after the decodes.
+            # Fuller steps cost more extra time per token where the step turns compute-bound.
+            cap = max(self.chunk - b, 1.0)
+            P = min(self.mean_chunk, cap)
+            for _ in range(30):
+                t_m = self.rep.decode_step_s(max(b, 1.0), self.dec.c, P)
+                P_new = min(cap, max(min(self.mean_chunk, cap), lam * self.d.mean_prompt * t_m))
+                if abs(P_new - P) < 0.5:
+                    break
+                P = P_new
+            t_m = self.rep.decode_step_s(max(b, 1.0), self.dec.c, P)
+            m = lam * self.d.mean_prompt / P
             return m, t_m - t_d, m * (t_m - t_d)
         k = self.pre.batch(lam)
         Tk = self.pre.T(k)
@@ -306,8 +317,16 @@ class ColocatedModel:
         t_d = dec.t(b)
         steps = np.maximum(d.decode_steps, 1)
         life = steps * t_d / (1 - share)
-        n_stalls = np.random.default_rng(2).poisson(rate * life)
-        tpot_p = Pcts.of(t_d + n_stalls * stall / steps)
+        rng = np.random.default_rng(2)
+        n_stalls = rng.poisson(rate * life)
+        # Stalls differ in size (prompts differ): their sum over N stalls has mean N * stall and
+        # spread sqrt(N) * sd, with sd that of the prompt's own prefill (or chunk) time.
+        sd = float(np.std(self.pre.s1)) if not self.chunk else float(np.std(self.rep.decode_step_s(max(b, 1.0), dec.c, np.minimum(d.prompt, self.chunk))))
+        stall_sum = np.maximum(n_stalls * stall + np.sqrt(n_stalls) * sd * rng.standard_normal(len(steps)), 0.0)
+        # The running batch a request lives with fluctuates around b (Poisson, as for decode).
+        b_i = np.maximum(rng.poisson(b, len(steps)), 1)
+        t_i = np.asarray(self.rep.decode_step_s(b_i.astype(float), dec.c))
+        tpot_p = Pcts.of(t_i + stall_sum / steps)
         if self.chunk:
             t_m = np.asarray(self.rep.decode_step_s(max(b, 1.0), dec.c, np.minimum(d.prompt, self.chunk)))
             service = (self.n_chunks - 1) * self.rep.decode_step_s(max(b, 1.0), dec.c, self.chunk) + t_m

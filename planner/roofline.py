@@ -155,7 +155,7 @@ class Replica:
         flops = 2 * P * (batch + prefill_tokens) + 4 * layers * heads * head_dim * batch * context.
         """
         m = self.model
-        if np.ndim(prefill_tokens) == 0 and m.experts <= 1:
+        if np.ndim(prefill_tokens) == 0 and np.ndim(batch) == 0 and m.experts <= 1:
             # Scalar fast path: the optimizer calls this ~10^5 times per plan.
             tok = batch + prefill_tokens
             att = m.layers * m.heads * m.head_dim

@@ -93,6 +93,7 @@ class PlanResult:
     space: SearchSpace | None = None
     weight_dtype: str = "bf16"
     kv_dtype: str = "bf16"
+    schedule: dict | None = None  # hourly sizing when the workload has a daily profile (planner.schedule)
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -129,6 +130,7 @@ class PlanResult:
             "pareto": self.pareto,
             "calibration": self.calibration,
             "simulation": self.simulation,
+            "schedule": self.schedule,
             "assumptions": self.assumptions,
             "warnings": self.warnings,
             "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
@@ -276,6 +278,7 @@ def plan(
     kv_dtype: str = "bf16",
     kv_compression: str = "none",
     pareto: bool = True,
+    schedule: bool | None = None,
 ) -> PlanResult:
     """Size the cheapest disaggregated and colocated deployments for a workload (see module doc)."""
     from planner.catalog import Catalog, load_catalog
@@ -330,7 +333,8 @@ def plan(
 
     if dis.feasible and col.feasible:
         rec = "disaggregated" if dis.usd_per_hour < col.usd_per_hour else "colocated"
-        savings = (col.usd_per_hour - dis.usd_per_hour) / col.usd_per_hour * 100
+        # A local device is priced $0 unless told: then there is no saving to state.
+        savings = (col.usd_per_hour - dis.usd_per_hour) / col.usd_per_hour * 100 if col.usd_per_hour > 0 else None
     elif dis.feasible or col.feasible:
         rec, savings = ("disaggregated" if dis.feasible else "colocated"), None
     else:
@@ -355,6 +359,12 @@ def plan(
 
         result.simulation = simulate_plan(result, d)
         result.timings_s["simulate"] = time.perf_counter() - t4
+    if schedule or (schedule is None and getattr(w, "hourly_rps", None)):
+        from planner.schedule import schedule_for_plan
+
+        t5 = time.perf_counter()
+        result.schedule = schedule_for_plan(result)
+        result.timings_s["schedule"] = time.perf_counter() - t5
     return result
 
 

@@ -53,6 +53,7 @@ def plan_cmd(
     json_out: Optional[str] = typer.Option(None, "--json", help="Write the JSON result to FILE ('-' for stdout)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write a sizing report: FILE.md (Markdown) or FILE.html."),
     pareto: bool = typer.Option(True, "--pareto/--no-pareto", help="Compute the cost-vs-SLO front."),
+    schedule: Optional[bool] = typer.Option(None, "--schedule/--no-schedule", help="Size every hour of a daily profile (hourly_rps or a multi-hour trace) [default: on when the workload has one]."),
 ):
     """Size the cheapest disaggregated (prefill/decode split) and colocated deployments for a workload."""
     from rich.console import Console
@@ -77,7 +78,7 @@ def plan_cmd(
     result = plan(model, w, rate=rate, requests_per_day=requests_per_day, peak_factor=peak_factor, input_len=input_len, output_len=output_len,
                   ttft_slo_ms=ttft_slo, tpot_slo_ms=tpot_slo, percentile=percentile, catalog=catalog, gpus=gpus, prefill_gpus=prefill_gpus,
                   decode_gpus=decode_gpus, provider=provider, current=current, profiles=profile or [], simulate=simulate,
-                  weight_dtype=weight_dtype, kv_dtype=kv_dtype, kv_compression=kv_compression, pareto=pareto)
+                  weight_dtype=weight_dtype, kv_dtype=kv_dtype, kv_compression=kv_compression, pareto=pareto, schedule=schedule)
     to_stdout = json_out == "-"
     render_terminal(result, Console(stderr=to_stdout))
     if json_out:

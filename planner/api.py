@@ -420,7 +420,7 @@ def _notes(spec, w, space: SearchSpace, dis: PlanSide, col: PlanSide, cat, calib
     assumptions += [
         f"model {spec.name}: {spec.params_total / 1e9:.2f} B params ({spec.params_active / 1e9:.2f} B active), weights {space.weight_dtype}, KV cache {space.kv_dtype} ({spec.kv_bytes_per_token(space.kv_dtype)} B/token)",
         "routing: each pool splits arrivals between replicas in proportion to capacity (random split of a Poisson stream); join-shortest-queue does better, so latencies are conservative",
-        "roofline efficiencies: " + ("calibrated from profiles for " + ", ".join(sorted(calibration.get('gpus', {}))) if calibration.get("gpus") else "defaults from public H100 measurements (compute 70% of dense peak, bandwidth 75%, 2 ms per prefill batch, 0.3 ms per decode step), moved to other GPUs by their datasheet specs"),
+        "roofline efficiencies: " + ("calibrated from profiles for " + ", ".join(sorted(calibration.get('gpus', {}))) if calibration.get("gpus") else "defaults from public H100 measurements (compute 66% of dense peak, bandwidth 75%, 2 ms per prefill batch, 0.3 ms per decode step), moved to other GPUs by their datasheet specs"),
         "memory: 90% of device memory usable, 2 GB per GPU reserved for activations; a decode replica runs at most 256 sequences",
         "prefill batches up to 8192 tokens; TTFT in disaggregated mode includes the KV transfer to the decode pool",
         "KV transfer between pools goes over the node network (each replica gets its share of the node NIC: NIC * tp / GPUs per node) plus 1 ms latency",

@@ -34,10 +34,11 @@ class Efficiency:
 
     Defaults reproduce public Llama-3.1-8B bf16 measurements on an H100 SXM: a batch-1 decode step of
     about 6.7 ms against a 4.8 ms weight-read floor (16.06 GB / 3.35 TB/s / 0.75 + 0.3 ms), and a
-    4000-token prefill of about 95 ms against a 65 ms compute floor (/ 0.70 + 2 ms).
+    4000-token prefill of about 95 ms against a 61 ms compute floor (/ 0.66 + 2 ms; the public 65 ms
+    floor also counts the LM head for every prompt token, which engines skip).
     """
 
-    compute: float = 0.70  # eta_compute: fraction of dense peak FLOP/s reached by GEMMs
+    compute: float = 0.66  # eta_compute: fraction of dense peak FLOP/s reached by GEMMs
     memory: float = 0.75  # eta_memory: fraction of peak bandwidth reached by weight/KV reads
     prefill_overhead_s: float = 2.0e-3  # per prefill batch: launch, sampling, scheduling (s)
     decode_overhead_s: float = 0.3e-3  # per decode step (s)
@@ -118,6 +119,10 @@ class Replica:
         per_call = 2.0 * (self.tp - 1) / self.tp * size / self.gpu.link_bytes_s + ALLREDUCE_LATENCY_S
         return 2 * self.model.layers * per_call
 
+    def _prefill_flops(self, l: np.ndarray) -> np.ndarray:
+        """specs.ModelSpec.prefill_flops over an array of prompt lengths (FLOP)."""
+        return np.asarray(self.model.prefill_flops(l))
+
     def prefill_time_s(self, lengths) -> float:
         """Time to prefill one batch of prompts with token counts `lengths` (s).
 
@@ -125,14 +130,14 @@ class Replica:
         """
         lengths = np.atleast_1d(np.asarray(lengths, dtype=float))
         tokens = float(lengths.sum())
-        flops = 2.0 * self.model.matmul_params_active * tokens + 2.0 * self.model.layers * self.model.heads * self.model.head_dim * float((lengths**2).sum())
+        flops = float(self._prefill_flops(lengths).sum())
         bytes_ = self.weight_bytes + tokens * self.kv_bytes_per_token
         return float(max(flops / self.flops_per_s, bytes_ / self.bytes_per_s) + self.tp_comm_s(tokens) + self.eff.prefill_overhead_s)
 
     def prefill_times_s(self, lengths) -> np.ndarray:
         """Vectorised: the prefill time of each prompt run alone (s), one per entry of `lengths`."""
         l = np.asarray(lengths, dtype=float)
-        flops = 2.0 * self.model.matmul_params_active * l + 2.0 * self.model.layers * self.model.heads * self.model.head_dim * l**2
+        flops = self._prefill_flops(l)
         bytes_ = self.weight_bytes + l * self.kv_bytes_per_token
         comm = self.tp_comm_s(l)
         return np.maximum(flops / self.flops_per_s, bytes_ / self.bytes_per_s) + comm + self.eff.prefill_overhead_s
@@ -152,20 +157,21 @@ class Replica:
         optional chunk of `prefill_tokens` prompt tokens mixed into the same step (chunked prefill) (s).
 
         bytes = weights read + batch * context * kv_bytes (every sequence's KV read once);
-        flops = 2 * P * (batch + prefill_tokens) + 4 * layers * heads * head_dim * batch * context.
+        flops = 2 * P_body * (batch + prefill_tokens) + 2 * P_head * batch (logits for decode tokens only)
+                + 4 * layers * heads * head_dim * batch * context (+ the chunk's attention).
         """
         m = self.model
         if np.ndim(prefill_tokens) == 0 and np.ndim(batch) == 0 and m.experts <= 1:
             # Scalar fast path: the optimizer calls this ~10^5 times per plan.
             tok = batch + prefill_tokens
             att = m.layers * m.heads * m.head_dim
-            fl = 2.0 * m.matmul_params_active * tok + 4.0 * att * batch * context + 2.0 * att * prefill_tokens * context
+            fl = 2.0 * (m.matmul_params_active - m.head_params) * tok + 2.0 * m.head_params * batch + 4.0 * att * batch * context + 2.0 * att * prefill_tokens * context
             by = self.weight_bytes + batch * context * self.kv_bytes_per_token
             comm = self.tp_comm_s(tok) if self.tp > 1 else 0.0
             return float(max(fl / self.flops_per_s, by / self.bytes_per_s) + comm + self.eff.decode_overhead_s)
         tokens = batch + np.asarray(prefill_tokens, dtype=float)
-        flops = 2.0 * m.matmul_params_active * tokens + 4.0 * m.layers * m.heads * m.head_dim * batch * context
-        flops = flops + 2.0 * m.layers * m.heads * m.head_dim * prefill_tokens * context
+        flops = 2.0 * (m.matmul_params_active - m.head_params) * tokens + 2.0 * m.head_params * batch
+        flops = flops + 4.0 * m.layers * m.heads * m.head_dim * batch * context + 2.0 * m.layers * m.heads * m.head_dim * prefill_tokens * context
         bytes_ = self.decode_weight_bytes(tokens) + batch * context * self.kv_bytes_per_token
         t = np.maximum(flops / self.flops_per_s, bytes_ / self.bytes_per_s) + self.tp_comm_s(tokens) + self.eff.decode_overhead_s
         return float(t) if t.ndim == 0 else t

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
+
+import numpy as np
 from pathlib import Path
 
 from planner.errors import BadInput
@@ -102,14 +104,22 @@ class ModelSpec:
         """KV cache bytes per token (B): 2 (K and V) * layers * kv_heads * head_dim * bytes."""
         return int(2 * self.layers * self.kv_heads * self.head_dim * dtype_bytes(kv_dtype))
 
+    @property
+    def head_params(self) -> int:
+        """LM-head weights (count): vocab x hidden, tied or not."""
+        return self.vocab * self.hidden
+
     def prefill_flops(self, prompt_len: float) -> float:
         """FLOPs to prefill one prompt of `prompt_len` tokens (FLOP).
 
-        2 * P_matmul * l for the weights, plus causal attention: QK^T and AV are each
+        2 * (P_matmul - P_head) * l for the body, 2 * P_head once (logits only for the last token,
+        as vLLM and planner.model do), plus causal attention: QK^T and AV are each
         2 * heads * head_dim * l^2 per layer, halved for causality -> 2 * layers * heads * head_dim * l^2.
         """
-        l = float(prompt_len)
-        return 2.0 * self.matmul_params_active * l + 2.0 * self.layers * self.heads * self.head_dim * l * l
+        l = np.asarray(prompt_len, dtype=float)  # a length or an array of them
+        body = self.matmul_params_active - self.head_params
+        f = 2.0 * body * l + 2.0 * self.head_params + 2.0 * self.layers * self.heads * self.head_dim * l * l
+        return float(f) if f.ndim == 0 else f
 
     def decode_flops(self, batch: float, context: float) -> float:
         """FLOPs of one decode step for `batch` sequences of mean context `context` (FLOP):

@@ -314,6 +314,8 @@ def plan(
         names = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
         out = []
         for n in names:
+            if n.lower() == "local" and not extra_gpus:
+                raise BadInput("--gpus local needs --profile FILE: a profile of this device (not a catalog GPU) gives its measured speeds")
             loc = [g for g in extra_gpus if n.lower() in ("local", g.key, g.name.lower())]
             out.extend(loc if loc else cat.select([n]))
         return out

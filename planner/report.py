@@ -109,7 +109,23 @@ def render_terminal(r: PlanResult, console=None) -> None:
         for x in r.warnings:
             con.print(f"  - {x}", highlight=False)
     cal = r.calibration
-    con.print(f"Calibration: {cal.get('status', 'uncalibrated')}" + "".join(f"; {k}: {v.get('status', '')}" for k, v in cal.get("gpus", {}).items()), highlight=False)
+    for line in calibration_lines(r):
+        con.print(line, highlight=False)
+
+
+def calibration_lines(r: PlanResult) -> list[str]:
+    """Which GPU types the profiles calibrated, with the fit's error per phase; the rest extrapolated."""
+    cal = r.calibration or {}
+    if not cal.get("gpus"):
+        return ["Calibration: none (default efficiencies; every GPU type extrapolated from datasheet specs)"]
+    out = ["Calibration (least-squares fit of the roofline to the profiles):"]
+    for key, g in cal["gpus"].items():
+        errs = ", ".join(f"{ph} median {g[ph]['median_abs_error_pct']:.1f}% / max {g[ph]['max_abs_error_pct']:.1f}% over {g[ph]['points']} points"
+                         for ph in ("prefill", "decode") if ph in g)
+        e = g.get("efficiency", {})
+        out.append(f"  {key} ({g.get('device', '')}): calibrated; fit error {errs}; compute {e.get('compute', 0):.2f}, memory {e.get('memory', 0):.2f} of the ceilings")
+    out.append(f"  {cal.get('extrapolated', '')}")
+    return out
 
 
 def schedule_lines(r: PlanResult) -> list[str]:
@@ -179,6 +195,7 @@ def render_markdown(r: PlanResult) -> str:
         for kind, rows in r.simulation.get("plans", {}).items():
             for m, v in rows.items():
                 out.append(f"| {kind} | {m} | {v['predicted']:.1f} ms | {v['simulated']:.1f} ms | {v['gap_pct']:+.1f}% |" if v.get("gap_pct") is not None else f"| {kind} | {m} | n/a | {v['simulated']:.1f} ms | n/a |")
+    out += ["", "## Calibration", ""] + [f"- {x.strip()}" for x in calibration_lines(r)]
     if r.schedule:
         out += ["", "## Daily schedule", ""] + [f"- {x.strip()}" for x in schedule_lines(r)[1:]]
     out += ["", "## Assumptions", ""] + [f"- {a}" for a in r.assumptions]

@@ -276,7 +276,7 @@ def _gpu(entry, where: str) -> GPU:
 
 def _load(path: Path, label: str) -> Catalog:
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # C parser: 5x faster
     except FileNotFoundError:
         raise BadInput(f"{label}: catalog file not found") from None
     except (OSError, UnicodeDecodeError) as e:

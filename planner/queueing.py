@@ -27,6 +27,7 @@ simulation (planner.simulate).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from math import factorial
 
 import numpy as np
@@ -95,21 +96,21 @@ class Demand:
     tpot_slo_s: float
     q: int  # SLO percentile: 50, 90 or 99
 
-    @property
+    @cached_property
     def mean_prompt(self) -> float:
         return float(self.prompt.mean())
 
-    @property
+    @cached_property
     def decode_steps(self) -> np.ndarray:
         """Decode steps per request: every token after the first (the prefill makes the first)."""
         return np.maximum(self.output - 1, 0)
 
-    @property
+    @cached_property
     def mean_context(self) -> float:
         """Mean context of a running sequence (tokens): prompt + half its output."""
         return float(self.prompt.mean() + self.output.mean() / 2)
 
-    @property
+    @cached_property
     def mean_final_context(self) -> float:
         return float(self.prompt.mean() + self.output.mean())
 
@@ -269,6 +270,7 @@ class ColocatedModel:
         if chunk_tokens:
             self.n_chunks = np.ceil(d.prompt / chunk_tokens)
             self.mean_chunk = float(d.prompt.sum() / self.n_chunks.sum())
+            self.mean_n_chunks = float(self.n_chunks.mean())
 
     def _stalls(self, lam: float, b: float) -> tuple[float, float, float]:
         """(stalls per s, extra seconds per stall, time share of stalls) at running batch b."""

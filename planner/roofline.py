@@ -115,7 +115,7 @@ class Replica:
         """
         if self.tp == 1:
             return 0.0
-        size = np.asarray(tokens, dtype=float) * self.model.hidden * 2.0
+        size = (tokens if isinstance(tokens, (int, float)) else np.asarray(tokens, dtype=float)) * self.model.hidden * 2.0
         per_call = 2.0 * (self.tp - 1) / self.tp * size / self.gpu.link_bytes_s + ALLREDUCE_LATENCY_S
         return 2 * self.model.layers * per_call
 
@@ -161,7 +161,7 @@ class Replica:
                 + 4 * layers * heads * head_dim * batch * context (+ the chunk's attention).
         """
         m = self.model
-        if np.ndim(prefill_tokens) == 0 and np.ndim(batch) == 0 and m.experts <= 1:
+        if isinstance(prefill_tokens, (int, float)) and isinstance(batch, (int, float)) and m.experts <= 1:
             # Scalar fast path: the optimizer calls this ~10^5 times per plan.
             tok = batch + prefill_tokens
             att = m.layers * m.heads * m.head_dim

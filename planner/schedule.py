@@ -96,7 +96,7 @@ class RateSolver:
     depends on the lengths and SLOs, not on the pool's arrival rate; only the prefill candidates
     depend on the decode pool's network share. So decode and colocated candidates are computed
     once, prefill candidates once per distinct decode link, and each rate costs three small MILPs
-    (~10 ms) instead of a full solve (~0.2 s). Same steps as api.solve (tests check the two agree).
+    (~10 ms) instead of a full solve (~0.2 s): api.solve with its `reuse` argument.
     """
 
     def __init__(self, model, space, d):
@@ -109,20 +109,13 @@ class RateSolver:
 
     def __call__(self, lam: float) -> tuple:
         """(disaggregated PlanSide, colocated PlanSide) at `lam` req/s."""
-        from planner.api import _side_from_pools
-        from planner.optimizer import NETWORK_MAX_UTIL, candidates, cheapest_pool
+        from types import SimpleNamespace
 
-        m, sp, d = self.model, self.space, self.d
-        kv_rate = lam * d.mean_prompt * m.kv_bytes_per_token(sp.kv_dtype) * (0.5 if sp.kv_compression != "none" else 1.0)
-        need_net = kv_rate / NETWORK_MAX_UTIL
-        dec_pool = cheapest_pool(self.dec_c, lam, need_net)
-        link = min((c.net_share_bytes_s for c, _ in dec_pool.items), default=None) if dec_pool else None
-        if link not in self._pre_c:
-            self._pre_c[link] = candidates("prefill", m, d, sp, sp.prefill_gpus or sp.gpus, link)
-        pre_pool = cheapest_pool(self._pre_c[link], lam, need_net)
-        col_pool = cheapest_pool(self.col_c, lam)
-        return (_side_from_pools("disaggregated", {"prefill": pre_pool, "decode": dec_pool}, d),
-                _side_from_pools("colocated", {"pool": col_pool}, d))
+        from planner.api import solve
+
+        reuse = {"decode": self.dec_c, "colocated": self.col_c, "prefill_by_link": self._pre_c}
+        dis, col, _ = solve(self.model, SimpleNamespace(rate_rps=lam), self.space, self.d, reuse=reuse)
+        return dis, col
 
 
 def schedule_for_plan(result) -> dict | None:

@@ -179,7 +179,9 @@ _register_optional()
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the typer app, turning PlannerError into one red line and an exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)  # returns typer.Exit codes instead of exiting
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except PlannerError as e:
         from rich.console import Console
 

@@ -225,10 +225,12 @@ class DecodeModel:
         return "throughput" if lam * self.steps * self.t(m) / slowdown > m else self.batch_limit
 
     def running(self, lam: float) -> float | None:
-        """Mean running batch b solving b = lam * E[steps] * t(b); None if no fixed point."""
+        """Mean running batch b (time average) solving b = lam * E[steps] * t(1 + b): a request
+        shares its steps with the others running, Poisson(b) of them (M/G/inf seen on arrival),
+        so its mean step is t(1 + b). None if no fixed point."""
         b = lam * self.steps * self.t(1)
         for _ in range(200):
-            b_new = lam * self.steps * self.t(b)
+            b_new = lam * self.steps * self.t(1 + b)
             if b_new > 4 * self.max_batch + 10:
                 return None
             if abs(b_new - b) < 1e-3 * max(b, 1):
@@ -243,7 +245,8 @@ class DecodeModel:
         if b is None:
             return RoleEval(False, self.overload(lam), lam, utilization=1.0)
         qs = poisson_quantiles(b)
-        tp = Pcts(*(self.t(max(x, b if q == 50 else x)) * 1e3 for x, q in zip(qs, (50, 90, 99))))
+        # TPOT at percentile q: the step with itself plus the q-quantile of the others (p50: the mean).
+        tp = Pcts(self.t(1 + b) * 1e3, self.t(1 + qs[1]) * 1e3, self.t(1 + qs[2]) * 1e3)
         bq = max(qs[2], 1)  # the p99 batch must fit: else requests queue for a slot and TTFT tails grow
         util = (self.rep.decode_weight_bytes(b) + b * self.c * self.rep.kv_bytes_per_token) / self.t(b) / (self.rep.tp * self.rep.gpu.mem_bw_bytes_s)
         if bq > self.max_batch:
@@ -272,7 +275,7 @@ class ColocatedModel:
             self.mean_chunk = float(d.prompt.sum() / self.n_chunks.sum())
             self.mean_n_chunks = float(self.n_chunks.mean())
 
-    def _stalls(self, lam: float, b: float) -> tuple[float, float, float]:
+    def stalls(self, lam: float, b: float) -> tuple[float, float, float]:
         """(stalls per s, extra seconds per stall, time share of stalls) at running batch b."""
         t_d = self.dec.t(b)
         if self.chunk:
@@ -302,21 +305,21 @@ class ColocatedModel:
             return RoleEval(False, "throughput", lam, utilization=1.0)
         b = lam * dec.steps * dec.t(1)
         for _ in range(200):
-            rate, stall, share = self._stalls(lam, b)
+            rate, stall, share = self.stalls(lam, b)
             if share >= 0.98:
                 return RoleEval(False, "throughput", lam, utilization=1.0)
-            b_new = lam * dec.steps * dec.t(b) / (1 - share)
+            b_new = lam * dec.steps * dec.t(1 + b) / (1 - share)
             if b_new > 4 * dec.max_batch + 10:
                 return RoleEval(False, dec.overload(lam, 1 - share), lam, utilization=1.0)
             done = abs(b_new - b) < 2e-3 * max(b, 1)
             b = b_new
             if done:
                 break
-        rate, stall, share = self._stalls(lam, b)
+        rate, stall, share = self.stalls(lam, b)
         bq = poisson_quantiles(b, (99,))[0]
         if max(bq, 1) > dec.max_batch:
             return RoleEval(False, dec.batch_limit, lam, batch_mean=b)
-        t_d = dec.t(b)
+        t_d = dec.t(1 + b)
         steps = np.maximum(d.decode_steps, 1)
         life = steps * t_d / (1 - share)
         rng = np.random.default_rng(2)
@@ -326,7 +329,7 @@ class ColocatedModel:
         sd = float(np.std(self.pre.s1)) if not self.chunk else float(np.std(self.rep.decode_step_s(max(b, 1.0), dec.c, np.minimum(d.prompt, self.chunk))))
         stall_sum = np.maximum(n_stalls * stall + np.sqrt(n_stalls) * sd * rng.standard_normal(len(steps)), 0.0)
         # The running batch a request lives with fluctuates around b (Poisson, as for decode).
-        b_i = np.maximum(rng.poisson(b, len(steps)), 1)
+        b_i = 1 + rng.poisson(b, len(steps))
         t_i = np.asarray(self.rep.decode_step_s(b_i.astype(float), dec.c))
         tpot_p = Pcts.of(t_i + stall_sum / steps)
         if self.chunk:

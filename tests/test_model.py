@@ -129,3 +129,20 @@ def test_opt_shape_runs():
     m = build_model(opt)
     assert sum(p.numel() for p in m.parameters()) == opt.params_total
     assert len(generate(m, [1, 2, 3], 4)) == 4
+
+
+def test_loads_hf_llama_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    src = build_model(SMALL, seed=4)
+    tensors = {(k if k.startswith("lm_head") else "model." + k): v.contiguous() for k, v in src.state_dict().items()}
+    tensors["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(4)  # ignored, as HF files carry it
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    loaded = build_model(SMALL, seed=99, weights=str(tmp_path))
+    assert generate(loaded, [5, 6, 7], 6) == generate(src, [5, 6, 7], 6)
+    del tensors["model.norm.weight"]
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(BadInput, match="missing weights norm.weight"):
+        build_model(SMALL, weights=str(tmp_path))
+    with pytest.raises(BadInput, match="no .safetensors"):
+        build_model(SMALL, weights=str(tmp_path / "nowhere"))

@@ -1,0 +1,243 @@
+"""A worker process: what every role shares, and how one starts (locally or on another host).
+
+A worker connects a DEALER socket to the router's ROUTER socket, says hello, receives the
+ServeConfig (JSON), loads and warms up its model, reports ready, then loops: take messages, do a
+step of its role's work, send stats (every 0.25 s; they double as heartbeats). The roles are
+prefill.py, decode.py and colocated.py.
+
+Started by the server (multiprocessing spawn) or by hand on another host:
+    python -m planner.runtime.worker --router tcp://10.0.0.1:5557 --role decode \\
+        --bind-host 0.0.0.0 --advertise-host 10.0.0.2 [--device cuda:0] [--name decode-7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import time
+
+import zmq
+
+from planner.runtime.config import ServeConfig
+from planner.runtime.protocol import dumps, loads
+
+STATS_EVERY_S = 0.25
+SEND_TIMEOUT_S = 2.0
+
+
+class Worker:
+    """What every role shares: the control socket, stats, and knowing when to stop."""
+
+    role = "?"
+
+    def __init__(self, ctx, ctrl, cfg: ServeConfig, name: str, eos_id, parent_pid, bind_host, advertise_host, device):
+        import torch
+
+        from planner.model import build_model
+        from planner.runtime.engine import Engine
+        from planner.specs import resolve_model
+
+        t0 = time.perf_counter()
+        self.ctx, self.ctrl, self.cfg, self.name = ctx, ctrl, cfg, name
+        self.parent_pid, self.bind_host = parent_pid, bind_host
+        self.advertise_host = advertise_host or (bind_host if bind_host not in ("0.0.0.0", "*") else socket.gethostname())
+        self.device = device or cfg.device
+        if self.device == "cpu":
+            torch.set_num_threads(cfg.worker_threads())
+        self.spec = resolve_model(cfg.model)
+        self.model = build_model(self.spec, self.device, cfg.dtype, cfg.seed, cfg.weights)
+        self.engine = Engine(self.model, self.engine_slots(), cfg.max_model_len, self.engine_budget(), eos_id)
+        self.engine.warm_up()
+        self.load_s = time.perf_counter() - t0
+        self.poller = zmq.Poller()
+        self.poller.register(ctrl, zmq.POLLIN)
+        self.stop = False
+        self.draining = False
+        self.last_router_msg = time.monotonic()
+        self.last_stats = 0.0
+
+    # sizes the roles override
+    def engine_slots(self) -> int:
+        return self.cfg.max_seqs
+
+    def engine_budget(self) -> int:
+        return self.cfg.kv_budget_tokens
+
+    # ---- messaging ----------------------------------------------------------------------------------
+    def send(self, msg: dict) -> None:
+        self.ctrl.send(dumps(msg))
+
+    def poll(self, timeout_ms: int) -> None:
+        for sock, _ in self.poller.poll(timeout_ms):
+            while True:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                if sock is self.ctrl:
+                    self.last_router_msg = time.monotonic()
+                    try:
+                        self.on_message(loads(frames[0].buffer))
+                    except ValueError as e:
+                        print(f"[{self.name}] bad control message: {e}", file=sys.stderr)
+                else:
+                    self.on_data(frames)
+
+    def on_message(self, msg: dict) -> None:
+        t = msg["type"]
+        if t == "shutdown":
+            self.stop = True
+        elif t == "cancel":
+            self.cancel(str(msg.get("id")))
+        elif t == "ping":
+            pass
+        else:
+            self.on_role_message(msg)
+
+    def on_role_message(self, msg: dict) -> None:
+        print(f"[{self.name}] unexpected message type {msg.get('type')!r}", file=sys.stderr)
+
+    def on_data(self, frames) -> None:
+        pass
+
+    def cancel(self, req_id: str) -> None:
+        pass
+
+    def counts(self) -> tuple[int, int]:
+        """(running, waiting) requests."""
+        return len(self.engine.running), 0
+
+    def idle(self) -> bool:
+        running, waiting = self.counts()
+        return running == 0 and waiting == 0
+
+    def maybe_stats(self) -> None:
+        now = time.monotonic()
+        if now - self.last_stats < STATS_EVERY_S:
+            return
+        self.last_stats = now
+        running, waiting = self.counts()
+        self.send({"type": "stats", "running": running, "waiting": waiting,
+                   "kv_reserved_tokens": self.engine.reserved, "kv_used_tokens": self.engine.used_tokens(),
+                   "kv_budget_tokens": self.engine.budget})
+
+    def orphaned(self) -> bool:
+        """Local workers end with their parent; remote ones when the router has been silent too long."""
+        if self.parent_pid:
+            return os.getppid() != self.parent_pid
+        return time.monotonic() - self.last_router_msg > 3 * self.cfg.heartbeat_timeout_s
+
+    def ready_message(self) -> dict:
+        return {"type": "ready", "load_s": self.load_s, "kv_budget_tokens": self.engine.budget,
+                "max_seqs": self.engine.max_seqs, "device": self.device}
+
+    def run(self) -> None:
+        self.send(self.ready_message())
+        while not self.stop:
+            self.iterate()
+            self.maybe_stats()
+            if self.draining and self.idle():
+                break
+            if self.orphaned():
+                print(f"[{self.name}] router gone: exiting", file=sys.stderr)
+                break
+        self.send({"type": "bye"})
+
+    def iterate(self) -> None:
+        raise NotImplementedError
+
+    def first_message(self, s, tok, finish, t_batch, prefill_s) -> dict:
+        return {"type": "first", "id": s.id, "token": tok, "finish": finish,
+                "queue_s": max(0.0, t_batch - s.t_recv), "prefill_s": prefill_s, "prompt_len": s.prompt_len}
+
+
+def _seq_from(msg: dict):
+    from planner.runtime.engine import Seq
+
+    s = Seq(id=str(msg["id"]), prompt=[int(t) for t in msg.get("prompt", [])], max_tokens=int(msg["max_tokens"]),
+            temperature=float(msg.get("temperature", 0.0)), top_p=float(msg.get("top_p", 1.0)),
+            seed=int(msg.get("seed", 0)), prompt_len=int(msg.get("prompt_len", 0)))
+    if "t_sent" in msg:
+        # The queue starts when the router sent the request, not when this worker got round to
+        # reading its socket (it reads between batches). Wall clocks: exact on one host; across
+        # hosts the skew between their clocks adds to the queue time.
+        s.t_recv = time.perf_counter() - max(0.0, time.time() - float(msg["t_sent"]))
+    return s
+
+
+
+def _role_class(role: str):
+    from planner.runtime.colocated import ColocatedWorker
+    from planner.runtime.decode import DecodeWorker
+    from planner.runtime.prefill import PrefillWorker
+
+    return {"prefill": PrefillWorker, "decode": DecodeWorker, "colocated": ColocatedWorker}[role]
+
+
+
+
+def worker_main(router_addr: str, role: str, name: str, bind_host: str = "127.0.0.1",
+                advertise_host: str | None = None, device: str | None = None, parent_pid: int | None = None) -> int:
+    """Process entry: hello -> config -> load -> ready -> loop. Returns the exit code."""
+    # Ctrl-C reaches the whole process group; the router drains and then tells workers to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ctx = zmq.Context()
+    ctrl = ctx.socket(zmq.DEALER)
+    ctrl.setsockopt(zmq.IDENTITY, name.encode())
+    ctrl.setsockopt(zmq.LINGER, 2000)
+    ctrl.connect(router_addr)
+    ctrl.send(dumps({"type": "hello", "role": role, "name": name, "pid": os.getpid(), "host": socket.gethostname()}))
+    worker = None
+    try:
+        deadline = time.monotonic() + 120
+        cfg_msg = None
+        while cfg_msg is None:
+            if ctrl.poll(200):
+                m = loads(ctrl.recv())
+                if m["type"] == "config":
+                    cfg_msg = m
+                elif m["type"] == "shutdown":
+                    return 0
+            elif time.monotonic() > deadline or (parent_pid and os.getppid() != parent_pid):
+                print(f"[{name}] no config from router {router_addr}: exiting", file=sys.stderr)
+                return 1
+        cfg = ServeConfig.from_json(cfg_msg["config"])
+        try:
+            worker = _role_class(role)(ctx, ctrl, cfg, name, cfg_msg.get("eos_id"), parent_pid, bind_host, advertise_host, device)
+        except Exception as e:  # noqa: BLE001 - report any load failure to the router, then exit
+            ctrl.send(dumps({"type": "fatal", "message": f"{type(e).__name__}: {e}"}))
+            return 1
+
+        def on_term(signum, frame):  # SIGTERM: finish what this worker holds, then leave
+            worker.draining = True
+
+        signal.signal(signal.SIGTERM, on_term)
+        worker.run()
+        return 0
+    finally:
+        ctx.destroy(linger=1)
+
+
+def _spawn_entry(router_addr, role, name, bind_host, parent_pid):
+    """multiprocessing target (top-level so spawn can import it)."""
+    sys.exit(worker_main(router_addr, role, name, bind_host, None, None, parent_pid))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Start a planner worker that joins a router (possibly on another host).")
+    ap.add_argument("--router", required=True, help="router control address, e.g. tcp://10.0.0.1:5557")
+    ap.add_argument("--role", required=True, choices=["colocated", "decode", "prefill"])
+    ap.add_argument("--name", default=None, help="unique worker name (default: role-host-pid)")
+    ap.add_argument("--bind-host", default="127.0.0.1", help="interface for this worker's KV socket")
+    ap.add_argument("--advertise-host", default=None, help="address other workers use to reach this one")
+    ap.add_argument("--device", default=None, help="override the server's --device (cpu, cuda:N)")
+    a = ap.parse_args(argv)
+    name = a.name or f"{a.role}-{socket.gethostname()}-{os.getpid()}"
+    return worker_main(a.router, a.role, name, a.bind_host, a.advertise_host, a.device, None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""`planner validate`: pilot derivation, the prediction's known answers, the JSON contract, and
+end-to-end pilots of `tiny` on this CPU (a normal run, a worker killed mid-run, Ctrl-C)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from planner import replay as rp
+from planner import validate as v
+from planner.errors import BadInput
+from planner.profiles import save_profile
+from planner.queueing import Demand, Pcts
+from planner.specs import resolve_model
+from planner.workload import workload_from_flags
+
+SHORT = dict(input_len="uniform:16-48", output_len="uniform:8-24")
+
+
+def synthetic_profile(path, prefill_s_per_token=3e-4, decode_base_s=0.008, decode_s_per_seq=0.0015):
+    """A profile of `tiny` whose times follow a formula (no torch, no minute of measuring)."""
+    spec = resolve_model("tiny")
+    samples = [{"phase": "prefill", "batch": b, "prompt_len": l, "context_len": 0,
+                "seconds": 0.004 + prefill_s_per_token * b * l} for b, l in [(1, 16), (1, 32), (1, 64), (1, 128), (2, 64), (4, 64)]]
+    samples += [{"phase": "decode", "batch": b, "prompt_len": 0, "context_len": c,
+                 "seconds": decode_base_s + decode_s_per_seq * b} for b in (1, 2, 4, 8, 16, 32) for c in (32, 64)]
+    meta = {"kind": "local", "device": {"name": "test cpu", "type": "cpu", "memory_gb": 16.0, "torch_threads": 1},
+            "model": spec.to_dict(), "dtype": "fp32", "tp": 1,
+            "ceilings": {"matmul_tflops": 0.1, "mem_bw_gbps": 20.0, "link_gbps": None}}
+    return save_profile(path, meta, samples)
+
+
+@pytest.fixture(scope="module")
+def profile_path(tmp_path_factory):
+    return synthetic_profile(tmp_path_factory.mktemp("prof") / "tiny-test.json")
+
+
+@pytest.fixture(scope="module")
+def rep(profile_path):
+    return v.local_replica(resolve_model("tiny"), profile_path)[0]
+
+
+def _demand(inp="uniform:64-192", out="uniform:32-96"):
+    return Demand.from_workload(workload_from_flags(rate=1.0, input_len=inp, output_len=out))
+
+
+# ---- pilot derivation ------------------------------------------------------------------------------
+def test_split_for_ratio_known_answers():
+    assert v.split_for_ratio(0.5, 2) == (1, 1)
+    assert v.split_for_ratio(0.25, 4) == (1, 3)
+    assert v.split_for_ratio(0.6, 5) == (3, 2)
+    assert v.split_for_ratio(0.1, 3) == (1, 2)  # at least one of each
+
+
+def test_workers_and_threads_from_cores():
+    assert v.default_max_workers("cpu", 2) == 2  # one prefill + one decode on a 2-core machine
+    assert v.default_max_workers("cpu", 16) == 7
+    assert v.default_max_workers("cuda", 64) == 2
+    assert v.threads_per_worker("cpu", 2, 2) == 1
+    assert v.threads_per_worker("cpu", 7, 16) == 2
+
+
+def test_derive_pilot_model_only():
+    w = workload_from_flags(rate=1.0, **SHORT)
+    p = v.derive_pilot("tiny", "cpu", w, cores=2)
+    assert p.mode == "disaggregated" and p.threads_per_worker == 1 and p.load_frac == 0.6
+    assert p.dtype == "fp32" and any("2 workers fit" in x for x in p.why)
+    c = v.derive_pilot("tiny", "cpu", w, mode="colocated", cores=2)
+    assert c.mode == "colocated" and c.workers == 2 and c.n_workers == 2
+    with pytest.raises(BadInput):
+        v.derive_pilot("tiny", "cpu", w, load_frac=0.0, cores=2)
+    with pytest.raises(BadInput):
+        v.derive_pilot("tiny", "cpu", w, mode="sideways", cores=2)
+
+
+def test_plan_json_gives_ratio_load_and_workload():
+    from planner.api import plan
+
+    doc = json.loads(json.dumps(plan("llama-3.1-8b", rate=40.0, input_len="lognormal:mean=1500,sigma=0.6", output_len="300",
+                                     gpus="h100-sxm", pareto=False).to_dict(), default=str))
+    s = v.plan_summary(doc, "plan.json")
+    dis = doc["disaggregated"]
+    n_p = sum(p["replicas"] for p in dis["prefill"])
+    n_d = sum(p["replicas"] for p in dis["decode"])
+    assert s["disaggregated"]["replicas"] == {"prefill": n_p, "decode": n_d}
+    cap_d = sum(p["replicas"] * p["capacity_rps_per_replica"] for p in dis["decode"])
+    assert s["disaggregated"]["load"]["decode"] == pytest.approx(40.0 / cap_d)
+    w = s["workload"]
+    assert w.rate_rps == pytest.approx(40.0) and w.input.mean == pytest.approx(doc["workload"]["input"]["mean"])
+    p = v.derive_pilot("llama-3.1-8b", "cpu", w, s, max_workers=6, mode="disaggregated", cores=16)
+    assert (p.prefill_workers, p.decode_workers) == v.split_for_ratio(n_p / (n_p + n_d), 6)
+    assert p.load_frac == pytest.approx(max(x for x in s["disaggregated"]["load"].values()))
+    with pytest.raises(BadInput):
+        v.plan_summary({"nope": 1}, "x.json")
+
+
+# ---- prediction ------------------------------------------------------------------------------------
+def _pilot(mode="disaggregated", rate=1.0, **kw):
+    base = v.Pilot("tiny", "cpu", mode, prefill_workers=1, decode_workers=1, workers=2 if mode == "colocated" else 0,
+                   rate_rps=rate)
+    return replace(base, **kw)
+
+
+def test_lifetime_variance_factor_known_values():
+    f = v.lifetime_var_factor(np.array([1e-6, 1.0, 100.0]), 1.0)
+    assert f[0] == pytest.approx(1.0, abs=1e-3)
+    assert f[1] == pytest.approx(2 * math.exp(-1), rel=1e-6)  # 2 (x - 1 + e^-x) / x^2 at x = 1
+    assert f[2] == pytest.approx(2 * (99 + math.exp(-100)) / 1e4)
+
+
+def test_prediction_at_light_load_is_service_time(rep):
+    d = _demand()
+    p = v.predict(_pilot(rate=1e-3), rep, d, transport_bytes_s=1e9)
+    pm = v.models_for(_pilot(), rep, d)["prefill"]
+    assert p.feasible
+    assert p.ttft_ms.p50 == pytest.approx(float(np.median(pm.s1)) * 1e3, rel=0.02)  # no queue: own prefill
+    dm = v.models_for(_pilot(), rep, d)["decode"]
+    assert p.tpot_ms.p50 == pytest.approx(dm.t(1) * 1e3, rel=0.05)  # alone in the batch
+    # KV: one layer on the wire (+0.1 ms); an idle decode worker adds no step residual
+    layer_ms = d.mean_prompt * rep.kv_bytes_per_token / 6 / 1e9 * 1e3
+    assert p.kv_transfer_ms_mean == pytest.approx(layer_ms + 0.1, rel=0.05)
+    assert p.utilization["prefill"] < 0.01 and p.utilization["decode"] < 0.01
+
+
+def test_prediction_grows_with_load_and_fails_past_capacity(rep):
+    d = _demand()
+    cap, limit = v.pilot_capacity(_pilot(), rep, d)
+    assert cap > 0 and limit.split()[0] in ("prefill", "decode")
+    lo, hi = (v.predict(_pilot(rate=f * cap), rep, d, 1e9) for f in (0.3, 0.9))
+    assert hi.ttft_ms.p90 > lo.ttft_ms.p90 and hi.tpot_ms.p50 > lo.tpot_ms.p50
+    assert hi.batch_mean["decode"] > lo.batch_mean["decode"] > 0
+    assert hi.kv_transfer_ms_mean > lo.kv_transfer_ms_mean  # the decode worker is busier
+    over = v.predict(_pilot(rate=3 * cap), rep, d, 1e9)
+    assert not over.feasible and over.tpot_ms is None
+
+
+def test_colocated_prediction_and_capacity(rep):
+    d = _demand()
+    cap, _ = v.pilot_capacity(_pilot("colocated"), rep, d)
+    p = v.predict(_pilot("colocated", rate=0.5 * cap), rep, d)
+    assert p.feasible and p.ttft_ms.p50 > 0 and p.tpot_ms.p50 > 0
+    assert p.kv_transfer_ms_mean is None and 0 < p.utilization["colocated"] <= 1
+
+
+def test_balance_split_follows_capacities(rep):
+    # Long outputs load decode: more decode workers; long prompts and short outputs: more prefill.
+    p = _pilot()
+    assert v.balance_split(p, rep, _demand("16", "400"), 4) == (1, 3)
+    assert v.balance_split(p, rep, _demand("1000", "2"), 4) == (3, 1)
+
+
+def test_profiled_replica_reproduces_the_measured_points(profile_path):
+    """--roofline profile: on the profiled device the measurements themselves are the step times."""
+    r, _ = v.local_replica(resolve_model("tiny"), profile_path, "profile")
+    assert r.decode_step_s(4, 32) == pytest.approx(0.008 + 0.0015 * 4)  # a grid point
+    assert r.decode_step_s(6, 48) == pytest.approx(0.008 + 0.0015 * 6)  # bilinear inside the grid
+    assert r.decode_step_s(64, 64) > r.decode_step_s(32, 64)  # off the grid: the roofline's slope
+    assert r.prefill_times_s(np.array([32.0, 48.0])) == pytest.approx([0.004 + 3e-4 * 32, 0.004 + 3e-4 * 48])
+    # a batch of k padded rows: t1(longest) x t(k)/t(1) of the batched points
+    ratio = (0.004 + 3e-4 * 128) / (0.004 + 3e-4 * 64)
+    assert r.prefill_time_s(np.array([20.0, 64.0])) == pytest.approx((0.004 + 3e-4 * 64) * ratio)
+
+
+def test_predicted_throughput_over_the_makespan():
+    sched = [rp.ReplayRequest(i, float(i), 10, 20) for i in range(11)]  # arrivals 0..10 s
+    assert v.predicted_throughput(sched, 1.0, 5.0) == pytest.approx((11 / 11.0, 220 / 11.0))
+    assert v.predicted_throughput(sched, None, 5.0) == pytest.approx((5.0, 100.0))  # overloaded: capacity
+
+
+def test_rel_error():
+    assert v.rel_error(110.0, 100.0) == pytest.approx(0.1)
+    assert v.rel_error(90.0, 100.0) == pytest.approx(-0.1)
+    assert v.rel_error(None, 1.0) is None and v.rel_error(1.0, 0.0) is None and v.rel_error(1.0, None) is None
+
+
+def test_profile_grid_and_cache_path():
+    g = v.profile_grid(_demand(), 32)
+    assert g["batches"][-1] == 32 and g["prefill_batch_len"] == pytest.approx(128, abs=3)
+    assert 64 <= g["prompt_lens"][0] <= g["prompt_lens"][-1] <= 192
+    a = v.cached_profile_path("tiny", "cpu", 1, "fp32", g)
+    assert a.parent.name == "profiles" and "1t" in a.name
+    assert a != v.cached_profile_path("tiny", "cpu", 2, "fp32", g)
+
+
+def test_measure_transport_is_positive():
+    assert v.measure_transport(256 * 1024, n=10) > 1e7  # loopback moves > 10 MB/s
+
+
+# ---- the JSON contract ------------------------------------------------------------------------------
+def _fake_run(failed=0):
+    st = rp.ReplayState()
+    for i in range(6):
+        st.records[i] = rp.RequestRecord(i, 0.1 * i, 20, 11, sent_s=0.1 * i, ttft_s=0.05, e2e_s=0.55, output_tokens=11, done=True)
+    for i in range(6, 6 + failed):
+        st.records[i] = rp.RequestRecord(i, 0.1 * i, 20, 11, sent_s=0.1 * i, error="error event after 3 tokens: boom", done=True)
+    meas = v.Measurement(st, rp.summarize(st), {"server_kv_mean_s": 0.004, "server_kv_count": 6, "kv_bytes_total": 6e6},
+                         {"prefill": 0.2, "decode": 0.5}, {}, cpu={"foreign_cores": 0.0, "cores": 2})
+    pred = v.Prediction("disaggregated", True, "", Pcts(50.0, 60.0, 70.0), Pcts(50.0, 55.0, 60.0), 5.0, 1e6,
+                        {"prefill": 0.25, "decode": 0.5}, {"prefill": 1.0, "decode": 2.0}, 1.0, 40.0, 0.55,
+                        np.full(10, 50.0), np.full(10, 50.0))
+    return v.RunResult(_pilot(rate=10.0), pred, meas, (10.0, 110.0), workload_from_flags(rate=1.0).slo, 6 + failed)
+
+
+def test_json_contract_fields_and_errors():
+    d = _fake_run().to_dict()
+    assert set(v.METRICS) <= set(d["metrics"])
+    for k in v.METRICS:
+        assert set(d["metrics"][k]) == {"predicted", "measured", "rel_error"}
+    assert d["metrics"]["ttft_ms_p50"]["measured"] == pytest.approx(50.0)
+    assert d["metrics"]["ttft_ms_p50"]["rel_error"] == pytest.approx(0.0)
+    assert d["metrics"]["tpot_ms_p50"]["measured"] == pytest.approx(50.0)  # (550 - 50) ms / 10 tokens
+    assert d["metrics"]["kv_transfer_ms_mean"]["rel_error"] == pytest.approx(0.25)  # 5 ms vs 4 ms
+    assert d["requests"] == {"sent": 6, "completed": 6, "failed": 0, "lost": 0}
+    assert d["valid"] is True and d["pilot"]["label"] == "1 prefill + 1 decode"
+    assert len(d["samples"]["ttft_ms"]) == 6 and len(d["samples"]["tpot_ms"]) == 6
+    assert d["stages"]["utilization_decode"]["measured"] == pytest.approx(0.5)
+    json.dumps(d)  # plain JSON
+
+
+def test_failures_make_the_result_invalid():
+    r = _fake_run(failed=2)
+    d = r.to_dict()
+    assert d["requests"] == {"sent": 8, "completed": 6, "failed": 2, "lost": 0}
+    assert d["valid"] is False and any("2 of 8 requests failed" in x for x in d["invalid_reasons"])
+    assert d["measured"]["errors"][0]["count"] == 2
+
+
+def test_starved_pilot_makes_the_result_invalid():
+    r = _fake_run()
+    r.measurement.cpu.update(foreign_cores=1.2, run_queue_wait_share={"decode-0": 0.4, "prefill-0": 0.05})
+    assert not r.valid and any("decode-0 waited 40%" in x for x in r.invalid_reasons())
+    r.measurement.cpu["run_queue_wait_share"] = {"decode-0": 0.02}
+    assert r.valid  # others were busy, but the pilot got its CPU
+
+
+def test_cpu_watch_sees_a_busy_child():
+    import subprocess as sp
+
+    child = sp.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<0.6: pass"])
+    w = v.CpuWatch({"child": child.pid})
+    w.start()
+    child.wait()
+    time.sleep(0.05)
+    out = w.stop()
+    # a dead child cannot be read at the end: it is simply absent, not a crash
+    assert set(out) >= {"wall_s", "process_cores", "run_queue_wait_share"}
+    me = v.CpuWatch({"me": os.getpid()})
+    me.start()
+    t = time.time()
+    while time.time() - t < 0.3:
+        pass
+    got = me.stop()
+    assert 0.2 < got["process_cores"]["me"] + got["run_queue_wait_share"]["me"] < 1.3
+
+
+def test_markdown_report_has_the_table():
+    from planner.validate_cli import render_markdown
+
+    run = _fake_run().to_dict()
+    md = render_markdown({**run, "workload": workload_from_flags(rate=1.0).to_dict(), "notes": ["n1"]})
+    assert "| TTFT p50 | ms | 50 | 50 | +0% | - | - |" in md and "Requests: sent 6, completed 6, failed 0, lost 0" in md
+
+
+# ---- end to end on the runtime (tiny, this CPU) ------------------------------------------------------
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+
+def test_end_to_end_tiny_pilot(profile_path, tmp_path):
+    """The runtime must exist: this fails (never skips) if planner serve cannot start."""
+    w = workload_from_flags(rate=1.0, **SHORT)
+    res = v.validate("tiny", "cpu", w, profile=profile_path, pilot_rate=3.0, duration_s=5.0, progress=False, say=lambda m: None)
+    d = res.to_dict()
+    assert d["requests"]["lost"] == 0 and d["requests"]["failed"] == 0
+    assert d["requests"]["completed"] == d["requests"]["sent"] >= 5
+    for k in v.METRICS:
+        assert d["metrics"][k]["measured"] is not None and d["metrics"][k]["predicted"] is not None, k
+    # exact lengths: each request got its drawn output length
+    for r in d["requests_detail"]:
+        assert r["output_tokens"] == r["max_tokens"]
+    assert d["stages"]["kv_bytes_per_request"]["measured"] is not None
+    assert d["metrics"]["ttft_ms_p50"]["simulated"] > 0  # the plan's simulator on the same schedule
+    assert d["pilot"]["max_model_len"] >= max(r["prompt_tokens"] + r["max_tokens"] for r in d["requests_detail"])
+    pids = [w["pid"] for w in d["pilot"]["workers_detail"].values()]
+    assert len(pids) == 2 and not any(_alive(p) for p in pids)  # torn down
+
+
+def test_worker_killed_mid_run_is_reported_invalid(profile_path):
+    w = workload_from_flags(rate=1.0, **SHORT)
+    killed = {}
+
+    def kill_decode(handle):
+        pid = handle.worker_pids()["decode-0"]
+        killed["pid"] = pid
+        threading.Timer(1.5, os.kill, (pid, signal.SIGKILL)).start()
+
+    res = v.validate("tiny", "cpu", w, profile=profile_path, pilot_rate=4.0, duration_s=5.0, progress=False,
+                     on_serving=kill_decode, say=lambda m: None, timeout_s=20.0)
+    d = res.to_dict()
+    assert d["requests"]["lost"] == 0 and d["requests"]["failed"] > 0
+    assert d["requests"]["sent"] == d["requests"]["completed"] + d["requests"]["failed"]
+    assert d["valid"] is False and any("failed" in x for x in d["invalid_reasons"])
+    assert any("died" in x for x in d["invalid_reasons"])
+    assert not any(_alive(w["pid"]) for w in d["pilot"]["workers_detail"].values())
+
+
+def test_ctrl_c_tears_down_and_saves_partial_report(profile_path, tmp_path):
+    out = tmp_path / "partial.json"
+    cmd = [sys.executable, "-m", "planner", "validate", "--model", "tiny", "--profile", str(profile_path),
+           "--pilot-rate", "3", "--duration", "60", "--input-len", SHORT["input_len"], "--output-len", SHORT["output_len"],
+           "--json", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "replaying" in line or time.monotonic() > deadline:
+            break
+    time.sleep(2.0)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(lines) + rest
+    d = json.loads(out.read_text())
+    assert d["interrupted"] is True and d["valid"] is False
+    assert d["requests"]["lost"] == 0 and d["requests"]["sent"] >= 1
+    pids = [w["pid"] for w in d["pilot"]["workers_detail"].values()]
+    time.sleep(0.5)
+    assert pids and not any(_alive(p) for p in pids)
+
+
+def test_endpoint_pilot_without_profile_measures_only(tmp_path):
+    """--endpoint drives an external deployment (here the fake server); with no profile of its
+    device there is nothing to predict, and the report says so instead of inventing numbers."""
+    from planner.profile.fake_server import FakeServerConfig, start_fake_server
+    from planner.validate_cli import write_outputs
+
+    w = workload_from_flags(rate=1.0, **SHORT)
+    cfg = FakeServerConfig(prefill_base_s=0.005, decode_base_s=0.004, decode_s_per_seq=0.0, tokenize=None)
+    with start_fake_server(cfg) as srv:
+        res = v.validate("tiny", "cpu", w, endpoint=srv.url + "/v1", served_model="fake-model", pilot_rate=10.0,
+                         requests=12, progress=False, say=lambda m: None)
+    d = res.to_dict()
+    assert d["requests"] == {"sent": 12, "completed": 12, "failed": 0, "lost": 0}
+    assert d["metrics"]["ttft_ms_p50"]["predicted"] is None and d["metrics"]["ttft_ms_p50"]["measured"] > 4
+    assert d["measured"]["server"]["server_ttft_count"] == 12  # vLLM-style histogram deltas
+    assert any("no --profile" in n for n in d["notes"])
+
+    class Quiet:
+        def print(self, *a, **k):
+            pass
+
+    write_outputs(d, str(tmp_path / "r.json"), tmp_path / "r.html", Quiet())
+    assert json.loads((tmp_path / "r.json").read_text())["requests"]["lost"] == 0
+    assert "<html" in (tmp_path / "r.html").read_text().lower()

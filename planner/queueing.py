@@ -170,6 +170,10 @@ class PrefillModel:
             k = k_new
         return k
 
+    def upper_bound(self) -> float:
+        """No rate at or above this is sustainable (req/s): full batches back to back."""
+        return self.lam_max
+
     def wait_samples(self, lam: float) -> tuple[np.ndarray, float, float, float]:
         """Queueing delay before a prompt's batch starts (s): samples, mean, busy share, batch size.
 
@@ -217,6 +221,12 @@ class DecodeModel:
 
     def t(self, b: float) -> float:
         return self.rep.decode_step_s(max(b, 1.0), self.c)
+
+    def upper_bound(self) -> float:
+        """Little's law at the largest batch: lam <= max_batch / (E[steps] t(1 + max_batch)) (req/s)."""
+        if self.max_batch < 1 or self.steps <= 0:
+            return 0.0
+        return self.max_batch / (self.steps * self.t(1 + self.max_batch))
 
     def overload(self, lam: float, slowdown: float = 1.0) -> str:
         """Why no fixed point: "throughput" if even a full batch cannot keep up with lam, else the
@@ -274,6 +284,11 @@ class ColocatedModel:
             self.n_chunks = np.ceil(d.prompt / chunk_tokens)
             self.mean_chunk = float(d.prompt.sum() / self.n_chunks.sum())
             self.mean_n_chunks = float(self.n_chunks.mean())
+
+    def upper_bound(self) -> float:
+        """Neither phase alone may exceed its own bound (req/s)."""
+        d = self.dec.upper_bound()
+        return min(self.pre.lam_max, d) if d > 0 else self.pre.lam_max
 
     def stalls(self, lam: float, b: float) -> tuple[float, float, float]:
         """(stalls per s, extra seconds per stall, time share of stalls) at running batch b."""
@@ -355,32 +370,39 @@ def capacity(model, lam_hi: float | None = None, rel_tol: float = 0.01) -> tuple
     """Largest per-replica rate (req/s) at which `model.eval` is feasible, by bisection.
 
     Returns (capacity_rps, the evaluation at capacity, the binding constraint just above it).
-    Feasibility is monotone in the rate: more load never lowers a latency percentile here.
+    Feasibility is monotone in the rate: more load never lowers a latency percentile here. The
+    search starts from the model's throughput bound (`upper_bound()`), which the SLOs only lower,
+    so a handful of evaluations suffice.
     """
-    lo, hi = 0.0, lam_hi or 1.0
     probe = model.eval(1e-6)
     if not probe.feasible:
         return 0.0, probe, probe.binding
-    # Grow hi until infeasible.
-    for _ in range(60):
-        e = model.eval(hi)
+    bound = getattr(model, "upper_bound", None)
+    hi = lam_hi or (bound() if bound else 0.0) or 1.0
+    lo, best = 0.0, probe
+    e = model.eval(hi)
+    for _ in range(60):  # the bound was not binding (or no bound): grow until infeasible
         if not e.feasible:
             break
-        lo, hi = hi, hi * 2
+        lo, best, hi = hi, e, hi * 2
+        e = model.eval(hi)
     else:
-        return hi, e, ""
-    best, binding = probe, e.binding
-    if lo > 0:
-        best = model.eval(lo)
-    while hi - lo > rel_tol * max(lo, 1e-9) and hi - lo > 1e-9:
+        return lo, best, ""
+    binding = e.binding
+    while lo == 0.0 and hi > 1e-6:  # halve until something is feasible
+        mid = hi / 2
+        e = model.eval(mid)
+        if e.feasible:
+            lo, best = mid, e
+        else:
+            hi, binding = mid, e.binding
+    while lo > 0 and hi - lo > rel_tol * lo:
         mid = (lo + hi) / 2
         e = model.eval(mid)
         if e.feasible:
             lo, best = mid, e
         else:
             hi, binding = mid, e.binding
-    if lo == 0.0:
-        return 0.0, best, binding
     return lo, best, binding
 
 

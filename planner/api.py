@@ -12,22 +12,20 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 
-import numpy as np
-
 from planner.errors import BadInput, Infeasible, PlannerError
 from planner.optimizer import (
     KV_TRANSFER_WARN_MS,
     NETWORK_MAX_UTIL,
-    Candidate,
     Pool,
     SearchSpace,
     candidates,
     cheapest_pool,
     evaluate_pool,
+    price_or_none,
     single_type_pools,
 )
-from planner.queueing import ColocatedModel, Demand, RoleEval
-from planner.roofline import Efficiency, Replica, valid_tp
+from planner.queueing import ColocatedModel, Demand
+from planner.roofline import Replica, valid_tp
 from planner.specs import ModelSpec, resolve_model
 
 HOURS_PER_MONTH = 730.0
@@ -334,7 +332,7 @@ def plan(
     all_gpus = pick(gpus) or list(cat)
     space = SearchSpace(all_gpus, pick(prefill_gpus), pick(decode_gpus), provider, weight_dtype, kv_dtype, kv_compression, efficiencies)
     if provider:
-        priced = [g for g in all_gpus if _has_provider(g, provider)]
+        priced = [g for g in all_gpus if price_or_none(g, provider) is not None]
         if not priced:
             raise BadInput(f"--provider {provider!r}: none of the allowed GPUs has a price from it")
         space.skipped = [(g.key, f"no {provider} price") for g in all_gpus if g not in priced]
@@ -379,14 +377,6 @@ def plan(
         result.schedule = schedule_for_plan(result)
         result.timings_s["schedule"] = time.perf_counter() - t5
     return result
-
-
-def _has_provider(g, provider) -> bool:
-    try:
-        g.price(provider)
-        return True
-    except Exception:
-        return False
 
 
 def _pool_summary(p: Pool) -> dict:

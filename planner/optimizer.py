@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+from planner.errors import PlannerError
 from planner.queueing import ColocatedModel, DecodeModel, Demand, PrefillModel, RoleEval, capacity
 from planner.roofline import Efficiency, Replica, kv_transfer_s, valid_tp
 
@@ -113,10 +114,11 @@ class SearchSpace:
         return self.efficiencies.get(gpu.key) or self.efficiencies.get("*") or Efficiency()
 
 
-def _price(gpu, provider):
+def price_or_none(gpu, provider):
+    """The GPU's price from `provider` (cheapest on-demand if None), or None when it has none."""
     try:
         return gpu.price(provider)
-    except Exception:
+    except PlannerError:
         return None
 
 
@@ -129,7 +131,7 @@ def candidates(role: str, model, d: Demand, space: SearchSpace, gpus, decode_lin
     """Every feasible (GPU, tp[, mode]) replica for `role`, with its capacity (req/s)."""
     out = []
     for g in gpus:
-        price = _price(g, space.provider)
+        price = price_or_none(g, space.provider)
         if price is None:
             continue
         for tp in TP_SIZES:

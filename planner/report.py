@@ -108,7 +108,6 @@ def render_terminal(r: PlanResult, console=None) -> None:
         con.print("[bold yellow]Warnings[/bold yellow]")
         for x in r.warnings:
             con.print(f"  - {x}", highlight=False)
-    cal = r.calibration
     for line in calibration_lines(r):
         con.print(line, highlight=False)
 

@@ -172,7 +172,7 @@ class Router:
                 log.info("remote worker %s (%s) joined from %s", name, w.role, msg.get("host"))
             if w.role not in self.roles_needed():
                 log.warning("worker %s has role %s, this server runs %s: told to stop", name, w.role, self.cfg.mode)
-                await self.sock.send_multipart([ident, dumps({"type": "shutdown"})])
+                await self.sock.send_multipart([name.encode(), dumps({"type": "shutdown"})])  # the ROUTER identity is the name
                 return
             w.pid, w.host, w.state, w.last_seen = int(msg.get("pid", 0)), str(msg.get("host", "")), "loading", time.monotonic()
             await self.send(w, self.config_msg)

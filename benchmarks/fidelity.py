@@ -1,11 +1,11 @@
 """How well does the plan's model predict a real pilot? A grid of `planner validate` runs on this machine.
 
-    python benchmarks/fidelity.py                 # 12 pilots x 20 s: 2 mixes x 2 modes x loads 30/60/90%
+    python benchmarks/fidelity.py                 # 12 pilots x 20 s (60 requests at least): 2 mixes x 2 modes x loads 30/60/90%
     python benchmarks/fidelity.py --quick         # 6 pilots x 15 s: loads 30/90%, chat mix for colocated
-    python benchmarks/fidelity.py --roofline kv-read
+    python benchmarks/fidelity.py --roofline plan # main figures with the fitted roofline's step times
 
-Each pilot runs `tiny` on this CPU (planner.validate.validate: profile -> calibrate -> queueing
-prediction, then planner serve + open-loop replay). For every metric of the JSON contract the
+Each pilot runs `tiny` on this CPU (planner.validate.validate: profile -> calibrate -> contention
+probe -> queueing prediction, then planner serve + open-loop replay). For every metric of the JSON contract the
 relative error (predicted - measured) / measured is collected; the table gives the median and the
 worst |error| per metric over the valid pilots (a pilot whose requests failed, or that shared the
 machine with other busy processes, is listed but left out of the summary: its errors are not the
@@ -36,7 +36,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner import replay as rp  # noqa: E402
 from planner import validate as v  # noqa: E402
 from planner.queueing import Demand  # noqa: E402
 from planner.specs import resolve_model  # noqa: E402
@@ -58,16 +57,16 @@ def grid(quick: bool) -> list[tuple[str, str, float]]:
     return [(m, mode, f) for m in MIXES for mode in ("disaggregated", "colocated") for f in (0.3, 0.6, 0.9)]
 
 
-def alt_errors(res: v.ValidateResult, workload, other: str, duration_s: float, seed: int) -> dict:
+def alt_errors(res: v.ValidateResult, workload, other: str) -> dict:
     """The same run's errors under the other step-time model (re-predicted, same measurement)."""
     run = res.run
     spec = resolve_model(run.pilot.model)
     rep, _ = v.local_replica(spec, Path(res.calibration["path"]), other)
     d = Demand.from_workload(workload)
-    pred = v.predict(run.pilot, rep, d, (res.transport or {}).get("measured_bytes_per_s"))
-    sched = rp.poisson_schedule(workload, run.pilot.rate_rps, None, duration_s, seed, spec.max_position)
-    cap, _ = v.pilot_capacity(run.pilot, rep, d)
-    alt = v.RunResult(run.pilot, pred, run.measurement, v.predicted_throughput(sched, pred.e2e_s_mean, cap), run.slo,
+    bw = (res.transport or {}).get("measured_bytes_per_s")
+    rep, _ = v.pilot_replica(run.pilot, rep, d, run.contention, run.pilot.rate_rps, bw)
+    pred = v.predict(run.pilot, rep, d, bw)
+    alt = v.RunResult(run.pilot, pred, run.measurement, v.predicted_throughput(run.schedule, pred.e2e_s_mean, run.pilot.capacity_rps), run.slo,
                       run.schedule_len)
     return {k: e["rel_error"] for k, e in alt.metrics().items()}
 
@@ -120,8 +119,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="6 pilots of 15 s")
     ap.add_argument("--duration", type=float, default=None, help="seconds of arrivals per pilot (default 20, quick 15)")
-    ap.add_argument("--roofline", default="plan", choices=list(STEP_MODELS), help="step-time model of the main figures")
+    ap.add_argument("--roofline", default="profile", choices=list(STEP_MODELS), help="step-time model of the main figures")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--min-requests", type=int, default=60,
+                    help="a slow pilot replays at least this many requests (a p90 of 20 requests is mostly noise)")
     ap.add_argument("--nice", type=int, default=-10 if hasattr(os, "geteuid") and os.geteuid() == 0 else 0,
                     help="renice the pilots' processes (default -10 as root: other work on a shared machine must not starve them)")
     ap.add_argument("--out", default=None, help="also write every pilot's validate JSON to this folder")
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
         try:
             waited = wait_quiet(a.wait_quiet)
             res = v.validate("tiny", "cpu", w, mode=mode, load_frac=frac, duration_s=duration, seed=a.seed, progress=False,
-                             roofline=a.roofline, nice=a.nice, say=lambda msg: None)
+                             roofline=a.roofline, nice=a.nice, min_requests=a.min_requests, say=lambda msg: None)
         except KeyboardInterrupt:
             res = None
         if res is None or res.interrupted:  # Ctrl-C: the pilot is torn down; summarise what ran
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
                      "why_invalid": d["invalid_reasons"], "foreign_cores": (d["measured"].get("cpu") or {}).get("foreign_cores"),
                      "run_queue_wait": (d["measured"].get("cpu") or {}).get("run_queue_wait_share"),
                      "requests": d["requests"], "errors": {k: e["rel_error"] for k, e in d["metrics"].items()},
-                     "metrics": d["metrics"], **{"errors_" + o: alt_errors(res, w, o, duration, a.seed) for o in others},
+                     "metrics": d["metrics"], **{"errors_" + o: alt_errors(res, w, o) for o in others},
                      "errors_simulated": {k: e.get("sim_rel_error") for k, e in d["metrics"].items()},
                      "fit": d["calibration"].get("fit", {}), "waited_s": waited})
     print_report(rows, a.roofline, others, time.perf_counter() - t0)

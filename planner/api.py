@@ -187,7 +187,7 @@ def evaluate_current(spec: str, catalog, model, d: Demand, w, space: SearchSpace
     price = gpu.price(space.provider)
     best = None
     for tp in ([tp_given] if tp_given else [t for t in (1, 2, 4, 8) if valid_tp(model, gpu, t) and count % t == 0]):
-        rep = Replica(model, gpu, tp, space.weight_dtype, space.kv_dtype, space.eff(gpu))
+        rep = space.replica(model, gpu, tp)
         if not rep.fits:
             continue
         replicas = count // tp
@@ -209,8 +209,7 @@ def evaluate_current(spec: str, catalog, model, d: Demand, w, space: SearchSpace
 def check_floor(model: ModelSpec, w, space: SearchSpace, gpus: list) -> None:
     """An SLO below what physics allows on every allowed GPU is a user mistake: say the floor.
     A model that fits on none of them is infeasible (exit 3), whatever the SLOs."""
-    fitting = [Replica(model, g, tp, space.weight_dtype, space.kv_dtype, space.eff(g))
-               for g in gpus for tp in (1, 2, 4, 8) if valid_tp(model, g, tp)]
+    fitting = [space.replica(model, g, tp) for g in gpus for tp in (1, 2, 4, 8) if valid_tp(model, g, tp)]
     fitting = [r for r in fitting if r.fits]
     if not fitting:
         big = max(gpus, key=lambda g: g.memory_gb * g.gpus_per_node)
@@ -303,19 +302,20 @@ def plan(
     w = workload
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
     for name, v in (("--weight-dtype", weight_dtype), ("--kv-dtype", kv_dtype)):
-        if v not in ("bf16", "fp16", "fp8", "int8", "int4"):
-            raise BadInput(f"{name} {v!r}: expected bf16, fp16, fp8, int8 or int4")
+        if v not in ("fp32", "bf16", "fp16", "fp8", "int8", "int4"):
+            raise BadInput(f"{name} {v!r}: expected fp32, bf16, fp16, fp8, int8 or int4")
     if kv_compression not in ("none", "fp8", "int8"):
         raise BadInput(f"--kv-compression {kv_compression!r}: expected none, fp8 or int8")
 
     calibration = {"status": "uncalibrated", "profiles": [], "gpus": {}}
     efficiencies: dict = {}
     extra_gpus = []
+    measured: dict = {}
     if profiles:
         from planner.calibrate import calibrate_from_profiles
 
         cal = calibrate_from_profiles(profiles, cat)
-        efficiencies, extra_gpus, calibration = cal.efficiencies, cal.local_gpus, cal.report
+        efficiencies, extra_gpus, calibration, measured = cal.efficiencies, cal.local_gpus, cal.report, cal.measured
 
     def pick(names):
         if not names:
@@ -330,7 +330,8 @@ def plan(
         return out
 
     all_gpus = pick(gpus) or list(cat)
-    space = SearchSpace(all_gpus, pick(prefill_gpus), pick(decode_gpus), provider, weight_dtype, kv_dtype, kv_compression, efficiencies)
+    space = SearchSpace(all_gpus, pick(prefill_gpus), pick(decode_gpus), provider, weight_dtype, kv_dtype, kv_compression, efficiencies,
+                        measured=measured)
     if provider:
         priced = [g for g in all_gpus if price_or_none(g, provider) is not None]
         if not priced:

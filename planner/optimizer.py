@@ -109,9 +109,22 @@ class SearchSpace:
     kv_compression: str = "none"
     efficiencies: dict = field(default_factory=dict)  # gpu key -> Efficiency (calibrated)
     skipped: list = field(default_factory=list)  # (gpu key, why)
+    measured: dict = field(default_factory=dict)  # gpu key -> Profile whose points time that type (calibrate)
 
     def eff(self, gpu) -> Efficiency:
         return self.efficiencies.get(gpu.key) or self.efficiencies.get("*") or Efficiency()
+
+    def replica(self, model, gpu, tp: int) -> Replica:
+        """The replica the optimizer prices: on a profiled GPU type at the profiled model, tp and
+        dtypes, the profile's measured step times; elsewhere the (calibrated) roofline."""
+        rep = Replica(model, gpu, tp, self.weight_dtype, self.kv_dtype, self.eff(gpu))
+        prof = self.measured.get(gpu.key)
+        if prof is not None:
+            from planner.calibrate import measured_applies, measured_replica
+
+            if measured_applies(prof, model, tp, self.weight_dtype, self.kv_dtype):
+                return measured_replica(rep, prof)
+        return rep
 
 
 def price_or_none(gpu, provider):
@@ -137,7 +150,7 @@ def candidates(role: str, model, d: Demand, space: SearchSpace, gpus, decode_lin
         for tp in TP_SIZES:
             if not valid_tp(model, g, tp):
                 continue
-            rep = Replica(model, g, tp, space.weight_dtype, space.kv_dtype, space.eff(g))
+            rep = space.replica(model, g, tp)
             if not rep.fits:
                 continue
             share = net_share_bytes_s(g, tp)

@@ -123,6 +123,8 @@ def calibration_lines(r: PlanResult) -> list[str]:
                          for ph in ("prefill", "decode") if ph in g)
         e = g.get("efficiency", {})
         out.append(f"  {key} ({g.get('device', '')}): calibrated; fit error {errs}; compute {e.get('compute', 0):.2f}, memory {e.get('memory', 0):.2f} of the ceilings")
+        if g.get("step_times"):
+            out.append(f"    step times on {key}: {g['step_times']}")
     out.append(f"  {cal.get('extrapolated', '')}")
     return out
 

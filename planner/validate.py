@@ -6,6 +6,11 @@ The pipeline, one function each:
                      workers (or, without a plan, the split that balances the two pools here)
     local_replica    a profile of this device (given, cached under profiles/, or measured now with
                      the pilot's threads per worker) -> calibrate -> Replica on the local device
+                     (default: the profile's measured step times, as `plan --profile` uses them)
+    measure_contention  a CPU pilot's workers share cores: a few seconds' probe of the pilot's
+                     split (planner.probe) says how much each slows beside a busy neighbour
+    pilot_replica    the replica as the pilot runs it: times x (1 + kappa x the neighbour's
+                     predicted busy share), decode attention read to the batch's longest context
     predict          the plan's queueing models (planner.queueing) at the pilot's per-replica load,
                      with the runtime's own batching limits; see `predict` for where this runtime
                      differs from what `plan` assumes, and what that changes
@@ -339,79 +344,6 @@ def kv_read_replica(replica_cls):
     return KvReadReplica
 
 
-def profiled_replica(base, prof):
-    """A Replica whose times are the profile's own measurements, interpolated, with the calibrated
-    roofline `base` only outside the measured grid (scaled to meet the measurements at its edge).
-
-        decode_step_s(b, c)   bilinear in (batch, context) over the measured decode grid
-        prefill_time_s(L)     t1(max L) x r(k): t1 linear in prompt length over the batch-1 points,
-                              r(k) = t(k) / t(1) of the batched points (k rows padded to max L)
-
-    On the profiled device itself the roofline is not needed (it exists to move measurements to
-    other GPU types): this isolates the queueing model's error from the step-time model's."""
-    from scipy.interpolate import RegularGridInterpolator
-
-    from planner.roofline import Replica
-
-    df = prof.samples
-    dec = df[df.phase == "decode"]
-    B, C = np.sort(dec.batch.unique()).astype(float), np.sort(dec.context_len.unique()).astype(float)
-    grid = dec.pivot_table(index="batch", columns="context_len", values="seconds").reindex(index=B, columns=C)
-    if grid.isna().any().any() or len(B) < 2 or len(C) < 1:
-        raise BadInput(f"{prof.path}: the decode points do not form a full batch x context grid: cannot interpolate")
-    if len(C) == 1:  # one context: duplicate it so the grid is 2-D
-        C = np.array([C[0], C[0] + 1.0])
-        grid = np.repeat(grid.values, 2, axis=1)
-    else:
-        grid = grid.values
-    f_dec = RegularGridInterpolator((B, C), grid)
-    pre = df[df.phase == "prefill"]
-    one = pre[pre.batch == 1].sort_values("prompt_len")
-    L1, T1 = one.prompt_len.values.astype(float), one.seconds.values.astype(float)
-    multi = pre[pre.batch > 1]
-    lb = int(multi.prompt_len.mode().iloc[0]) if len(multi) else 0  # the batched points' prompt length
-    bat = pre[pre.prompt_len == lb].sort_values("batch")
-    K, R = bat.batch.values.astype(float), bat.seconds.values.astype(float)
-    R = R / R[0] if len(K) and K[0] == 1 else np.ones(1)
-    K = K if len(K) and K[0] == 1 else np.ones(1)
-
-    @dataclass(frozen=True)
-    class ProfiledReplica(Replica):
-        """Replica with measured step times (see planner.validate.profiled_replica)."""
-
-        def decode_step_s(self, batch, context, prefill_tokens=0.0):
-            if np.ndim(prefill_tokens) or prefill_tokens:  # chunked prefill: the roofline's mixed step
-                return Replica.decode_step_s(self, batch, context, prefill_tokens)
-            bq, cq = np.broadcast_arrays(np.asarray(batch, dtype=float), np.asarray(context, dtype=float))
-            b, c = np.clip(bq, B[0], B[-1]), np.clip(cq, C[0], C[-1])
-            t = f_dec(np.stack([b.ravel(), c.ravel()], axis=-1)).reshape(b.shape)
-            off = (b != bq) | (c != cq)
-            if off.any():  # off the grid: the roofline's slope from the edge
-                t = np.where(off, t * Replica.decode_step_s(self, bq, cq) / Replica.decode_step_s(self, b, c), t)
-            return float(t) if t.ndim == 0 else t
-
-        def _t1(self, L):
-            L = np.asarray(L, dtype=float)
-            t = np.interp(L, L1, T1)
-            out = (L < L1[0]) | (L > L1[-1])
-            if out.any():  # off the grid: the roofline's ratio from the nearest measured length
-                edge = np.clip(L, L1[0], L1[-1])
-                roof = Replica.prefill_times_s(self, L) / Replica.prefill_times_s(self, edge)
-                t = np.where(out, np.interp(edge, L1, T1) * roof, t)
-            return t
-
-        def prefill_times_s(self, lengths):
-            return self._t1(lengths)
-
-        def prefill_time_s(self, lengths):
-            lengths = np.atleast_1d(np.asarray(lengths, dtype=float))
-            k = float(len(lengths))
-            r = float(np.interp(k, K, R)) if k <= K[-1] else float(R[-1] * k / K[-1])
-            return float(self._t1(lengths.max()) * r)
-
-    return ProfiledReplica(base.model, base.gpu, base.tp, base.weight_dtype, base.kv_dtype, base.eff)
-
-
 def fit_kv_read(prof, spec, gpu, dtype: str):
     """Least-squares fit (log error, like calibrate.fit_profile) of compute, memory and KV-read
     efficiencies and the two overheads to a profile; returns (replica, error report)."""
@@ -456,12 +388,13 @@ def profile_noise(path) -> float | None:
     return float(((df["p90_s"] - df["p10_s"]) / df["seconds"]).median())
 
 
-def local_replica(spec, profile_path: Path, roofline: str = "plan"):
-    """(Replica on the profiled device, calibration report). `roofline`: "plan" fits the plan's
-    Efficiency (calibrate.fit_profile) as `planner plan --profile` does (the default: validate
-    checks the plan's model); "kv-read" adds the KV-read efficiency (kv_read_replica); "profile"
-    uses the measured points themselves (profiled_replica): no step-time model error on this device."""
-    from planner.calibrate import calibrate_from_profiles, fit_profile
+def local_replica(spec, profile_path: Path, roofline: str = "profile"):
+    """(Replica on the profiled device, calibration report). `roofline`: "profile" (the default)
+    uses the measured points themselves (calibrate.measured_replica: what `planner plan --profile`
+    uses for the profiled device at the profiled model, tp and dtype); "plan" the roofline with
+    the Efficiency fitted to them (calibrate.fit_profile: what plan uses for every other GPU type,
+    model, tp or dtype), so its share of the error shows; "kv-read" adds a KV-read efficiency."""
+    from planner.calibrate import calibrate_from_profiles, fit_profile, measured_replica
     from planner.catalog import load_catalog
     from planner.profiles import load_profile
     from planner.roofline import Replica
@@ -483,7 +416,7 @@ def local_replica(spec, profile_path: Path, roofline: str = "plan"):
     if roofline == "plan":
         return Replica(spec, gpu, 1, dtype, dtype, eff), {**report, "fit": fit}
     if roofline == "profile":
-        return profiled_replica(Replica(spec, gpu, 1, dtype, dtype, eff), prof), {**report, "fit": fit,
+        return measured_replica(Replica(spec, gpu, 1, dtype, dtype, eff), prof), {**report, "fit": fit,
                                                                                     "model": "measured profile points, interpolated"}
     if roofline != "kv-read":
         raise BadInput(f"--roofline {roofline!r}: expected plan, kv-read or profile")
@@ -568,12 +501,13 @@ def models_for(pilot: Pilot, rep, d: Demand) -> dict:
 
 def pilot_capacity(pilot: Pilot, rep, d: Demand) -> tuple[float, str]:
     """Predicted throughput capacity of the whole pilot (req/s) and what limits it: the largest
-    rate each role sustains (queueing.capacity without SLOs) times its workers, the smaller pool."""
+    rate each role sustains (queueing.capacity without SLOs; a prefill worker batching the
+    runtime's way, greedy_prefill_capacity) times its workers, the smaller pool."""
     m = models_for(pilot, rep, relaxed(d))
     if pilot.mode == "colocated":
         cap, _, binding = capacity(m["colocated"])
         return cap * pilot.workers, f"colocated {binding or 'throughput'}"
-    cp, _, bp = capacity(m["prefill"])
+    cp, bp = greedy_prefill_capacity(rep, d, pilot.max_batch_tokens), "throughput"
     cd, _, bd = capacity(m["decode"])
     caps = {"prefill": (cp * pilot.prefill_workers, bp), "decode": (cd * pilot.decode_workers, bd)}
     role = min(caps, key=lambda r: caps[r][0])
@@ -584,18 +518,143 @@ def balance_split(pilot: Pilot, rep, d: Demand, total: int) -> tuple[int, int]:
     """Without a plan: the (prefill, decode) split of `total` workers with the most capacity,
     min(p * cap_prefill, d * cap_decode): the local plan's rate matching."""
     m = models_for(replace(pilot, prefill_workers=1, decode_workers=1), rep, relaxed(d))
-    cp, cd = capacity(m["prefill"])[0], capacity(m["decode"])[0]
+    cp, cd = greedy_prefill_capacity(rep, d, pilot.max_batch_tokens), capacity(m["decode"])[0]
     return max(((p, total - p) for p in range(1, total)), key=lambda s: (min(s[0] * cp, s[1] * cd), -abs(s[0] - s[1])))
 
 
-def _gamma_others(b: float, var_factor: np.ndarray, n: int, seed: int = 3) -> np.ndarray:
+def others_over_life(b: float, var_factor: np.ndarray, alone: np.ndarray, n: int, seed: int = 3) -> np.ndarray:
     """Time-average of the other sequences a request decodes beside, over its life: mean b,
-    variance b * var_factor (a Gamma with those moments; Poisson(b) would be var_factor = 1)."""
+    variance b * var_factor (Poisson(b) would be var_factor = 1), and an atom at 0 of weight
+    `alone`, the chance it decodes alone all its life (nobody running when it starts, nobody
+    arriving before it ends: e^-b e^-lam L for an M/G/inf worker). At small b that atom is most
+    requests, and a step time that jumps from batch 1 to 2 makes it matter. The rest is a Gamma
+    with the moments left over."""
     if b <= 0:
         return np.zeros(n)
-    var = np.maximum(b * var_factor, 1e-9)
-    shape, scale = b * b / var, var / b
-    return np.random.default_rng(seed).gamma(shape, scale, size=n)
+    rng = np.random.default_rng(seed)
+    p0 = np.clip(np.asarray(alone, dtype=float), 0.0, 0.95) * np.ones(n)
+    m1 = b / (1 - p0)  # the mean of the positive part keeps the total mean b
+    var = np.maximum((b * var_factor + b * b) / (1 - p0) - m1 * m1, 1e-9)
+    shape, scale = m1 * m1 / var, var / m1
+    x = rng.gamma(shape, scale, size=n)
+    return np.where(rng.random(n) < p0, 0.0, x)
+
+
+@dataclass(frozen=True)
+class GreedyPrefill:
+    """A prefill worker under the runtime's batching rule (see greedy_prefill). Times in s."""
+
+    ttft_s: np.ndarray  # samples: wait + own batch
+    wait_s: np.ndarray  # samples: the rest of the batch running on arrival (0 if idle)
+    busy: float  # share of time a batch runs
+    batch_mean: float  # prompts per batch while busy
+
+
+def greedy_prefill(rep, d: Demand, lam: float, max_batch_tokens: int, slots: int = PREFILL_SLOTS_CAP, n: int = N_SAMPLES,
+                   seed: int = 6) -> GreedyPrefill | None:
+    """TTFT of a prefill worker that, whenever it frees, runs everything queued as one batch
+    right-padded to its longest prompt (FIFO, at most max_batch_tokens padded tokens and `slots`
+    prompts): planner.runtime.prefill's rule, at lam req/s. It batches whether or not batching
+    pays: on a CPU a batch of k costs about k single prompts (plus padding), so the first of a
+    batch waits for all of it; queueing.PrefillModel assumes a server that batches only once it
+    pays. A prompt that finds the worker idle runs alone at once; one that finds a batch running
+    (probability `busy`) waits for the rest of it (a uniform share), then runs with every prompt
+    that arrived meanwhile, 1 + Poisson(lam T) in all. Busy share and batch time solve
+    busy = lam E[T] / E[k] with k = max(1, Poisson(lam T)): a batch carries what arrived during
+    the last one (one prompt, after an idle spell).
+    None when the worker cannot keep up."""
+    rng = np.random.default_rng(seed)
+    P = np.asarray(d.prompt, dtype=float)
+    grid_L = np.unique(np.quantile(P, np.linspace(0, 1, 33)))
+    ks = np.arange(1, slots + 1)
+    table = np.array([[rep.prefill_time_s(np.full(k, L)) for L in grid_L] for k in ks])  # padded batch (s)
+
+    def batch_time(k, longest):
+        k = np.clip(k, 1, slots).astype(int)
+        out = np.empty(len(k))
+        for kk in np.unique(k):
+            m = k == kk
+            out[m] = np.interp(longest[m], grid_L, table[kk - 1])
+        return out
+
+    def batch(k, own=None):
+        """(k, longest, time) of batches of k prompts (own prompt first, if given)."""
+        draws = rng.choice(P, size=(len(k), slots))
+        if own is not None:
+            draws[:, 0] = own
+        cols = np.arange(slots)[None, :] < np.minimum(k, slots)[:, None]
+        longest = np.where(cols, draws, 0.0).max(axis=1)
+        k = np.minimum(np.minimum(k, slots), np.maximum(1, max_batch_tokens // np.maximum(longest, 1)))
+        return k, longest, batch_time(k, longest)
+
+    t_mean = float(rep.prefill_time_s(np.array([P.mean()])))
+    for _ in range(30):  # a batch carries what arrived during the last one (one, after an idle spell)
+        k, _, tb = batch(np.maximum(1, rng.poisson(lam * t_mean, n)))
+        t_new = float(tb.mean())
+        if abs(t_new - t_mean) < 1e-4 * t_mean:
+            break
+        t_mean = 0.5 * (t_mean + t_new)
+    busy = lam * t_mean / float(k.mean())
+    if busy >= 0.999:
+        return None
+    own = rng.choice(P, n)
+    _, _, t_cur = batch(np.maximum(1, rng.poisson(lam * t_mean, n)))
+    wait = rng.random(n) * t_cur
+    _, _, t_own = batch(1 + rng.poisson(lam * t_cur), own)
+    alone = rep.prefill_times_s(own)
+    is_busy = rng.random(n) < busy
+    ttft = np.where(is_busy, wait + t_own, alone)
+    return GreedyPrefill(ttft, np.where(is_busy, wait, 0.0), busy, float(k.mean()))
+
+
+def greedy_prefill_capacity(rep, d: Demand, max_batch_tokens: int, rel_tol: float = 0.005) -> float:
+    """The largest rate (req/s) a prefill worker batching the runtime's way keeps up with
+    (greedy_prefill's busy share below 1), by bisection from a single prompt's service rate."""
+    lo, hi = 0.0, 1.0 / float(rep.prefill_times_s(np.asarray(d.prompt, dtype=float)).mean())
+    while greedy_prefill(rep, d, hi, max_batch_tokens) is not None and hi < 1e6:
+        lo, hi = hi, 2 * hi
+    while hi - lo > rel_tol * hi:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if greedy_prefill(rep, d, mid, max_batch_tokens) is not None else (lo, mid)
+    return lo
+
+
+def smooth_arrivals(ca2: float, life_s: np.ndarray, seed: int = 4) -> float:
+    """How many fewer others (sequences) a request decodes beside when its worker's arrivals are
+    smoother than Poisson, the shift (c_a^2 - 1) beta of the GI/G/inf two-moment approximation
+    (Whitt): the occupancy's variance-to-mean ratio is z = 1 + (c_a^2 - 1) beta, with
+    beta = E[min(L1, L2)] / E[L] over decode lives L, and the mean others a request sees over its
+    life, E[N(N - 1)] / E[N] (a life-weighted Palm average), is b - 1 + z. Poisson: 0."""
+    life = np.asarray(life_s, dtype=float)
+    beta = float(np.minimum(life, np.random.default_rng(seed).permutation(life)).mean() / max(life.mean(), 1e-12))
+    return (ca2 - 1.0) * beta
+
+
+def decode_arrival_scv(mode: str, rho_prefill: float, cs2: float, prefill_workers: int, decode_workers: int,
+                       workers: int) -> float:
+    """Squared coefficient of variation of the arrivals at one decode worker (QNA rules, Whitt
+    1983). A decode starts when its prefill ends, so its arrivals are a prefill queue's departures,
+    c_d^2 = rho^2 c_s^2 + (1 - rho^2) c_a^2: a busy prefill worker spaces them by its service times.
+    The router fills workers least-loaded first, close to round robin, which splits a stream of
+    SCV c^2 into n of SCV c^2 / n (gaps of n arrivals each). Disaggregated: Poisson arrivals at the
+    prefill workers, their departures merged (tending to Poisson as workers add up: the average),
+    split over the decode workers. Colocated: the router's split of Poisson arrivals over the
+    workers, then each worker's own prefills."""
+    r2 = min(max(rho_prefill, 0.0), 1.0) ** 2
+    if mode == "colocated":
+        return r2 * cs2 + (1 - r2) / max(workers, 1)
+    dep = r2 * cs2 + (1 - r2)
+    merged = (dep + (max(prefill_workers, 1) - 1)) / max(prefill_workers, 1)
+    return merged / max(decode_workers, 1)
+
+
+def alone_share(m: float, z: float, lam: float, life_s: np.ndarray, ca2: float) -> np.ndarray:
+    """Chance a request decodes alone all its life: nobody beside it when it starts (a count of
+    mean m and variance-to-mean z: e^-m for Poisson, z^(m / (1 - z)) for a binomial, z < 1) and
+    nobody joining before it ends, e^(-lam L c_a^2) (e^-lam L for Poisson arrivals; smoother
+    arrivals are less likely to land in a short life)."""
+    start = math.exp(-m) if z >= 0.999 else float(max(z, 1e-6) ** (m / (1 - z)))
+    return start * np.exp(-lam * np.asarray(life_s, dtype=float) * ca2)
 
 
 def lifetime_var_factor(life_s: np.ndarray, mean_life_s: float) -> np.ndarray:
@@ -606,17 +665,18 @@ def lifetime_var_factor(life_s: np.ndarray, mean_life_s: float) -> np.ndarray:
     return np.where(x < 1e-3, 1.0, 2.0 * (x - 1.0 + np.exp(-x)) / (x * x))
 
 
-def occupancy(lam: float, steps_mean: float, t, share=lambda b: 0.0, b_max: float = 1e4) -> float | None:
+def occupancy(lam: float, steps_mean: float, t, share=lambda b: 0.0, b_max: float = 1e4, shift: float = 0.0) -> float | None:
     """Mean number of sequences decoding on a worker (Little's law, each decoding beside itself):
-    b = lam * E[steps] * t(1 + b) / (1 - share(b)), with t(n) the step time at batch n (s) and
-    share the time lost to prefill stalls (colocated). queueing.DecodeModel.running solves it with
-    t(b): at small b that is one sequence short. None when no fixed point (overload)."""
+    b = lam * E[steps] * t(1 + others) / (1 - share(b)), others = max(0, b + shift) the mean a
+    request decodes beside (`smooth_arrivals`: b for Poisson arrivals), t(n) the step time at
+    batch n (s), share the time lost to prefill stalls (colocated). queueing.DecodeModel.running
+    solves it with t(b): at small b that is one sequence short. None when no fixed point."""
     b = lam * steps_mean * t(1.0)
     for _ in range(500):
         sh = share(b)
         if sh >= 0.98:
             return None
-        b_new = lam * steps_mean * t(1.0 + b) / (1 - sh)
+        b_new = lam * steps_mean * t(1.0 + max(0.0, b + shift)) / (1 - sh)
         if b_new > b_max:
             return None
         if abs(b_new - b) < 1e-4 * max(b, 1e-3):
@@ -631,14 +691,20 @@ def predict(pilot: Pilot, rep, d: Demand, transport_bytes_s: float | None = None
 
     1. TTFT (disaggregated). The runtime streams the first token as soon as the prefill ends;
        the KV cache moves layer by layer during the prefill, and what is left of the transfer
-       delays the *second* token. So TTFT = prefill queue + prefill (PrefillModel with
-       transfer_s = 0), and the transfer lands in the first inter-token gap.
+       delays the *second* token. So TTFT = prefill queue + prefill, and the transfer lands in
+       the first inter-token gap. The prefill worker batches whatever is queued whenever it
+       frees, padded to the longest prompt (`greedy_prefill`), where queueing.PrefillModel
+       assumes a server that batches only when that pays.
     2. TPOT is per request: (last token - first token) / (n - 1). A request decodes beside the
        others running on its worker, whose number over its life is the time-average of the
-       M/G/inf occupancy: mean b (`occupancy`: b = lam E[steps] t(1 + b)), variance
-       b * lifetime_var_factor (less than Poisson(b) for a long request). The request itself is
-       in the batch too, so its step is t(1 + others) (queueing.DecodeModel uses t(Poisson_q(b)):
-       one sequence short, and per step rather than per request). Then
+       worker's occupancy. Its arrivals are smoother than Poisson (a decode starts when a prefill
+       ends, and the router fills workers least-loaded first: `decode_arrival_scv`), so a request
+       sees fewer others than the time-average b: b + (c_a^2 - 1) beta (`smooth_arrivals`, the
+       GI/G/inf two-moment approximation), with b from Little's law on that (`occupancy`),
+       variance scaled likewise and by lifetime_var_factor (a long life averages fluctuations
+       out), and none at all with probability `alone_share`. The request itself is in the
+       batch too, so its step is t(1 + others) (queueing.DecodeModel uses t(Poisson_q(b)): one
+       sequence short, and per step rather than per request). Then
            TPOT_i = t(1 + others_i) + first_gap_extra_i / (n_i - 1),
        with first_gap_extra the KV transfer left after the prefill (disaggregated).
     3. KV transfer, as the runtime measures it (prefill end -> the decode worker holding every
@@ -659,21 +725,27 @@ def predict(pilot: Pilot, rep, d: Demand, transport_bytes_s: float | None = None
         if e.ttft_ms is None:
             return Prediction("colocated", False, e.binding or "throughput", None, None, None, None, {"colocated": 1.0},
                               {"colocated": e.batch_mean}, None, None, None, notes=(f"overloaded at {lam:.3g} req/s per worker",))
-        b = occupancy(lam, float(steps.mean()), cm.dec.t, lambda x: cm.stalls(lam, x)[2], 4 * pilot.max_seqs + 10)
+        wait, mean_wait, _, k = cm.pre.wait_samples(lam)
+        service = cm.pre.s1 + (cm.pre.T(k) - cm.pre.T(1))
+        share0 = cm.stalls(lam, occupancy(lam, float(steps.mean()), cm.dec.t, lambda x: cm.stalls(lam, x)[2],
+                                          4 * pilot.max_seqs + 10) or 0.0)[2]
+        ca2 = decode_arrival_scv("colocated", share0, float(service.var() / max(service.mean(), 1e-12) ** 2), 1, 1, pilot.workers)
+        life0 = steps * cm.dec.t(1.0)
+        shift = smooth_arrivals(ca2, life0)
+        b = occupancy(lam, float(steps.mean()), cm.dec.t, lambda x: cm.stalls(lam, x)[2], 4 * pilot.max_seqs + 10, shift)
         if b is None:
             return Prediction("colocated", False, "throughput", None, None, None, None, {"colocated": 1.0},
                               {"colocated": float(pilot.max_seqs)}, None, None, None, notes=(f"overloaded at {lam:.3g} req/s per worker",))
         rate_stall, stall_s, share = cm.stalls(lam, b)
-        life = steps * cm.dec.t(1 + b) / (1 - share)
-        others = _gamma_others(b, lifetime_var_factor(life, float(life.mean())), n)
+        m_o, z = max(0.0, b + shift), max(0.05, 1.0 + shift)
+        life = steps * cm.dec.t(1 + m_o) / (1 - share)
+        others = others_over_life(m_o, z * lifetime_var_factor(life, float(life.mean())), alone_share(m_o, z, lam, life, ca2), n)
         tpot = np.array([cm.dec.t(1 + o) for o in others])
         tpot = tpot + np.random.default_rng(2).poisson(rate_stall * life) * stall_s / steps
         if cm.chunk:  # ColocatedModel's own chunked TTFT; no per-request samples
             ttft, tt_samples, wait_ms, service_ms = e.ttft_ms, None, None, None
             mean_ttft = e.ttft_ms.p50 / 1e3
         else:  # the terms ColocatedModel.eval sums: wait, own prefill, batch-mates, half a step
-            wait, mean_wait, _, k = cm.pre.wait_samples(lam)
-            service = cm.pre.s1 + (cm.pre.T(k) - cm.pre.T(1))
             t_s = wait + service + cm.dec.t(b) / 2
             ttft, tt_samples, mean_ttft = Pcts.of(t_s), t_s * 1e3, float(t_s.mean())
             wait_ms, service_ms = mean_wait * 1e3, float(service.mean()) * 1e3
@@ -684,16 +756,23 @@ def predict(pilot: Pilot, rep, d: Demand, transport_bytes_s: float | None = None
     pm, dm = m["prefill"], m["decode"]
     lam_p, lam_d = pilot.rate_rps / pilot.prefill_workers, pilot.rate_rps / pilot.decode_workers
     pe, de = pm.eval(lam_p), dm.eval(lam_d)
-    b = occupancy(lam_d, float(steps.mean()), dm.t, b_max=4 * pilot.max_seqs + 10) if de.tpot_ms is not None else None
+    gp = greedy_prefill(rep, d, lam_p, pilot.max_batch_tokens)
+    if gp is None:
+        pe = replace(pe, ttft_ms=None, utilization=1.0, binding=pe.binding or "throughput")
+    else:
+        pe = replace(pe, utilization=gp.busy, batch_mean=gp.batch_mean)
+    ca2 = decode_arrival_scv("disaggregated", min(pe.utilization or 0.0, 1.0), float(pm.s1.var() / max(pm.s1.mean(), 1e-12) ** 2),
+                             pilot.prefill_workers, pilot.decode_workers, 1)
+    shift = smooth_arrivals(ca2, steps * dm.t(1.0))
+    b = occupancy(lam_d, float(steps.mean()), dm.t, b_max=4 * pilot.max_seqs + 10, shift=shift) if de.tpot_ms is not None else None
     if pe.ttft_ms is None or b is None:
         why = "prefill" if pe.ttft_ms is None else "decode"
         return Prediction("disaggregated", False, f"{why} {pe.binding if why == 'prefill' else de.binding}", pe.ttft_ms, None,
                           None, None, {"prefill": 1.0 if pe.ttft_ms is None else pe.utilization, "decode": 1.0},
                           {"prefill": pe.batch_mean, "decode": b or float(pilot.max_seqs)}, None, None, None,
                           notes=(f"overloaded: {why} cannot keep up at {pilot.rate_rps:.3g} req/s",))
-    wait, mean_wait, _, k = pm.wait_samples(lam_p)
-    service = pm.s1 + (pm.T(k) - pm.T(1))
-    ttft = wait + service
+    ttft, mean_wait, k = gp.ttft_s, float(gp.wait_s.mean()), gp.batch_mean
+    service = ttft - gp.wait_s
     # KV transfer (3): last layer on the wire, then the rest of a decode step in progress.
     kv_bytes = d.prompt * rep.kv_bytes_per_token
     bw = transport_bytes_s or math.inf
@@ -701,8 +780,9 @@ def predict(pilot: Pilot, rep, d: Demand, transport_bytes_s: float | None = None
     kv_s = kv_bytes / rep.model.layers / bw + kv_latency_s + (1 - math.exp(-b)) * t_b / 2
     if transport_bytes_s is None:
         notes.append("KV transport bandwidth not measured: wire time taken as 0")
-    life = steps * t_b
-    others = _gamma_others(b, lifetime_var_factor(life, float(life.mean())), n)
+    m_o, z = max(0.0, b + shift), max(0.05, 1.0 + shift)
+    life = steps * dm.t(1 + m_o)
+    others = others_over_life(m_o, z * lifetime_var_factor(life, float(life.mean())), alone_share(m_o, z, lam_d, life, ca2), n)
     step = np.array([dm.t(1 + o) for o in others])
     tpot = step + kv_s / steps
     util_p = pe.utilization
@@ -713,9 +793,82 @@ def predict(pilot: Pilot, rep, d: Demand, transport_bytes_s: float | None = None
                       ttft * 1e3, tpot * 1e3, tuple(notes))
 
 
+class PilotReplica:
+    """`rep` as this runtime runs it on this machine: prefill times x (1 + prefill) and decode
+    steps x (1 + decode), the slowdowns a worker suffers beside busy neighbours on shared cores
+    (planner.probe); and, given `pad`, decode attention read up to the batch's longest context
+    (planner.model.decode_step reads every row to max(positions) + 1), not each row's own:
+    `pad(b)` is the expected longest minus the mean context of b running sequences (tokens).
+    Everything else is `rep`'s own (attribute access falls through)."""
+
+    def __init__(self, rep, prefill: float = 0.0, decode: float = 0.0, pad=None):
+        self.base, self.prefill_slowdown, self.decode_slowdown, self.pad = rep, float(prefill), float(decode), pad
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+    def prefill_time_s(self, lengths):
+        return self.base.prefill_time_s(lengths) * (1 + self.prefill_slowdown)
+
+    def prefill_times_s(self, lengths):
+        return self.base.prefill_times_s(lengths) * (1 + self.prefill_slowdown)
+
+    def decode_step_s(self, batch, context, prefill_tokens=0.0):
+        if self.pad is not None:
+            context = np.asarray(context, dtype=float) + self.pad(batch)
+        return self.base.decode_step_s(batch, context, prefill_tokens) * (1 + self.decode_slowdown)
+
+
+def longest_context_pad(d: Demand, max_batch: int, draws: int = 4000, seed: int = 5):
+    """pad(b): E[longest context among b running sequences] - E[context of one] (tokens), for
+    the padded attention of PilotReplica. A running sequence is a request drawn in proportion to
+    its decode steps (it runs that long) at a uniform point of its output: prompt + U x output."""
+    rng = np.random.default_rng(seed)
+    w = np.maximum(d.output - 1, 1).astype(float)
+    n = int(max(2, max_batch + 1))
+    idx = rng.choice(len(w), size=(draws, n), p=w / w.sum())
+    ctx = d.prompt[idx] + rng.random((draws, n)) * d.output[idx]
+    longest = np.maximum.accumulate(ctx, axis=1).mean(axis=0)  # E[max of the first k], k = 1..n
+    table = longest - ctx.mean()
+    ks = np.arange(1, n + 1, dtype=float)
+    return lambda b: np.interp(np.maximum(np.asarray(b, dtype=float), 1.0), ks, table)
+
+
+def pilot_replica(pilot: Pilot, rep, d: Demand, contention, rate_rps: float, transport_bytes_s: float | None = None,
+                  iters: int = 4) -> tuple[object, dict]:
+    """(replica, slowdowns) for the pilot at `rate_rps` beside its own busy neighbours: each
+    role's times scaled by kappa x the predicted busy share of the neighbour (planner.probe),
+    solved by fixed-point iteration (a slower prefill keeps the decode worker's neighbour busy
+    longer, and so on), and decode attention padded to the batch's longest context. No
+    contention measured: the padding alone."""
+    pad = longest_context_pad(d, pilot.max_seqs)
+    if contention is None:
+        return PilotReplica(rep, pad=pad), {"prefill": 0.0, "decode": 0.0}
+    a = b = 0.0
+    p = replace(pilot, rate_rps=rate_rps)
+    for _ in range(iters):
+        u = predict(p, PilotReplica(rep, a, b, pad), d, transport_bytes_s).utilization
+        if pilot.mode == "colocated":
+            a = b = contention.colocated * min(1.0, u.get("colocated", 1.0)) if pilot.workers >= 2 else 0.0
+        else:
+            a = contention.prefill * min(1.0, u.get("decode", 1.0))
+            b = contention.decode * min(1.0, u.get("prefill", 1.0))
+    return PilotReplica(rep, a, b, pad), {"prefill": a, "decode": b}
+
+
+def contended_capacity(pilot: Pilot, rep, d: Demand, contention, iters: int = 3) -> tuple[float, str]:
+    """pilot_capacity of the replica as the pilot runs it (pilot_replica: padded attention, and
+    the slowdowns the pilot suffers near that rate)."""
+    cap, limit = pilot_capacity(pilot, pilot_replica(pilot, rep, d, None, 0.0)[0], d)
+    for _ in range(iters if contention is not None else 0):
+        rep_c, _ = pilot_replica(pilot, rep, d, contention, 0.98 * cap)
+        cap, limit = pilot_capacity(pilot, rep_c, d)
+    return cap, limit
+
+
 def simulate_pilot(pilot: Pilot, rep, schedule, transport_bytes_s: float | None = None, kv_latency_s: float = 1e-4):
     """The plan's discrete-event simulator (planner.simulate, `plan --simulate`'s check) run on the
-    very schedule the replay sends, with the calibrated roofline's times and the runtime's rules:
+    very schedule the replay sends, with the replica's step times and the runtime's rules:
     a prefill batch is padded to its longest prompt (time of rows x longest), at most
     max_batch_tokens tokens and 16 prompts; decode batches of at most max_seqs; requests go to the
     least-loaded worker; the KV transfer (last layer on the wire) delays the second token and
@@ -929,6 +1082,42 @@ def server_summary(before, after) -> dict:
     return out
 
 
+def measure_contention(pilot: Pilot, d: Demand, cap_len: int, timeout_s: float = 60.0, say=print, nice: int = 0):
+    """Start the pilot's split briefly and probe how much its workers slow each other on this
+    machine's shared cores (planner.probe): a few seconds. Returns a planner.probe.Contention, or
+    None (with a message) when the probe cannot run, e.g. a colocated pilot of one worker."""
+    import asyncio
+
+    from planner import probe as pb
+    from planner import replay as rp
+    from planner.runtime import start_server
+
+    if pilot.mode == "colocated" and pilot.workers < 2:
+        return None
+    # Long enough for background streams that outlast the probe's windows.
+    max_len = min(cap_len, max(512, int(math.ceil((2 * d.mean_prompt + 64) / 64) * 64)))
+    opts = dict(pilot.serve_options(), max_model_len=max_len)
+    say(f"probing contention: {pilot.label()} on {pilot.device}, a few seconds")
+    handle = start_server(**opts)
+    try:
+        if nice:
+            pids = [os.getpid(), handle.pid] + [w.get("pid") for w in _health(handle.url).get("workers", []) if w.get("pid")]
+            set_priority(pids, nice)
+        extras, err = asyncio.run(rp.warm_up(handle.url, pilot.model, n=2 * max(1, pilot.n_workers), timeout_s=timeout_s))
+        if err:
+            raise BadInput(f"contention probe: warm-up request failed: {err}")
+        streams = 4 * pilot.decode_workers if pilot.mode == "disaggregated" else 2
+        return pb.probe(handle.url, pilot.model, pilot.mode, min(int(round(d.mean_prompt)), max_len // 2), max_len,
+                        streams=streams, extras=extras, timeout_s=timeout_s)
+    except RuntimeError as e:
+        say(f"contention probe failed ({e}): predicting without it")
+        return None
+    finally:
+        if nice:
+            set_priority([os.getpid()], 0)
+        handle.stop(timeout_s=30.0)
+
+
 def run_pilot(pilot: Pilot, schedule, endpoint: str | None = None, timeout_s: float = 60.0, seed: int = 0,
               progress: bool = True, on_serving=None, say=print, served_model: str | None = None, nice: int = 0) -> Measurement:
     """Start the pilot (or use `endpoint`), warm up, replay `schedule`, collect. Ctrl-C: the
@@ -1084,6 +1273,9 @@ class RunResult:
     slo: object
     schedule_len: int
     simulated: dict | None = None  # SimResult.summary() of simulate_pilot
+    contention: object = None  # planner.probe.Contention the prediction used (None: not probed)
+    slowdowns: dict = field(default_factory=dict)  # role -> share its times were scaled by (pilot_replica)
+    schedule: list = field(default=None, repr=False)  # the replayed ReplayRequests
 
     @property
     def requests(self) -> dict:
@@ -1211,6 +1403,8 @@ class RunResult:
             "verdict": self.verdict(),
             "prediction": {"feasible": p.feasible, "binding": p.binding, "utilization": p.utilization,
                            "batch_mean": p.batch_mean, "notes": list(p.notes),
+                           "contention": self.contention.to_dict() if self.contention is not None else None,
+                           "slowdowns": {k: round(v, 4) for k, v in self.slowdowns.items()},
                            "ttft_ms": p.ttft_ms.to_dict() if p.ttft_ms else None,
                            "tpot_ms": p.tpot_ms.to_dict() if p.tpot_ms else None},
             "measured": {"client": _round(m.client), "server": _round(m.server), "utilization": _round(m.utilization),
@@ -1284,8 +1478,8 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
              compare_colocated: bool = False, seed: int = 0, timeout_s: float = 60.0,
              max_seqs: int = RUNTIME_MAX_SEQS, max_batch_tokens: int = RUNTIME_MAX_BATCH_TOKENS,
              chunked_prefill: bool = False, replay_trace: bool = True, progress: bool = True,
-             traffic_rps: float | None = None, roofline: str = "plan", nice: int = 0, on_serving=None,
-             say=print) -> ValidateResult:
+             traffic_rps: float | None = None, roofline: str = "profile", nice: int = 0, on_serving=None,
+             probe: bool = True, min_requests: int | None = None, say=print) -> ValidateResult:
     """Derive, predict, run and compare a pilot (module docstring). `workload` is a planner
     Workload (None: validate's defaults, DEFAULT_INPUT_LEN / DEFAULT_OUTPUT_LEN at rate 1, whose
     absolute rate only matters for a trace); `plan` a `plan_summary` of a plan JSON; `traffic_rps`
@@ -1344,7 +1538,12 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
         pilot = replace(pilot, prefill_workers=p, decode_workers=dd,
                         why=pilot.why + (f"split {p} + {dd}: the most capacity from {total} workers, "
                                          "max of min(p x prefill capacity, d x decode capacity)",))
-    cap, limit = pilot_capacity(pilot, rep, d) if rep is not None else (0.0, "unknown")
+    contention = None
+    if rep is not None and endpoint is None and device == "cpu" and probe:
+        contention = measure_contention(pilot, d, cap_len, timeout_s, say, nice)
+        if contention is not None:
+            calibration = {**calibration, "contention": contention.to_dict()}
+    cap, limit = contended_capacity(pilot, rep, d, contention) if rep is not None else (0.0, "unknown")
     if pilot_rate is not None:
         rate = float(pilot_rate)
         kept = tuple(x for x in pilot.why if not x.startswith("load:"))
@@ -1360,6 +1559,9 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
         pilot = replace(pilot, why=pilot.why + (f"the pilot carries {pilot.traffic_share:.3g} of the workload's {traffic_rps:.4g} req/s "
                                                 "(on this device; the plan's replicas are other hardware)",))
 
+    if min_requests and requests is None and duration_s and rate * duration_s < min_requests:
+        requests = int(min_requests)  # a slow pilot runs longer: percentiles of a dozen requests are noise
+        notes.append(f"{requests} requests replayed (more than {duration_s:g} s of arrivals at {rate:.3g} req/s): --min-requests")
     # The schedule, then a context just long enough for it (less KV cache to allocate).
     if workload.timestamps_s is not None and replay_trace:
         schedule = rp.trace_schedule(workload, rate, requests, None if requests else duration_s, cap_len)
@@ -1381,25 +1583,33 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
             say(f"warning: this machine is already busy ({busy:.2f} of {os.cpu_count()} cores in use by other processes): "
                 "the pilot will share the CPU and is likely to be marked invalid")
     primary = _run_one(pilot, rep, d, schedule, workload, transport, endpoint, timeout_s, seed, progress, on_serving, say,
-                       served_model, nice)
+                       served_model, nice, contention)
     result = ValidateResult(primary, workload, calibration, transport, notes)
     if compare_colocated and not primary.measurement.interrupted:
         col = pilot.as_colocated()
-        cap_c, limit_c = pilot_capacity(col, rep, d)
+        cont_c = measure_contention(col, d, cap_len, timeout_s, say, nice) if contention is not None else None
+        cap_c, limit_c = contended_capacity(col, rep, d, cont_c)
         col = replace(col, capacity_rps=cap_c, load_frac=rate / cap_c if cap_c else 0.0,
                       why=col.why + (f"colocated capacity {cap_c:.3g} req/s (bound: {limit_c}) at the same {rate:.3g} req/s",))
         result.colocated = _run_one(col, rep, d, schedule, workload, {}, None, timeout_s, seed, progress, None, say,
-                                    served_model, nice)
+                                    served_model, nice, cont_c)
     return result
 
 
 def _run_one(pilot, rep, d, schedule, workload, transport, endpoint, timeout_s, seed, progress, on_serving, say, served_model,
-             nice=0) -> RunResult:
+             nice=0, contention=None) -> RunResult:
     simulated = None
+    slow = {}
     if rep is not None:
-        pred = predict(pilot, rep, d, transport.get("measured_bytes_per_s"))
+        bw = transport.get("measured_bytes_per_s")
+        rep, slow = pilot_replica(pilot, rep, d, contention, pilot.rate_rps, bw)
+        pred = predict(pilot, rep, d, bw)
+        if contention is not None:
+            pred = replace(pred, notes=pred.notes + (
+                "workers share this machine's cores: prefill times x{:.3f}, decode steps x{:.3f} (probed contention "
+                "x the neighbour's predicted busy share)".format(1 + slow["prefill"], 1 + slow["decode"]),))
         try:
-            sr = simulate_pilot(pilot, rep, schedule, transport.get("measured_bytes_per_s"))
+            sr = simulate_pilot(pilot, rep, schedule, bw)
             simulated = {**sr.summary(), "e2e_s_mean": float(np.mean(sr.e2e_s))}
         except BadInput as e:  # the simulator refuses a configuration: say so, keep the closed forms
             say(f"simulation skipped: {e}")
@@ -1409,4 +1619,4 @@ def _run_one(pilot, rep, d, schedule, workload, transport, endpoint, timeout_s, 
     say(f"pilot: {pilot.label()} at {pilot.rate_rps:.3g} req/s, {len(schedule)} requests over "
         f"{schedule[-1].at_s:.0f} s")
     meas = run_pilot(pilot, schedule, endpoint, timeout_s, seed, progress, on_serving, say, served_model, nice)
-    return RunResult(pilot, pred, meas, thr, workload.slo, len(schedule), simulated)
+    return RunResult(pilot, pred, meas, thr, workload.slo, len(schedule), simulated, contention, slow, schedule)

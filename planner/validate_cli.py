@@ -48,7 +48,7 @@ def _err(e) -> str:
 def rows(run: dict) -> list[tuple[str, ...]]:
     """(metric, unit, predicted, measured, error, simulated, its error) for the contract metrics,
     then the stages. Predicted: the plan's closed forms; simulated: the plan's discrete-event
-    simulator on the same schedule (both with the calibrated roofline)."""
+    simulator on the same schedule (both with the same step times)."""
     out = []
     for k, v in list(run["metrics"].items()) + list(run.get("stages", {}).items()):
         label, unit = LABELS.get(k, (k, ""))
@@ -94,6 +94,8 @@ def render_terminal(result: dict, console) -> None:
         for r in rows(run):
             t.add_row(*r)
         console.print(t)
+        for n in run.get("prediction", {}).get("notes", []):
+            console.print(f"  model: {n}", highlight=False)
         console.print(_verdict_line(run), highlight=False)
         rq = run["requests"]
         colour = "green" if rq["failed"] == 0 and rq["lost"] == 0 else "red"
@@ -108,6 +110,10 @@ def render_terminal(result: dict, console) -> None:
             console.print("[bold red]INVALID[/bold red]: " + "; ".join(run["invalid_reasons"]) + " -- the error figures are not the model's")
     for n in result.get("notes", []):
         console.print(f"note: {n}", highlight=False)
+
+
+STEP_TIMES = {"plan": "the plan's roofline, calibrated", "kv-read": "the calibrated roofline plus a KV-read efficiency",
+              "profile": "the measured points, interpolated"}
 
 
 def render_markdown(result: dict) -> str:
@@ -128,12 +134,15 @@ def render_markdown(result: dict) -> str:
         lines += ["| " + " | ".join(c for c, _ in COLUMNS) + " |", "|---|---|" + "---:|" * (len(COLUMNS) - 2)]
         lines += ["| " + " | ".join(r) + " |" for r in rows(run)]
         rq = run["requests"]
+        lines += [""] + [f"- model: {n}" for n in run.get("prediction", {}).get("notes", [])]
         lines += ["", _verdict_line(run), "",
                   f"Requests: sent {rq['sent']}, completed {rq['completed']}, failed {rq['failed']}, lost {rq['lost']}.", "",
                   ("**Valid**: every request completed." if run["valid"] else
                    "**INVALID**: " + "; ".join(run["invalid_reasons"]) + ". The error figures are not the model's."), ""]
     lines += ["Errors are (predicted - measured) / measured. Predicted: the plan's closed-form queueing model; simulated: "
-              "the plan's discrete-event simulator on the replayed schedule; both use the roofline calibrated by the profile. "
+              "the plan's discrete-event simulator on the replayed schedule; both take their step times from the profile "
+              f"({STEP_TIMES.get(cal.get('roofline'), cal.get('roofline'))}) and, on a CPU, scale them by the probed contention "
+              "between workers. "
               "TPOT is per request: (last token - first token) / (tokens - 1)."]
     lines += [f"- note: {n}" for n in result.get("notes", [])]
     return "\n".join(lines) + "\n"
@@ -198,7 +207,8 @@ def validate(
     report: Optional[Path] = typer.Option(None, "--report", help="Write FILE.md (Markdown) or FILE.html."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     nice: int = typer.Option(0, "--nice", help="Renice the pilot's processes (e.g. -10 as root on a shared machine; run under setsid so that it outranks other sessions)."),
-    roofline: str = typer.Option("plan", "--roofline", help="Step times: plan (the plan's calibrated roofline), kv-read (plus a fitted KV-read efficiency) or profile (the measured points, interpolated)."),
+    roofline: str = typer.Option("profile", "--roofline", help="Step times: profile (the measured points, interpolated: what `plan --profile` uses for the profiled device), plan (the calibrated roofline, what plan uses for other GPU types) or kv-read (plus a fitted KV-read efficiency)."),
+    probe: bool = typer.Option(True, "--probe/--no-probe", help="CPU pilots: first measure (a few seconds) how much the workers slow each other on the shared cores, and predict with it."),
 ):
     """Run a pilot of the split here, replay the workload, and put measured beside predicted."""
     from rich.console import Console
@@ -239,7 +249,7 @@ def validate(
                           pilot_rate=pilot_rate, duration_s=duration, requests=requests, profile=profile, endpoint=endpoint,
                           served_model=served_model, compare_colocated=compare_colocated, seed=seed, timeout_s=timeout,
                           max_seqs=max_seqs, max_batch_tokens=max_batch_tokens, chunked_prefill=chunked_prefill,
-                          progress=progress, roofline=roofline, nice=nice, say=say,
+                          progress=progress, roofline=roofline, nice=nice, probe=probe, say=say,
                           traffic_rps=rate or (w.rate_rps if (workload or trace or plan_doc) else None))
     d = result.to_dict()
     render_terminal(d, console)

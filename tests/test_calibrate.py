@@ -67,3 +67,31 @@ def test_committed_cpu_profile_plans_for_the_local_device():
     assert {c.gpu.key for p in r.colocated.pools.values() for c, _ in p.items} == {"local"}
     g = r.calibration["gpus"]["local"]
     assert g["prefill"]["median_abs_error_pct"] < 30 and g["decode"]["median_abs_error_pct"] < 30
+
+
+def test_plan_times_the_profiled_device_by_its_measured_points(tmp_path):
+    """On the profiled GPU type, at the profiled model, tp and dtype, plan takes step times from
+    the profile itself (a step the roofline cannot follow stays in); elsewhere the roofline."""
+    from planner.optimizer import SearchSpace
+
+    spec, h100 = PRESETS["llama-3.1-8b"], CAT.resolve("h100-sxm")
+    truth = Replica(spec, h100, 1, "bf16", "bf16", Efficiency(0.5, 0.8, 2e-3, 0.3e-3))
+    jump = lambda b: 1.0 if b == 1 else 1.5  # noqa: E731  (a kernel switch past batch 1)
+    rows = [{"phase": "prefill", "batch": b, "prompt_len": l, "context_len": 0, "seconds": truth.prefill_time_s(np.full(b, l))}
+            for l in (128, 512, 2048) for b in (1, 4)]
+    rows += [{"phase": "decode", "batch": b, "prompt_len": 0, "context_len": c, "seconds": truth.decode_step_s(b, c) * jump(b)}
+             for b in (1, 8, 64) for c in (256, 2048)]
+    meta = {"kind": "local", "device": {"name": "NVIDIA H100 80GB HBM3", "type": "cuda", "memory_gb": 80}, "model": spec.to_dict(),
+            "dtype": "bf16", "tp": 1, "ceilings": {"matmul_tflops": None, "mem_bw_gbps": None}}
+    p = save_profile(tmp_path / "h100.json", meta, rows)
+    cal = calibrate_from_profiles([p], CAT)
+    space = SearchSpace([h100], efficiencies=cal.efficiencies, measured=cal.measured)
+    r = space.replica(spec, h100, 1)
+    assert r.decode_step_s(8, 2048) == pytest.approx(truth.decode_step_s(8, 2048) * 1.5, rel=1e-6)  # a measured point
+    assert r.decode_step_s(1, 1024) == pytest.approx(truth.decode_step_s(1, 1024), rel=0.02)  # on the batch-1 line
+    assert r.prefill_times_s(np.array([512.0]))[0] == pytest.approx(truth.prefill_time_s(np.array([512.0])), rel=1e-6)
+    assert type(space.replica(spec, h100, 2)) is Replica  # another tp: the roofline
+    assert type(space.replica(PRESETS["llama-2-7b"], h100, 1)) is Replica  # another model
+    assert type(SearchSpace([h100], weight_dtype="fp8", measured=cal.measured).replica(spec, h100, 1)) is Replica
+    r = plan("llama-3.1-8b", gpus="h100-sxm", profiles=[p], pareto=False)
+    assert "measured points" in r.calibration["gpus"]["h100-sxm"]["step_times"]

@@ -172,6 +172,119 @@ def test_profiled_replica_reproduces_the_measured_points(profile_path):
     assert r.prefill_time_s(np.array([20.0, 64.0])) == pytest.approx((0.004 + 3e-4 * 64) * ratio)
 
 
+def test_profiled_replica_ignores_a_noisy_point(tmp_path):
+    """One decode point measured while something else ran (wide p10-p90) must not bend its row:
+    each batch's line in context is weighted by the points' repeatability."""
+    spec = resolve_model("tiny")
+    samples = [{"phase": "prefill", "batch": 1, "prompt_len": l, "context_len": 0, "seconds": 0.01 + 1e-4 * l,
+                "p10_s": 0.01 + 1e-4 * l, "p90_s": 0.0101 + 1e-4 * l} for l in (32, 64, 128)]
+    for b in (1, 2, 4, 8):
+        for c in (100, 200, 300):
+            t = 0.010 + 0.002 * b + 1e-5 * b * c
+            noisy = (b, c) == (4, 200)
+            samples.append({"phase": "decode", "batch": b, "prompt_len": 0, "context_len": c, "seconds": t * (1.6 if noisy else 1.0),
+                            "p10_s": t * 0.99, "p90_s": t * (2.0 if noisy else 1.01)})
+    meta = {"kind": "local", "device": {"name": "test cpu", "type": "cpu", "memory_gb": 16.0, "torch_threads": 1},
+            "model": spec.to_dict(), "dtype": "fp32", "tp": 1, "ceilings": {"matmul_tflops": 0.1, "mem_bw_gbps": 20.0, "link_gbps": None}}
+    r, _ = v.local_replica(spec, save_profile(tmp_path / "noisy.json", meta, samples), "profile")
+    assert r.decode_step_s(4, 200) == pytest.approx(0.010 + 0.008 + 4e-5 * 200, rel=0.02)  # the line, not the outlier
+    assert r.decode_step_s(1, 150) == pytest.approx(0.012 + 1e-5 * 150, rel=1e-6)  # between contexts: on the line
+    assert r.decode_step_s(3, 100) == pytest.approx((r.decode_step_s(2, 100) + r.decode_step_s(4, 100)) / 2, rel=0.02)
+
+
+def test_contention_scales_times_by_the_neighbours_busy_share(rep):
+    from planner.probe import Contention
+
+    s = v.PilotReplica(rep, 0.2, 0.1)
+    assert s.prefill_time_s(np.array([64.0])) == pytest.approx(1.2 * rep.prefill_time_s(np.array([64.0])))
+    assert s.decode_step_s(4, 100) == pytest.approx(1.1 * rep.decode_step_s(4, 100))
+    assert s.kv_bytes_per_token == rep.kv_bytes_per_token and s.model is rep.model  # the rest falls through
+    d = _demand()
+    p = replace(v.Pilot("tiny", "cpu", "disaggregated"), rate_rps=2.0)
+    same, slow = v.pilot_replica(p, rep, d, None, 2.0)
+    assert same.base is rep and same.pad is not None and slow == {"prefill": 0.0, "decode": 0.0}
+    k = Contention(prefill=0.3, decode=0.2)
+    r2, slow = v.pilot_replica(p, rep, d, k, 2.0)
+    u = v.predict(p, r2, d).utilization
+    # each role slowed by kappa x the other's predicted busy share (the fixed point)
+    assert slow["prefill"] == pytest.approx(0.3 * u["decode"], rel=0.05) and 0 < slow["prefill"] < 0.3
+    assert slow["decode"] == pytest.approx(0.2 * u["prefill"], rel=0.05) and 0 < slow["decode"] < 0.2
+    assert v.predict(p, r2, d).ttft_ms.p50 > v.predict(p, rep, d).ttft_ms.p50
+
+    assert v.contended_capacity(p, rep, d, k)[0] < v.pilot_capacity(p, rep, d)[0]
+    one = replace(v.Pilot("tiny", "cpu", "colocated", workers=1), rate_rps=2.0)
+    assert v.pilot_replica(one, rep, d, Contention(colocated=0.5), 2.0)[1] == {"prefill": 0.0, "decode": 0.0}
+    two = replace(one, workers=2)
+    assert v.pilot_replica(two, rep, d, Contention(colocated=0.5), 2.0)[1]["decode"] > 0
+
+
+def test_padded_attention_reads_the_longest_context(rep):
+    """The runtime's decode attention reads every row up to the batch's longest context: the
+    pad is 0 for one sequence, grows with the batch, and never passes the longest possible."""
+    d = _demand("uniform:64-192", "uniform:32-96")
+    pad = v.longest_context_pad(d, 32)
+    assert pad(1) == pytest.approx(0.0, abs=2.0)
+    assert 0 < pad(2) < pad(8) < pad(32) < (192 + 96) - d.mean_context
+    # two sequences: E[max] - E[one] = E|X - Y| / 2 for i.i.d. contexts
+    rng = np.random.default_rng(0)
+    w = np.maximum(d.output - 1, 1) / np.maximum(d.output - 1, 1).sum()
+    i, j = rng.choice(len(w), 20000, p=w), rng.choice(len(w), 20000, p=w)
+    x, y = d.prompt[i] + rng.random(20000) * d.output[i], d.prompt[j] + rng.random(20000) * d.output[j]
+    assert pad(2) == pytest.approx(np.abs(x - y).mean() / 2, rel=0.05)
+    assert pad(np.array([1.0, 4.0]))[1] == pytest.approx(pad(4))
+    assert v.PilotReplica(rep, pad=pad).decode_step_s(8, 100.0) == pytest.approx(rep.decode_step_s(8, 100.0 + pad(8)))
+
+
+def test_decode_arrivals_smoother_than_poisson_known_values():
+    """QNA rules: an idle prefill worker passes Poisson on; a saturated one with constant
+    service spaces decodes evenly; a least-loaded split over n workers divides the SCV by n."""
+    assert v.decode_arrival_scv("disaggregated", 0.0, 0.3, 1, 1, 1) == pytest.approx(1.0)
+    assert v.decode_arrival_scv("disaggregated", 1.0, 0.0, 1, 1, 1) == pytest.approx(0.0)
+    assert v.decode_arrival_scv("disaggregated", 0.5, 0.2, 1, 1, 1) == pytest.approx(0.25 * 0.2 + 0.75)
+    assert v.decode_arrival_scv("disaggregated", 0.0, 0.3, 1, 2, 1) == pytest.approx(0.5)
+    assert v.decode_arrival_scv("disaggregated", 1.0, 0.0, 4, 1, 1) == pytest.approx(0.75)  # merged: toward Poisson
+    assert v.decode_arrival_scv("colocated", 0.0, 0.3, 1, 1, 2) == pytest.approx(0.5)
+    # GI/G/inf: Poisson arrivals see b others; evenly spaced ones, with constant lives, one fewer
+    life = np.full(1000, 0.3)
+    assert v.smooth_arrivals(1.0, life) == pytest.approx(0.0)
+    assert v.smooth_arrivals(0.0, life) == pytest.approx(-1.0)
+    assert -1.0 < v.smooth_arrivals(0.0, np.random.default_rng(0).exponential(0.3, 5000)) < -0.4  # beta = 1/2
+    # alone all its life: Poisson -> e^-m e^-lam L; a binomial start (z < 1) is alone more often
+    assert v.alone_share(0.5, 1.0, 2.0, np.array([0.2]), 1.0)[0] == pytest.approx(math.exp(-0.5 - 0.4))
+    assert v.alone_share(0.5, 0.6, 2.0, np.array([0.2]), 0.5)[0] > v.alone_share(0.5, 1.0, 2.0, np.array([0.2]), 1.0)[0]
+    o = v.others_over_life(0.4, np.full(20000, 0.8), np.full(20000, 0.5), 20000)
+    assert (o == 0).mean() == pytest.approx(0.5, abs=0.02) and o.mean() == pytest.approx(0.4, rel=0.05)
+
+
+class _BatchCost:
+    """A replica whose prefill batch of k prompts costs per_prompt x k + fixed seconds, any length."""
+
+    def __init__(self, per_prompt, fixed=0.0):
+        self.per_prompt, self.fixed = per_prompt, fixed
+
+    def prefill_time_s(self, lengths):
+        return self.fixed + self.per_prompt * len(np.atleast_1d(lengths))
+
+    def prefill_times_s(self, lengths):
+        return np.full(len(np.atleast_1d(lengths)), self.fixed + self.per_prompt)
+
+
+def test_greedy_prefill_batches_whatever_is_queued():
+    """The runtime's rule: batching that does not pay (a CPU: k prompts cost k times one) leaves
+    the capacity at one prompt per service time; batching that is free multiplies it (up to the
+    16 prompts a batch holds); at light load a prompt runs alone."""
+    d = _demand("100", "10")
+    assert v.greedy_prefill_capacity(_BatchCost(0.1), d, 2048) == pytest.approx(10.0, rel=0.02)
+    assert v.greedy_prefill_capacity(_BatchCost(0.0, 0.1), d, 2048) > 50.0
+    light = v.greedy_prefill(_BatchCost(0.1), d, 0.05, 2048)
+    assert light.busy == pytest.approx(0.005, rel=0.1) and np.median(light.ttft_s) == pytest.approx(0.1)
+    busy = v.greedy_prefill(_BatchCost(0.1), d, 8.0, 2048)
+    assert busy.busy == pytest.approx(0.8, rel=0.02) and busy.batch_mean > 1.0
+    # a prompt that finds a batch running waits for it, then runs with what queued meanwhile
+    assert np.percentile(busy.ttft_s, 90) > 2 * 0.1 and (busy.wait_s > 0).mean() == pytest.approx(0.8, abs=0.03)
+    assert v.greedy_prefill(_BatchCost(0.1), d, 10.5, 2048) is None
+
+
 def test_predicted_throughput_over_the_makespan():
     sched = [rp.ReplayRequest(i, float(i), 10, 20) for i in range(11)]  # arrivals 0..10 s
     assert v.predicted_throughput(sched, 1.0, 5.0) == pytest.approx((11 / 11.0, 220 / 11.0))
@@ -299,9 +412,22 @@ def test_end_to_end_tiny_pilot(profile_path, tmp_path):
         assert r["output_tokens"] == r["max_tokens"]
     assert d["stages"]["kv_bytes_per_request"]["measured"] is not None
     assert d["metrics"]["ttft_ms_p50"]["simulated"] > 0  # the plan's simulator on the same schedule
+    # the contention probe ran first and the prediction used it
+    c = d["calibration"]["contention"]
+    assert c["prefill"] >= 0 and c["decode"] >= 0 and c["ttft_alone_ms"] > 0 and c["gap_quiet_ms"] > 0
+    assert d["prediction"]["contention"] == c and any("share this machine's cores" in n for n in d["prediction"]["notes"])
     assert d["pilot"]["max_model_len"] >= max(r["prompt_tokens"] + r["max_tokens"] for r in d["requests_detail"])
     pids = [w["pid"] for w in d["pilot"]["workers_detail"].values()]
     assert len(pids) == 2 and not any(_alive(p) for p in pids)  # torn down
+
+
+def test_contention_probe_of_a_colocated_pilot():
+    """The colocated probe: one stream alone, then one per worker; the pilot is torn down."""
+    pilot = v.Pilot("tiny", "cpu", "colocated", workers=2, threads_per_worker=1)
+    c = v.measure_contention(pilot, _demand(SHORT["input_len"], SHORT["output_len"]), 2048, timeout_s=20.0, say=lambda m: None)
+    assert c is not None and c.prefill == 0 and c.decode == 0 and c.colocated >= 0
+    assert c.detail["gap_one_stream_ms"] > 0 and c.detail["gap_two_streams_ms"] > 0
+    assert v.measure_contention(replace(pilot, workers=1), _demand(), 2048, say=lambda m: None) is None
 
 
 def test_worker_killed_mid_run_is_reported_invalid(profile_path):

@@ -256,7 +256,11 @@ class DecodeModel:
             return RoleEval(False, self.overload(lam), lam, utilization=1.0)
         qs = poisson_quantiles(b)
         # TPOT at percentile q: the step with itself plus the q-quantile of the others (p50: the mean).
-        tp = Pcts(self.t(1 + b) * 1e3, self.t(1 + qs[1]) * 1e3, self.t(1 + qs[2]) * 1e3)
+        # A measured step curve need not rise with the batch (a CPU profile: batch 2 slower than
+        # 4), so the batch's quantiles need not be the step's: keep the percentiles ordered.
+        p50 = self.t(1 + b) * 1e3
+        p90 = max(p50, self.t(1 + qs[1]) * 1e3)
+        tp = Pcts(p50, p90, max(p90, self.t(1 + qs[2]) * 1e3))
         bq = max(qs[2], 1)  # the p99 batch must fit: else requests queue for a slot and TTFT tails grow
         util = (self.rep.decode_weight_bytes(b) + b * self.c * self.rep.kv_bytes_per_token) / self.t(b) / (self.rep.tp * self.rep.gpu.mem_bw_bytes_s)
         if bq > self.max_batch:

@@ -30,6 +30,7 @@ import os
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +67,7 @@ def alt_errors(res: v.ValidateResult, workload, other: str) -> dict:
     bw = (res.transport or {}).get("measured_bytes_per_s")
     rep, _ = v.pilot_replica(run.pilot, rep, d, run.contention, run.pilot.rate_rps, bw)
     pred = v.predict(run.pilot, rep, d, bw)
-    alt = v.RunResult(run.pilot, pred, run.measurement, v.predicted_throughput(run.schedule, pred.e2e_s_mean, run.pilot.capacity_rps), run.slo,
-                      run.schedule_len)
+    alt = replace(run, prediction=pred, throughput_pred=v.predicted_throughput(run.schedule, pred.e2e_s_mean, run.pilot.capacity_rps))
     return {k: e["rel_error"] for k, e in alt.metrics().items()}
 
 

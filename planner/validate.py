@@ -619,6 +619,11 @@ def greedy_prefill_capacity(rep, d: Demand, max_batch_tokens: int, rel_tol: floa
     return lo
 
 
+def _scv(x: np.ndarray) -> float:
+    """Squared coefficient of variation: variance over squared mean."""
+    return float(np.var(x) / max(float(np.mean(x)), 1e-12) ** 2)
+
+
 def smooth_arrivals(ca2: float, life_s: np.ndarray, seed: int = 4) -> float:
     """How many fewer others (sequences) a request decodes beside when its worker's arrivals are
     smoother than Poisson, the shift (c_a^2 - 1) beta of the GI/G/inf two-moment approximation
@@ -727,12 +732,13 @@ def predict(pilot: Pilot, rep, d: Demand, transport_bytes_s: float | None = None
                               {"colocated": e.batch_mean}, None, None, None, notes=(f"overloaded at {lam:.3g} req/s per worker",))
         wait, mean_wait, _, k = cm.pre.wait_samples(lam)
         service = cm.pre.s1 + (cm.pre.T(k) - cm.pre.T(1))
-        share0 = cm.stalls(lam, occupancy(lam, float(steps.mean()), cm.dec.t, lambda x: cm.stalls(lam, x)[2],
-                                          4 * pilot.max_seqs + 10) or 0.0)[2]
-        ca2 = decode_arrival_scv("colocated", share0, float(service.var() / max(service.mean(), 1e-12) ** 2), 1, 1, pilot.workers)
-        life0 = steps * cm.dec.t(1.0)
-        shift = smooth_arrivals(ca2, life0)
-        b = occupancy(lam, float(steps.mean()), cm.dec.t, lambda x: cm.stalls(lam, x)[2], 4 * pilot.max_seqs + 10, shift)
+        stall_share = lambda x: cm.stalls(lam, x)[2]  # noqa: E731
+        b_max = 4 * pilot.max_seqs + 10
+        # The prefill busy share that spaces decode arrivals, at the occupancy Poisson arrivals give.
+        busy_p = stall_share(occupancy(lam, float(steps.mean()), cm.dec.t, stall_share, b_max) or 0.0)
+        ca2 = decode_arrival_scv("colocated", busy_p, _scv(service), 1, 1, pilot.workers)
+        shift = smooth_arrivals(ca2, steps * cm.dec.t(1.0))
+        b = occupancy(lam, float(steps.mean()), cm.dec.t, stall_share, b_max, shift)
         if b is None:
             return Prediction("colocated", False, "throughput", None, None, None, None, {"colocated": 1.0},
                               {"colocated": float(pilot.max_seqs)}, None, None, None, notes=(f"overloaded at {lam:.3g} req/s per worker",))
@@ -755,24 +761,21 @@ def predict(pilot: Pilot, rep, d: Demand, transport_bytes_s: float | None = None
                           tt_samples, tpot * 1e3, tuple(notes))
     pm, dm = m["prefill"], m["decode"]
     lam_p, lam_d = pilot.rate_rps / pilot.prefill_workers, pilot.rate_rps / pilot.decode_workers
-    pe, de = pm.eval(lam_p), dm.eval(lam_d)
-    gp = greedy_prefill(rep, d, lam_p, pilot.max_batch_tokens)
-    if gp is None:
-        pe = replace(pe, ttft_ms=None, utilization=1.0, binding=pe.binding or "throughput")
-    else:
-        pe = replace(pe, utilization=gp.busy, batch_mean=gp.batch_mean)
-    ca2 = decode_arrival_scv("disaggregated", min(pe.utilization or 0.0, 1.0), float(pm.s1.var() / max(pm.s1.mean(), 1e-12) ** 2),
-                             pilot.prefill_workers, pilot.decode_workers, 1)
+    de = dm.eval(lam_d)
+    gp = greedy_prefill(rep, d, lam_p, pilot.max_batch_tokens)  # the prefill worker, batching the runtime's way
+    busy_p = 1.0 if gp is None else gp.busy
+    ca2 = decode_arrival_scv("disaggregated", busy_p, _scv(pm.s1), pilot.prefill_workers, pilot.decode_workers, 1)
     shift = smooth_arrivals(ca2, steps * dm.t(1.0))
     b = occupancy(lam_d, float(steps.mean()), dm.t, b_max=4 * pilot.max_seqs + 10, shift=shift) if de.tpot_ms is not None else None
-    if pe.ttft_ms is None or b is None:
-        why = "prefill" if pe.ttft_ms is None else "decode"
-        return Prediction("disaggregated", False, f"{why} {pe.binding if why == 'prefill' else de.binding}", pe.ttft_ms, None,
-                          None, None, {"prefill": 1.0 if pe.ttft_ms is None else pe.utilization, "decode": 1.0},
-                          {"prefill": pe.batch_mean, "decode": b or float(pilot.max_seqs)}, None, None, None,
-                          notes=(f"overloaded: {why} cannot keep up at {pilot.rate_rps:.3g} req/s",))
+    if gp is None or b is None:
+        why = "prefill" if gp is None else "decode"
+        return Prediction("disaggregated", False, "prefill throughput" if gp is None else f"decode {de.binding}",
+                          None if gp is None else Pcts.of(gp.ttft_s), None, None, None, {"prefill": busy_p, "decode": 1.0},
+                          {"prefill": float(pm.k_max) if gp is None else gp.batch_mean, "decode": b or float(pilot.max_seqs)},
+                          None, None, None, notes=(f"overloaded: {why} cannot keep up at {pilot.rate_rps:.3g} req/s",))
     ttft, mean_wait, k = gp.ttft_s, float(gp.wait_s.mean()), gp.batch_mean
     service = ttft - gp.wait_s
+    ttft_ok = Pcts.of(ttft).at(d.q) <= d.ttft_slo_s * 1e3
     # KV transfer (3): last layer on the wire, then the rest of a decode step in progress.
     kv_bytes = d.prompt * rep.kv_bytes_per_token
     bw = transport_bytes_s or math.inf
@@ -785,10 +788,8 @@ def predict(pilot: Pilot, rep, d: Demand, transport_bytes_s: float | None = None
     others = others_over_life(m_o, z * lifetime_var_factor(life, float(life.mean())), alone_share(m_o, z, lam_d, life, ca2), n)
     step = np.array([dm.t(1 + o) for o in others])
     tpot = step + kv_s / steps
-    util_p = pe.utilization
-    util_d = 1 - math.exp(-b)
-    return Prediction("disaggregated", True, pe.binding or de.binding, Pcts.of(ttft), Pcts.of(tpot), float(kv_s.mean()) * 1e3,
-                      float(kv_bytes.mean()), {"prefill": util_p, "decode": util_d}, {"prefill": k, "decode": b},
+    return Prediction("disaggregated", True, de.binding if ttft_ok else "ttft", Pcts.of(ttft), Pcts.of(tpot), float(kv_s.mean()) * 1e3,
+                      float(kv_bytes.mean()), {"prefill": busy_p, "decode": 1 - math.exp(-b)}, {"prefill": k, "decode": b},
                       mean_wait * 1e3, float(service.mean()) * 1e3, float(ttft.mean() + (steps * tpot).mean()),
                       ttft * 1e3, tpot * 1e3, tuple(notes))
 

@@ -46,7 +46,6 @@ MIXES = {
     "chat": ("uniform:64-192", "uniform:32-96"),  # balanced: mean 128 prompt, 64 output tokens
     "long-prompt": ("uniform:256-640", "uniform:8-32"),  # prefill-heavy: mean 448 prompt, 20 output
 }
-STEP_MODELS = ("plan", "kv-read", "profile")  # planner.validate.local_replica's step-time models
 SUMMARY = ("ttft_ms_p50", "ttft_ms_p90", "tpot_ms_p50", "tpot_ms_p90", "throughput_rps", "output_tokens_per_s",
            "ttft_ms_p99", "tpot_ms_p99", "kv_transfer_ms_mean")
 
@@ -119,7 +118,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="6 pilots of 15 s")
     ap.add_argument("--duration", type=float, default=None, help="seconds of arrivals per pilot (default 20, quick 15)")
-    ap.add_argument("--roofline", default="profile", choices=list(STEP_MODELS), help="step-time model of the main figures")
+    ap.add_argument("--roofline", default="profile", choices=list(v.STEP_TIME_MODELS), help="step-time model of the main figures")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-requests", type=int, default=60,
                     help="a slow pilot replays at least this many requests (a p90 of 20 requests is mostly noise)")
@@ -133,7 +132,7 @@ def main(argv=None) -> int:
     if a.nice:
         for p in v.set_priority([os.getpid()], a.nice):  # this session's autogroup: the pilots inherit it
             print(f"warning: {p}", file=sys.stderr)
-    others = [m for m in STEP_MODELS if m != a.roofline]
+    others = [m for m in v.STEP_TIME_MODELS if m != a.roofline]
     rows = []
     t0 = time.perf_counter()
     for i, (mix, mode, frac) in enumerate(grid(a.quick)):

@@ -54,6 +54,8 @@ PREFILL_SLOTS_CAP = 16  # a prefill worker's cache slots: min(max_seqs, 16) (run
 DEFAULT_INPUT_LEN = "uniform:64-192"
 DEFAULT_OUTPUT_LEN = "uniform:32-96"
 DEFAULT_LOAD_FRAC = 0.6
+#: Step-time models of local_replica (--roofline), the default first.
+STEP_TIME_MODELS = ("profile", "plan", "kv-read")
 
 
 # ---- the pilot ----------------------------------------------------------------------------------
@@ -418,8 +420,8 @@ def local_replica(spec, profile_path: Path, roofline: str = "profile"):
     if roofline == "profile":
         return measured_replica(Replica(spec, gpu, 1, dtype, dtype, eff), prof), {**report, "fit": fit,
                                                                                     "model": "measured profile points, interpolated"}
-    if roofline != "kv-read":
-        raise BadInput(f"--roofline {roofline!r}: expected plan, kv-read or profile")
+    if roofline not in STEP_TIME_MODELS:
+        raise BadInput(f"--roofline {roofline!r}: expected {', '.join(STEP_TIME_MODELS)}")
     rep, kfit = fit_kv_read(prof, spec, gpu, dtype)
     return rep, {**report, "fit": kfit}
 
@@ -1501,6 +1503,8 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
         raise BadInput(f"--duration must be > 0 s, got {duration_s}")
     if endpoint and compare_colocated:
         raise BadInput("--compare-colocated starts local pilots: it cannot be combined with --endpoint")
+    if roofline not in STEP_TIME_MODELS:  # before minutes of profiling, not after
+        raise BadInput(f"--roofline {roofline!r}: expected {', '.join(STEP_TIME_MODELS)}")
     pilot = derive_pilot(model, device, workload, plan, max_workers, mode, prefill_workers, decode_workers, workers,
                          load_frac, max_seqs, max_batch_tokens, chunked_prefill)
     notes: list = []

@@ -285,6 +285,13 @@ def test_greedy_prefill_batches_whatever_is_queued():
     assert v.greedy_prefill(_BatchCost(0.1), d, 10.5, 2048) is None
 
 
+def test_unknown_step_time_model_is_refused_before_profiling(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a profile measured by mistake would land in ./profiles
+    with pytest.raises(BadInput, match="--roofline 'bogus'"):
+        v.validate("tiny", "cpu", roofline="bogus", say=lambda m: None)
+    assert not (tmp_path / "profiles").exists()
+
+
 def test_predicted_throughput_over_the_makespan():
     sched = [rp.ReplayRequest(i, float(i), 10, 20) for i in range(11)]  # arrivals 0..10 s
     assert v.predicted_throughput(sched, 1.0, 5.0) == pytest.approx((11 / 11.0, 220 / 11.0))

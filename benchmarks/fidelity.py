@@ -4,7 +4,7 @@
     python benchmarks/fidelity.py --quick         # 6 pilots x 15 s: loads 30/90%, chat mix for colocated
     python benchmarks/fidelity.py --roofline plan # main figures with the fitted roofline's step times
 
-Each pilot runs `tiny` on this CPU (planner.validate.validate: profile -> calibrate -> contention
+Each pilot runs `tiny` on this CPU (planner.pilot.validate.validate: profile -> calibrate -> contention
 probe -> queueing prediction, then planner serve + open-loop replay). For every metric of the JSON contract the
 relative error (predicted - measured) / measured is collected; the table gives the median and the
 worst |error| per metric over the valid pilots (a pilot whose requests failed, or that shared the
@@ -37,10 +37,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner import validate as v  # noqa: E402
-from planner.queueing import Demand  # noqa: E402
-from planner.specs import resolve_model  # noqa: E402
-from planner.workload import workload_from_flags  # noqa: E402
+from planner.pilot import validate as v  # noqa: E402
+from planner.queueing.models import Demand  # noqa: E402
+from planner.specs.models import resolve_model  # noqa: E402
+from planner.workload.workload import workload_from_flags  # noqa: E402
 
 MIXES = {
     "chat": ("uniform:64-192", "uniform:32-96"),  # balanced: mean 128 prompt, 64 output tokens

@@ -1,8 +1,8 @@
 """The queueing closed forms against the discrete-event simulator, on many random workloads.
 
 For random (GPU type, model, prompt/output mix, load between 30% and 90% of one replica's capacity)
-it evaluates one replica per role with planner.queueing and simulates the same replica with
-planner.simulate (the same roofline service times, random routing), then prints the median and
+it evaluates one replica per role with planner.queueing.models and simulates the same replica with
+planner.simulate.des (the same roofline service times, random routing), then prints the median and
 90th-percentile absolute gap per metric and role. This gap is the closed forms' error, published in
 the README.
 
@@ -14,12 +14,12 @@ import json
 
 import numpy as np
 
-from planner.catalog import load_catalog
-from planner.queueing import ColocatedModel, DecodeModel, Demand, PrefillModel, capacity
-from planner.roofline import Replica
-from planner.simulate import simulate_colocated, simulate_disaggregated
-from planner.specs import PRESETS
-from planner.workload import LengthDist
+from planner.specs.catalog import load_catalog
+from planner.queueing.models import ColocatedModel, DecodeModel, Demand, PrefillModel, capacity
+from planner.steptime.roofline import Replica
+from planner.simulate.des import simulate_colocated, simulate_disaggregated
+from planner.specs.models import PRESETS
+from planner.workload.workload import LengthDist
 
 GPUS = ["h100-sxm", "a100-sxm-80gb", "l40s", "l4", "mi300x"]
 MODELS = ["llama-3.1-8b", "qwen2.5-7b", "mistral-7b"]

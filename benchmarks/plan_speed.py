@@ -30,9 +30,9 @@ def main():
         walls[label] = ts
 
     from planner.api import plan
-    from planner.catalog import load_catalog
-    from planner.optimizer import cheapest_pool
-    from planner.queueing import Demand
+    from planner.specs.catalog import load_catalog
+    from planner.sizing.optimizer import cheapest_pool
+    from planner.queueing.models import Demand
 
     cat = load_catalog()
     r = plan(catalog=cat, pareto=False)

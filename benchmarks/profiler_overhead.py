@@ -1,14 +1,14 @@
 """What does measuring cost? The profiler's timing harness and NVML sampler against a bare loop.
 
-Runs decode_step of planner.model in three ways, interleaved round by round so that machine noise
+Runs decode_step of planner.runtime.model in three ways, interleaved round by round so that machine noise
 hits all three alike, and prints them side by side:
 
     bare       for _ in range(n): decode_step(...)                 (wall time / n)
-    harness    planner.profile.local.time_calls(decode_step, ...)  (wall time / n, and its own median)
+    harness    planner.measure.local.time_calls(decode_step, ...)  (wall time / n, and its own median)
     +sampler   the same inside a running NvmlSampler at 100 Hz     (wall time / n, sampler thread CPU)
 
 Targets (issue 3): the harness adds < 2% to a step; NVML sampling costs < 1% (of the step time,
-and of one CPU core). Without a GPU the sampler polls a fake NVML (planner.profile.nvml.FakeNvml):
+and of one CPU core). Without a GPU the sampler polls a fake NVML (planner.measure.nvml.FakeNvml):
 that measures the thread's own cost, not the driver calls', and the output says so.
 
     python benchmarks/profiler_overhead.py [--device cpu|cuda] [--model tiny] [--batch 8] [--context 256]
@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake NVML lives with the tests
 
 
 def main(argv=None) -> dict:
@@ -46,11 +47,12 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from planner.model import build_model, decode_step
-    from planner.profile.ceilings import resolve_device
-    from planner.profile.local import time_calls
-    from planner.profile.nvml import FakeNvml, NvmlSampler
-    from planner.specs import resolve_model
+    from planner.runtime.model import build_model, decode_step
+    from planner.measure.ceilings import resolve_device
+    from planner.measure.local import time_calls
+    from fake_nvml import FakeNvml
+    from planner.measure.nvml import NvmlSampler
+    from planner.specs.models import resolve_model
 
     dev = resolve_device(args.device)
     dtype = args.dtype or ("bf16" if dev.type == "cuda" else "fp32")

@@ -87,11 +87,11 @@ def bench_kv(quick: bool) -> list[dict]:
     import torch
     import zmq
 
-    from planner.model import build_model
+    from planner.runtime.model import build_model
     from planner.runtime.engine import Seq
     from planner.runtime.protocol import dumps
     from planner.runtime.prefill import layer_frames
-    from planner.specs import PRESETS
+    from planner.specs.models import PRESETS
 
     # One torch thread, as a prefill worker on this 2-core machine has (cores / workers): more
     # threads than free cores make OpenMP copies spin against the receiver process.
@@ -165,11 +165,11 @@ def bench_decode(quick: bool, device: str, threads: int) -> list[dict]:
     import torch
     import zmq
 
-    from planner.model import build_model, decode_step
+    from planner.runtime.model import build_model, decode_step
     from planner.runtime.config import make_config
     from planner.runtime.protocol import dumps, loads, pack
     from planner.runtime.worker import _spawn_entry
-    from planner.specs import PRESETS
+    from planner.specs.models import PRESETS
 
     spec = PRESETS[MODEL]
     batches = [1, 8, 32]
@@ -318,9 +318,9 @@ def bench_tpot(quick: bool) -> list[dict]:
 def bench_codec(quick: bool) -> list[dict]:
     import torch
 
-    from planner.model import build_model, decode_step, get_kv, prefill, set_kv
+    from planner.runtime.model import build_model, decode_step, get_kv, prefill, set_kv
     from planner.runtime.protocol import compress, decompress
-    from planner.specs import PRESETS
+    from planner.specs.models import PRESETS
 
     spec = PRESETS[MODEL]
     model = build_model(spec)

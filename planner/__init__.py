@@ -23,8 +23,8 @@ __version__ = "0.1.0"
 
 
 def load_profile(path):
-    """Load a profile file written by `planner profile` (see planner.profiles)."""
-    from planner.profiles import load_profile as _load
+    """Load a profile file written by `planner profile` (see planner.measure.files)."""
+    from planner.measure.files import load_profile as _load
 
     return _load(path)
 

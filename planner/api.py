@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from planner.errors import BadInput, Infeasible, PlannerError
-from planner.optimizer import (
+from planner.sizing.optimizer import (
     KV_TRANSFER_WARN_MS,
     NETWORK_MAX_UTIL,
     Pool,
@@ -24,9 +24,9 @@ from planner.optimizer import (
     price_or_none,
     single_type_pools,
 )
-from planner.queueing import ColocatedModel, Demand
-from planner.roofline import Replica, valid_tp
-from planner.specs import ModelSpec, resolve_model
+from planner.queueing.models import ColocatedModel, Demand
+from planner.steptime.roofline import Replica, valid_tp
+from planner.specs.models import ModelSpec, resolve_model
 
 HOURS_PER_MONTH = 730.0
 
@@ -91,7 +91,7 @@ class PlanResult:
     space: SearchSpace | None = None
     weight_dtype: str = "bf16"
     kv_dtype: str = "bf16"
-    schedule: dict | None = None  # hourly sizing when the workload has a daily profile (planner.schedule)
+    schedule: dict | None = None  # hourly sizing when the workload has a daily profile (planner.sizing.schedule)
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -289,8 +289,8 @@ def plan(
     schedule: bool | None = None,
 ) -> PlanResult:
     """Size the cheapest disaggregated and colocated deployments for a workload (see module doc)."""
-    from planner.catalog import Catalog, load_catalog
-    from planner.workload import workload_from_flags
+    from planner.specs.catalog import Catalog, load_catalog
+    from planner.workload.workload import workload_from_flags
 
     t0 = time.perf_counter()
     spec = model if isinstance(model, ModelSpec) else resolve_model(model)
@@ -312,7 +312,7 @@ def plan(
     extra_gpus = []
     measured: dict = {}
     if profiles:
-        from planner.calibrate import calibrate_from_profiles
+        from planner.steptime.calibrate import calibrate_from_profiles
 
         cal = calibrate_from_profiles(profiles, cat)
         efficiencies, extra_gpus, calibration, measured = cal.efficiencies, cal.local_gpus, cal.report, cal.measured
@@ -367,12 +367,12 @@ def plan(
     result = PlanResult(spec, w, dis, col, rec, savings, runner_ups, front, cur, assumptions, warnings, calibration,
                         {"setup": t1 - t0, "optimizer": t2 - t1, "runner_ups_and_current": t3 - t2, "pareto": t4 - t3}, None, space, weight_dtype, kv_dtype)
     if simulate:
-        from planner.check import simulate_plan
+        from planner.simulate.check import simulate_plan
 
         result.simulation = simulate_plan(result, d)
         result.timings_s["simulate"] = time.perf_counter() - t4
     if schedule or (schedule is None and getattr(w, "hourly_rps", None)):
-        from planner.schedule import schedule_for_plan
+        from planner.sizing.schedule import schedule_for_plan
 
         t5 = time.perf_counter()
         result.schedule = schedule_for_plan(result)

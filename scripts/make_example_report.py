@@ -28,8 +28,8 @@ HOURLY_RPS = (30, 25, 20, 18, 18, 20, 30, 50, 70, 85, 95, 100, 100, 98, 95, 90, 
 
 def build_html() -> str:
     from planner.api import plan
-    from planner.html_report import render_plan_html
-    from planner.workload import workload_from_flags
+    from planner.report.html import render_plan_html
+    from planner.workload.workload import workload_from_flags
 
     w = workload_from_flags(rate=100, input_len="100", output_len="500")
     w = replace(w, hourly_rps=HOURLY_RPS, notes=w.notes + ("daily profile: an illustrative working day peaking at 100 req/s (scripts/make_example_report.py)",))

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from planner.api import plan
-from planner.calibrate import calibrate_from_profiles, match_catalog_gpu
-from planner.catalog import load_catalog
-from planner.profiles import save_profile
-from planner.roofline import Efficiency, Replica
-from planner.specs import PRESETS
+from planner.steptime.calibrate import calibrate_from_profiles, match_catalog_gpu
+from planner.specs.catalog import load_catalog
+from planner.measure.files import save_profile
+from planner.steptime.roofline import Efficiency, Replica
+from planner.specs.models import PRESETS
 
 CAT = load_catalog()
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_committed_cpu_profile_plans_for_the_local_device():
 def test_plan_times_the_profiled_device_by_its_measured_points(tmp_path):
     """On the profiled GPU type, at the profiled model, tp and dtype, plan takes step times from
     the profile itself (a step the roofline cannot follow stays in); elsewhere the roofline."""
-    from planner.optimizer import SearchSpace
+    from planner.sizing.optimizer import SearchSpace
 
     spec, h100 = PRESETS["llama-3.1-8b"], CAT.resolve("h100-sxm")
     truth = Replica(spec, h100, 1, "bf16", "bf16", Efficiency(0.5, 0.8, 2e-3, 0.3e-3))

@@ -5,7 +5,7 @@ import copy
 import pytest
 import yaml
 
-from planner.catalog import (
+from planner.specs.catalog import (
     DEFAULT_NETWORK_GBIT,
     LOCAL_PROVIDER,
     PACKAGED_CATALOG,

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from planner.cli import main
+from planner.cli.main import main
 
 
 def run(args, capsys):
@@ -135,7 +135,7 @@ def test_infeasible_exit_3(capsys):
 
 
 def test_plan_does_not_import_torch():
-    code = "import sys; from planner.cli import main\ntry:\n    main(['plan','--no-pareto','--gpus','h100-sxm'])\nexcept SystemExit: pass\nassert 'torch' not in sys.modules, 'torch imported'\nprint('ok')"
+    code = "import sys; from planner.cli.main import main\ntry:\n    main(['plan','--no-pareto','--gpus','h100-sxm'])\nexcept SystemExit: pass\nassert 'torch' not in sys.modules, 'torch imported'\nprint('ok')"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
 

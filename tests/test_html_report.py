@@ -1,4 +1,4 @@
-"""planner.html_report: one self-contained HTML sizing report, with or without matplotlib."""
+"""planner.report.html: one self-contained HTML sizing report, with or without matplotlib."""
 
 import html
 import re
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from planner import charts
+from planner.report import charts
 from planner.api import HOURS_PER_MONTH, plan
-from planner.html_report import render_plan_html, render_validate_html, roofline_data
-from planner.report import headline
-from planner.specs import resolve_model
+from planner.report.html import render_plan_html, render_validate_html, roofline_data
+from planner.report.terminal import headline
+from planner.specs.models import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 # Charts need the `report` extra (matplotlib); without it the tables-only path is tested instead.

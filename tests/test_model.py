@@ -7,10 +7,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from planner.errors import BadInput  # noqa: E402
-from planner.model import (  # noqa: E402
+from planner.runtime.model import (  # noqa: E402
     build_model, decode_step, generate, get_kv, kv_bytes_per_token, prefill, prefill_chunk, sample, set_kv,
 )
-from planner.specs import PRESETS  # noqa: E402
+from planner.specs.models import PRESETS  # noqa: E402
 
 TINY = PRESETS["tiny"]
 # A smaller shape of the same family for the slower checks (same code paths, GQA 2:1).

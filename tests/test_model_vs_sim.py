@@ -1,4 +1,4 @@
-"""The closed forms (planner.queueing) against the discrete-event simulator on the same replica.
+"""The closed forms (planner.queueing.models) against the discrete-event simulator on the same replica.
 
 Tolerances are the gaps benchmarks/model_vs_sim.py measures at moderate load (the README publishes
 them); a change that makes the closed forms drift from the simulation fails here.
@@ -7,12 +7,12 @@ them); a change that makes the closed forms drift from the simulation fails here
 import numpy as np
 import pytest
 
-from planner.catalog import load_catalog
-from planner.queueing import ColocatedModel, DecodeModel, Demand, PrefillModel, capacity
-from planner.roofline import Replica
-from planner.simulate import simulate_colocated, simulate_disaggregated
-from planner.specs import PRESETS
-from planner.workload import LengthDist
+from planner.specs.catalog import load_catalog
+from planner.queueing.models import ColocatedModel, DecodeModel, Demand, PrefillModel, capacity
+from planner.steptime.roofline import Replica
+from planner.simulate.des import simulate_colocated, simulate_disaggregated
+from planner.specs.models import PRESETS
+from planner.workload.workload import LengthDist
 
 REP = Replica(PRESETS["llama-3.1-8b"], load_catalog().resolve("h100-sxm"), 1)
 INP = LengthDist.lognormal(mean=1000, sigma=0.5)

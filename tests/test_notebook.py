@@ -38,13 +38,13 @@ def test_runs_end_to_end(tmp_path, monkeypatch):
     assert any(h in text for h in ("Disaggregate:", "Stay colocated:", "No plan meets"))
     assert "load x2" in text and "autoscaling_saving_pct" in text
     report = (tmp_path / "plan.html").read_text(encoding="utf-8")
-    from planner.charts import available
+    from planner.report.charts import available
 
     assert report.count("<svg") == (5 if available() else 0)  # cost, latency, roofline, Pareto, daily schedule
     # Step 4 ran the pilot, or said clearly why it was skipped.
     import importlib.util
 
-    if importlib.util.find_spec("planner.validate") is None:
+    if importlib.util.find_spec("planner.pilot.validate") is None:
         assert "skipped: this version of planner has no `planner validate`" in text
     else:
         doc = json.loads((tmp_path / "validate.json").read_text(encoding="utf-8"))

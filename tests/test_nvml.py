@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from planner.profile.nvml import NOT_AVAILABLE, FakeNvml, NvmlSampler
+from fake_nvml import FakeNvml
+from planner.measure.nvml import NOT_AVAILABLE, NvmlSampler
 
 
 def test_summary_known_answers():

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from planner.optimizer import Candidate, Pool, cheapest_pool, single_type_pools
-from planner.queueing import RoleEval
+from planner.sizing.optimizer import Candidate, Pool, cheapest_pool, single_type_pools
+from planner.queueing.models import RoleEval
 
 
 class G:

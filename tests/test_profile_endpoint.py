@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from planner.errors import BadInput
-from planner.profile import endpoint
-from planner.profile.endpoint import run_endpoint_profile
-from planner.profile.fake_server import FakeServerConfig, start_fake_server
-from planner.profiles import load_profile
+from planner.measure import endpoint
+from planner.measure.endpoint import run_endpoint_profile
+from fake_server import FakeServerConfig, start_fake_server
+from planner.measure.files import load_profile
 
 KEY = "sk-test-7f3c9a1e-SECRET-do-not-save"
 # Steps of 12-40 ms, so that a late wake-up on a busy 2-core machine (a few ms) stays small.

@@ -13,11 +13,11 @@ torch = pytest.importorskip("torch")
 from typer.testing import CliRunner  # noqa: E402
 
 from planner.errors import BadInput  # noqa: E402
-from planner.profile import local as L  # noqa: E402
-from planner.profile import show as S  # noqa: E402
-from planner.profile.cli import parse_ints, profile_app  # noqa: E402
-from planner.profiles import REQUIRED_SAMPLE_COLUMNS, load_profile  # noqa: E402
-from planner.specs import PRESETS, resolve_model  # noqa: E402
+from planner.measure import local as L  # noqa: E402
+from planner.measure import show as S  # noqa: E402
+from planner.cli.profile import parse_ints, profile_app  # noqa: E402
+from planner.measure.files import REQUIRED_SAMPLE_COLUMNS, load_profile  # noqa: E402
+from planner.specs.models import PRESETS, resolve_model  # noqa: E402
 
 # Smaller than --quick: two prompt lengths, one batched prefill, batch 1 and 64 at two contexts.
 GRID = dict(prompt_lens=[16, 256], prefill_batches=[1, 4], prefill_batch_len=16, batches=[1, 64],
@@ -72,7 +72,7 @@ def test_quick_profile_of_tiny_is_a_valid_file(tiny_profile):
     assert m["kind"] == "local" and m["complete"] is True and m["tp"] == 1 and m["dtype"] == "fp32"
     assert m["device"]["type"] == "cpu" and m["device"]["name"] and m["device"]["cores"] >= 1
     assert m["device"]["torch"] == torch.__version__ and m["device"]["torch_threads"] == 1
-    assert m["engine"]["name"] == "planner.model" and m["command"] == "test"
+    assert m["engine"]["name"] == "planner.runtime.model" and m["command"] == "test"
     assert m["model"]["name"] == "tiny" and m["model"]["hidden"] == PRESETS["tiny"].hidden
     # tiny fp32: 2 (K, V) x 6 layers x 4 KV heads x 64 dims x 4 bytes = 12288 B per token
     assert m["kv_bytes_per_token"] == {"measured": 12288.0, "formula": 12288}
@@ -86,7 +86,7 @@ def test_quick_profile_of_tiny_is_a_valid_file(tiny_profile):
 def test_show_renders_tables_crossovers_and_workload_share(tiny_profile):
     from rich.console import Console
 
-    from planner.workload import workload_from_flags
+    from planner.workload.workload import workload_from_flags
 
     con = Console(record=True, width=120)
     a = S.show_profile(tiny_profile, workload=workload_from_flags(rate=1, input_len=40, output_len=20), console=con)
@@ -143,12 +143,12 @@ def test_default_grid_is_trimmed_to_memory(tmp_path, monkeypatch, micro_config):
 
 
 def test_unwritable_output_fails_before_measuring(tmp_path, monkeypatch):
-    import planner.model
+    import planner.runtime.model
 
     def boom(*a, **k):
         raise AssertionError("measured before checking the output")
 
-    monkeypatch.setattr(planner.model, "build_model", boom)
+    monkeypatch.setattr(planner.runtime.model, "build_model", boom)
     blocker = tmp_path / "afile"
     blocker.write_text("x")
     with pytest.raises(BadInput, match="afile"):
@@ -178,12 +178,12 @@ def test_bad_sweeps(tmp_path, kw, msg):
 
 
 def test_partial_profile_saved_on_error_and_interrupt(tmp_path, monkeypatch, micro_config):
-    import planner.model
+    import planner.runtime.model
 
     def fail(*a, **k):
         raise RuntimeError("boom in decode")
 
-    monkeypatch.setattr(planner.model, "decode_step", fail)
+    monkeypatch.setattr(planner.runtime.model, "decode_step", fail)
     out = tmp_path / "p.json"
     kw = dict(out=out, progress=False, ceilings=False, reps=1, warmup=0, prompt_lens=[8, 16],
               prefill_batches=[1], prefill_batch_len=8, batches=[1], contexts=[16])
@@ -196,7 +196,7 @@ def test_partial_profile_saved_on_error_and_interrupt(tmp_path, monkeypatch, mic
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(planner.model, "decode_step", interrupt)
+    monkeypatch.setattr(planner.runtime.model, "decode_step", interrupt)
     with pytest.raises(KeyboardInterrupt):
         L.run_local_profile(micro_config, **kw)
     assert load_profile(out).meta["complete"] is False
@@ -204,14 +204,14 @@ def test_partial_profile_saved_on_error_and_interrupt(tmp_path, monkeypatch, mic
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(planner.model, "decode_step", oom)
+    monkeypatch.setattr(planner.runtime.model, "decode_step", oom)
     with pytest.raises(BadInput, match=r"out of memory during decode batch 1 at context 16 .* saved to"):
         L.run_local_profile(micro_config, **kw)
     assert len(load_profile(out).samples) == 2
 
 
 def test_cli_module_does_not_import_torch():
-    code = "import sys, planner.profile.cli, planner.profile.show; sys.exit('torch' in sys.modules)"
+    code = "import sys, planner.cli.profile, planner.measure.show; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

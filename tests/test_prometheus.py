@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from planner.profile import prometheus as prom
+from planner.measure import prometheus as prom
 
 VLLM_BEFORE = """\
 # HELP vllm:time_to_first_token_seconds Histogram of time to first token in seconds.

@@ -4,7 +4,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner.api import plan
-from planner.catalog import load_catalog
+from planner.specs.catalog import load_catalog
 
 CAT = load_catalog()
 GPUS = "h100-sxm,l40s"

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from planner.catalog import load_catalog
-from planner.queueing import (ColocatedModel, DecodeModel, Demand, PrefillModel, capacity, md1_wait, mg1_wait, mmc_wait_erlang_c,
+from planner.specs.catalog import load_catalog
+from planner.queueing.models import (ColocatedModel, DecodeModel, Demand, PrefillModel, capacity, md1_wait, mg1_wait, mmc_wait_erlang_c,
                               poisson_quantiles)
-from planner.roofline import Replica
-from planner.specs import PRESETS
+from planner.steptime.roofline import Replica
+from planner.specs.models import PRESETS
 
 CAT = load_catalog()
 H100 = CAT.resolve("h100-sxm")

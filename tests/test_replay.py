@@ -8,10 +8,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from planner import replay as rp
+from planner.pilot import replay as rp
 from planner.errors import BadInput
-from planner.profile.fake_server import FakeServerConfig, start_fake_server
-from planner.workload import workload_from_flags
+from fake_server import FakeServerConfig, start_fake_server
+from planner.workload.workload import workload_from_flags
 
 
 def _w(inp="uniform:10-30", out="uniform:4-12", rate=1.0):
@@ -51,7 +51,7 @@ def test_clip_lengths_keeps_output_and_fits_context():
 
 
 def test_trace_schedule_scales_timestamps(tmp_path):
-    from planner.workload import SLO, workload_from_trace
+    from planner.workload.workload import SLO, workload_from_trace
 
     f = tmp_path / "t.csv"
     f.write_text("timestamp,input_tokens,output_tokens\n0,10,5\n2,20,6\n4,30,7\n6,40,8\n")

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from planner.catalog import load_catalog
-from planner.roofline import Efficiency, Replica, kv_transfer_s
-from planner.specs import PRESETS
+from planner.specs.catalog import load_catalog
+from planner.steptime.roofline import Efficiency, Replica, kv_transfer_s
+from planner.specs.models import PRESETS
 
 CAT = load_catalog()
 H100 = CAT.resolve("h100-sxm")

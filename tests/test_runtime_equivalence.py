@@ -12,10 +12,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("zmq")
 pytest.importorskip("aiohttp")
 
-from planner.model import build_model, generate  # noqa: E402
+from planner.runtime.model import build_model, generate  # noqa: E402
 from planner.runtime import start_server  # noqa: E402
 from planner.runtime.client import run_many  # noqa: E402
-from planner.specs import PRESETS  # noqa: E402
+from planner.specs.models import PRESETS  # noqa: E402
 
 LENGTHS = [3, 41, 17, 64, 9]
 MAX_TOKENS = [10, 4, 14, 8, 12]

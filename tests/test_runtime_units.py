@@ -8,7 +8,7 @@ import pytest
 from planner.errors import BadInput
 from planner.runtime.config import make_config
 from planner.runtime.metrics import Counter, Gauge, Histogram
-from planner.tokenizer import ByteTokenizer, chat_prompt, load_tokenizer, pseudo_word
+from planner.runtime.tokenizer import ByteTokenizer, chat_prompt, load_tokenizer, pseudo_word
 
 
 # ---- tokenizer -------------------------------------------------------------------------------------------
@@ -121,9 +121,9 @@ def test_config_defaults_and_bad_options():
 # ---- engine admission -------------------------------------------------------------------------------------
 def test_engine_admission_respects_kv_budget_and_frees_on_finish():
     torch = pytest.importorskip("torch")
-    from planner.model import build_model
+    from planner.runtime.model import build_model
     from planner.runtime.engine import Engine, Seq
-    from planner.specs import PRESETS
+    from planner.specs.models import PRESETS
 
     spec = dataclasses.replace(PRESETS["tiny"], layers=1, hidden=64, heads=2, kv_heads=1, head_dim=32,
                                intermediate=128, vocab=300, max_position=64)

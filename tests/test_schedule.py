@@ -1,4 +1,4 @@
-"""planner.schedule: hourly sizing with autoscaling against a pool fixed for the peak."""
+"""planner.sizing.schedule: hourly sizing with autoscaling against a pool fixed for the peak."""
 
 from dataclasses import replace
 
@@ -6,8 +6,8 @@ import pytest
 
 from planner.api import plan, solve
 from planner.errors import BadInput
-from planner.queueing import Demand
-from planner.schedule import RateSolver, headroom, hourly_schedule, restrict, schedule_for_plan
+from planner.queueing.models import Demand
+from planner.sizing.schedule import RateSolver, headroom, hourly_schedule, restrict, schedule_for_plan
 
 GPUS = "l4,l40s,a10g"
 # Quiet night, busy afternoon; the busiest hour (60 req/s) is the plan's sizing rate.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from planner.errors import BadInput
-from planner.simulate import SimResult, poisson_arrivals, simulate_colocated, simulate_disaggregated
+from planner.simulate.des import SimResult, poisson_arrivals, simulate_colocated, simulate_disaggregated
 
 LAM, MU = 0.7, 1.0  # arrivals/s and services/s per server: rho = 0.7
 

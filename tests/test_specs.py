@@ -3,7 +3,7 @@ import json
 import pytest
 
 from planner.errors import BadInput
-from planner.specs import PRESETS, load_config_json, resolve_model
+from planner.specs.models import PRESETS, load_config_json, resolve_model
 
 
 @pytest.mark.parametrize("name,kv", [("llama-2-7b", 524288), ("llama-3.1-8b", 131072), ("llama-3.1-70b", 327680), ("qwen2.5-7b", 57344)])

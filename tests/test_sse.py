@@ -5,7 +5,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner.profile.sse import SSEEvent, SSEParser, parse_all
+from planner.measure.sse import SSEEvent, SSEParser, parse_all
 
 
 def _chunk(i, text):

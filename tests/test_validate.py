@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from planner import replay as rp
-from planner import validate as v
+from planner.pilot import replay as rp
+from planner.pilot import validate as v
 from planner.errors import BadInput
-from planner.profiles import save_profile
-from planner.queueing import Demand, Pcts
-from planner.specs import resolve_model
-from planner.workload import workload_from_flags
+from planner.measure.files import save_profile
+from planner.queueing.models import Demand, Pcts
+from planner.specs.models import resolve_model
+from planner.workload.workload import workload_from_flags
 
 SHORT = dict(input_len="uniform:16-48", output_len="uniform:8-24")
 
@@ -193,7 +193,7 @@ def test_profiled_replica_ignores_a_noisy_point(tmp_path):
 
 
 def test_contention_scales_times_by_the_neighbours_busy_share(rep):
-    from planner.probe import Contention
+    from planner.pilot.probe import Contention
 
     s = v.PilotReplica(rep, 0.2, 0.1)
     assert s.prefill_time_s(np.array([64.0])) == pytest.approx(1.2 * rep.prefill_time_s(np.array([64.0])))
@@ -385,7 +385,7 @@ def test_cpu_watch_sees_a_busy_child():
 
 
 def test_markdown_report_has_the_table():
-    from planner.validate_cli import render_markdown
+    from planner.cli.validate import render_markdown
 
     run = _fake_run().to_dict()
     md = render_markdown({**run, "workload": workload_from_flags(rate=1.0).to_dict(), "notes": ["n1"]})
@@ -484,8 +484,8 @@ def test_ctrl_c_tears_down_and_saves_partial_report(profile_path, tmp_path):
 def test_endpoint_pilot_without_profile_measures_only(tmp_path):
     """--endpoint drives an external deployment (here the fake server); with no profile of its
     device there is nothing to predict, and the report says so instead of inventing numbers."""
-    from planner.profile.fake_server import FakeServerConfig, start_fake_server
-    from planner.validate_cli import write_outputs
+    from fake_server import FakeServerConfig, start_fake_server
+    from planner.cli.validate import write_outputs
 
     w = workload_from_flags(rate=1.0, **SHORT)
     cfg = FakeServerConfig(prefill_base_s=0.005, decode_base_s=0.004, decode_s_per_seq=0.0, tokenize=None)

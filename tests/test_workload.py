@@ -11,8 +11,8 @@ import pytest
 from scipy import integrate, stats
 
 from planner.errors import BadInput
-from planner.trace import load_trace
-from planner.workload import (
+from planner.workload.trace import load_trace
+from planner.workload.workload import (
     SLO,
     LengthDist,
     Workload,

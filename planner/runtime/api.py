@@ -17,7 +17,7 @@ import time
 from aiohttp import web
 
 from planner.runtime.router import Request, Unavailable
-from planner.tokenizer import chat_prompt
+from planner.runtime.tokenizer import chat_prompt
 
 
 class ApiError(Exception):

@@ -76,7 +76,7 @@ class ServeConfig:
 
 def make_config(**options) -> ServeConfig:
     """Build and check a ServeConfig; resolves the model shape and max_model_len (BadInput on errors)."""
-    from planner.specs import resolve_model
+    from planner.specs.models import resolve_model
 
     names = {f.name for f in fields(ServeConfig)}
     unknown = sorted(set(options) - names)

@@ -141,7 +141,7 @@ class DecodeWorker(Worker):
         self.send({"type": "admitted", "id": s.id, "kv_bytes": s.meta["bytes"], "kv_s": kv_s, "wait_s": wait_s})
 
     def admit_waiting(self) -> None:
-        from planner.model import set_kv
+        from planner.runtime.model import set_kv
 
         while self.waiting and self.engine.fits(self.waiting[0]):
             s = self.waiting.popleft()

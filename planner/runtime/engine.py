@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from planner.model import decode_step, prefill, prefill_chunk, sample
+from planner.runtime.model import decode_step, prefill, prefill_chunk, sample
 
 
 @dataclass

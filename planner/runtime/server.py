@@ -30,8 +30,8 @@ log = logging.getLogger("planner.serve")
 
 class Server:
     def __init__(self, cfg: ServeConfig):
-        from planner.specs import resolve_model
-        from planner.tokenizer import load_tokenizer
+        from planner.specs.models import resolve_model
+        from planner.runtime.tokenizer import load_tokenizer
 
         self.cfg = cfg
         self.spec = resolve_model(cfg.model)

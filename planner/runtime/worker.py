@@ -36,9 +36,9 @@ class Worker:
     def __init__(self, ctx, ctrl, cfg: ServeConfig, name: str, eos_id, parent_pid, bind_host, advertise_host, device):
         import torch
 
-        from planner.model import build_model
+        from planner.runtime.model import build_model
         from planner.runtime.engine import Engine
-        from planner.specs import resolve_model
+        from planner.specs.models import resolve_model
 
         t0 = time.perf_counter()
         self.ctx, self.ctrl, self.cfg, self.name = ctx, ctrl, cfg, name

@@ -1,0 +1,208 @@
+"""The command line: parse, call one function, render, set the exit code.
+
+Exit codes: 0 ok (also when the answer is "stay colocated"), 2 bad input, 3 infeasible.
+User mistakes (planner.errors.PlannerError) are caught once, here, and shown as one red line.
+Heavy imports (torch, aiohttp) happen inside the commands that need them, never at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from planner.errors import BadInput, Infeasible, PlannerError
+from planner.measure.files import _jsonable
+
+app = typer.Typer(
+    name="planner",
+    help="Measure an LLM deployment, then size the cheapest prefill/decode split (or say it does not pay).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command("plan")
+def plan_cmd(
+    model: str = typer.Option("llama-3.1-8b", "--model", "-m", help="Preset name (see `planner models`) or a Hugging Face config.json."),
+    rate: Optional[float] = typer.Option(None, "--rate", help="Mean arrival rate, req/s [default: 10]."),
+    requests_per_day: Optional[float] = typer.Option(None, "--requests-per-day", help="Requests per day (instead of --rate)."),
+    peak_factor: float = typer.Option(1.0, "--peak-factor", help="Peak-to-mean ratio: the plan is sized for mean x this."),
+    input_len: str = typer.Option("1000", "--input-len", help="Prompt tokens: N, or fixed:N, lognormal:mean=M,sigma=S, uniform:A-B, normal:mean=M,std=S,min=A,max=B."),
+    output_len: str = typer.Option("250", "--output-len", help="Output tokens (same forms as --input-len)."),
+    ttft_slo: Optional[float] = typer.Option(None, "--ttft-slo", "--ttft-slo-ms", help="Time-to-first-token target, ms [default: 1000]."),
+    tpot_slo: Optional[float] = typer.Option(None, "--tpot-slo", "--tpot-slo-ms", help="Time-per-output-token target, ms [default: 50]."),
+    percentile: Optional[int] = typer.Option(None, "--percentile", help="SLO percentile: 50, 90 or 99 [default: 90]."),
+    workload: Optional[Path] = typer.Option(None, "--workload", help="Workload YAML file (rate, lengths, SLOs, trace)."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="CSV/JSONL trace: lengths and arrival pattern (Azure trace columns recognised)."),
+    catalog: Optional[Path] = typer.Option(None, "--catalog", help="Your own GPU catalog YAML [default: the packaged gpu_catalog.yaml]."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="Comma-separated GPU types to consider (keys or aliases; 'local' = the profiled device)."),
+    prefill_gpus: Optional[str] = typer.Option(None, "--prefill-gpus", help="GPU types for the prefill pool only."),
+    decode_gpus: Optional[str] = typer.Option(None, "--decode-gpus", help="GPU types for the decode pool only."),
+    provider: Optional[str] = typer.Option(None, "--provider", help="Price from this provider [default: cheapest listed on-demand]."),
+    current: Optional[str] = typer.Option(None, "--current", help="What you run today, colocated: COUNTxGPU[:tpN], e.g. 8xa100-40gb."),
+    profile: Optional[List[Path]] = typer.Option(None, "--profile", help="Profile file(s) from `planner profile` to calibrate the model."),
+    simulate: bool = typer.Option(False, "--simulate", help="Check the chosen plans by discrete-event simulation."),
+    weight_dtype: str = typer.Option("bf16", "--weight-dtype", help="Weights: bf16, fp16, fp8, int8, int4 (fp32: to match a CPU profile)."),
+    kv_dtype: str = typer.Option("bf16", "--kv-dtype", help="KV cache: bf16, fp16, fp8, int8 (fp32: to match a CPU profile)."),
+    kv_compression: str = typer.Option("none", "--kv-compression", help="Compress KV for the transfer between pools: none, fp8, int8."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write the JSON result to FILE ('-' for stdout)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a sizing report: FILE.md (Markdown) or FILE.html."),
+    pareto: bool = typer.Option(True, "--pareto/--no-pareto", help="Compute the cost-vs-SLO front."),
+    schedule: Optional[bool] = typer.Option(None, "--schedule/--no-schedule", help="Size every hour of a daily profile (hourly_rps or a multi-hour trace) [default: on when the workload has one]."),
+):
+    """Size the cheapest disaggregated (prefill/decode split) and colocated deployments for a workload."""
+    from rich.console import Console
+
+    from planner.api import plan
+    from planner.report.terminal import render_markdown, render_terminal
+    from planner.workload.workload import load_workload_file, slo_from_flags, workload_from_trace
+
+    w = None
+    if workload and trace:
+        raise BadInput("give --workload or --trace, not both (a workload file can name its trace)")
+    if workload:
+        w = load_workload_file(workload)
+        if rate is not None:
+            w = w.with_rate(rate * w.peak_factor)
+        if (ttft_slo, tpot_slo, percentile) != (None, None, None):  # flags given beside a file win
+            s = slo_from_flags(_given(ttft_slo, w.slo.ttft_ms), _given(tpot_slo, w.slo.tpot_ms), _given(percentile, w.slo.percentile), ("--ttft-slo", "--tpot-slo", "--percentile"))
+            w = w.with_slo(s.ttft_ms, s.tpot_ms, s.percentile)
+    elif trace:
+        w = workload_from_trace(trace, slo_from_flags(_given(ttft_slo, 1000.0), _given(tpot_slo, 50.0), _given(percentile, 90), ("--ttft-slo", "--tpot-slo", "--percentile")), rate=rate)
+    ttft_slo, tpot_slo, percentile = _given(ttft_slo, 1000.0), _given(tpot_slo, 50.0), _given(percentile, 90)
+    result = plan(model, w, rate=rate, requests_per_day=requests_per_day, peak_factor=peak_factor, input_len=input_len, output_len=output_len,
+                  ttft_slo_ms=ttft_slo, tpot_slo_ms=tpot_slo, percentile=percentile, catalog=catalog, gpus=gpus, prefill_gpus=prefill_gpus,
+                  decode_gpus=decode_gpus, provider=provider, current=current, profiles=profile or [], simulate=simulate,
+                  weight_dtype=weight_dtype, kv_dtype=kv_dtype, kv_compression=kv_compression, pareto=pareto, schedule=schedule)
+    to_stdout = json_out == "-"
+    render_terminal(result, Console(stderr=to_stdout))
+    if json_out:
+        text = json.dumps(result.to_dict(), indent=2, default=_jsonable)
+        if to_stdout:
+            sys.stdout.write(text + "\n")
+        else:
+            _write(json_out, text + "\n")
+    if report:
+        if report.suffix.lower() in (".html", ".htm"):
+            try:
+                from planner.report.html import render_plan_html
+            except ImportError:
+                raise BadInput(f"--report {report}: HTML reports are not available in this version; use a .md file") from None
+
+            _write(report, render_plan_html(result))
+        else:
+            _write(report, render_markdown(result))
+    if not result.feasible:
+        raise Infeasible(f"no plan meets the SLOs: disaggregated: {result.disaggregated.why_infeasible or result.disaggregated.binding}; colocated: {result.colocated.why_infeasible or result.colocated.binding}")
+
+
+def _given(value, default):
+    return default if value is None else value
+
+
+def _write(path, text: str) -> None:
+    from planner.measure.files import atomic_write_text
+
+    atomic_write_text(path, text)
+    typer.echo(f"wrote {path}", err=True)
+
+
+@app.command("models")
+def models_cmd():
+    """List the model presets with their derived sizes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from planner.specs.models import PRESETS
+
+    t = Table(title="Model presets")
+    for c in ("name", "params (B)", "active (B)", "bf16 weights (GB)", "KV bf16 (B/token)", "layers", "heads/kv"):
+        t.add_column(c)
+    for s in PRESETS.values():
+        t.add_row(s.name, f"{s.params_total / 1e9:.3f}", f"{s.params_active / 1e9:.3f}", f"{s.weight_bytes('bf16') / 1e9:.2f}", str(s.kv_bytes_per_token()), str(s.layers), f"{s.heads}/{s.kv_heads}")
+    Console().print(t)
+
+
+@app.command("gpus")
+def gpus_cmd(catalog: Optional[Path] = typer.Option(None, "--catalog", help="GPU catalog YAML [default: packaged]."),
+             provider: Optional[str] = typer.Option(None, "--provider", help="Show this provider's price.")):
+    """List the GPU catalog: specs and the price the planner would use."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from planner.specs.catalog import load_catalog
+
+    cat = load_catalog(catalog)
+    t = Table(title=f"GPU catalog ({cat.path or 'packaged'})")
+    for c in ("key", "name", "memory (GB)", "bandwidth (GB/s)", "bf16 (TFLOP/s)", "fp8 (TFLOP/s)", "$/GPU-hour", "provider", "confidence"):
+        t.add_column(c)
+    for g in cat:
+        try:
+            p = g.price(provider)
+            price, prov, conf = f"{p.usd_per_gpu_hour:.3f}", p.provider, p.confidence
+        except PlannerError:
+            price, prov, conf = "-", "-", "-"
+        t.add_row(g.key, g.name, f"{g.memory_gb:g}", f"{g.mem_bw_gbps:g}", f"{g.bf16_tflops:g}", f"{g.fp8_tflops:g}" if g.fp8_tflops else "-", price, prov, conf)
+    Console().print(t)
+
+
+def _register_optional() -> None:
+    """Sub-commands that live beside the planner core (their modules import torch lazily)."""
+    try:
+        from planner.cli.profile import profile_app
+
+        app.add_typer(profile_app, name="profile", help="Measure prefill, decode, utilization and KV size (locally or on an endpoint).")
+    except ImportError:  # pragma: no cover - only while a module is missing in a partial checkout
+        pass
+    try:
+        from planner.cli.serve import serve
+
+        app.command("serve")(serve)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from planner.cli.validate import validate
+
+        app.command("validate")(validate)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+_register_optional()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the typer app, turning PlannerError into one red line and an exit code."""
+    try:
+        rc = app(args=argv, standalone_mode=False)  # returns typer.Exit codes instead of exiting
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
+    except PlannerError as e:
+        from rich.console import Console
+
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.stderr.write("aborted\n")
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,434 @@
+"""What one replica does under load: TTFT and TPOT percentiles, and its capacity within the SLOs.
+
+Routing assumption (stated in every report): a pool splits its arrivals between replicas in
+proportion to their capacity, at random. A random split of a Poisson stream is Poisson, so each
+replica is an independent single-server queue fed at its share `lam` (req/s). Join-shortest-queue
+routing does better than this, so the sizing errs on the safe side.
+
+Roles and their closed forms (times in s, rates in req/s):
+
+* Prefill replica: prompts are batched up to a token budget. The batch size k solves
+  k = clip(lam * T(k), 1, k_max) (prompts that arrive during one batch form the next). The wait is the
+  M/G/1 Pollaczek-Khinchine wait  W = lam E[S^2] / (2 (1 - rho))  while batches are single prompts,
+  and the batch-residual wait  W = T(k) / (2 (1 - lam / lam_max))  once batching absorbs the load
+  (lam_max = k_max / T(k_max)); we take the smaller. The wait's distribution is P(W > 0) = rho with an
+  exponential tail (the M/M/1 shape), and TTFT = W + own prefill (+ KV transfer when disaggregated).
+* Decode replica (continuous batching): by Little's law b = lam * E[steps] * t(b) with t(b) the step
+  time at batch b; solved by fixed-point iteration. The number running is Poisson(b) (M/G/inf), so
+  TPOT at percentile q is t(Poisson_q(b)). Feasible while the KV of that many sequences fits.
+* Colocated replica: unchunked, each prefill batch stalls every running decode; chunked prefill
+  mixes a token budget C of prompt chunks into every step (smooth TPOT, longer TTFT).
+
+Percentiles come from 1,000 fixed-seed samples of the workload's lengths pushed through these
+formulas (deterministic, vectorised); `planner plan --simulate` checks them by discrete-event
+simulation (planner.simulate.des).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from math import factorial
+
+import numpy as np
+from scipy.special import gammaln
+
+from planner.steptime.roofline import Replica
+
+N_SAMPLES = 1000
+MAX_DECODE_BATCH = 256  # vLLM's default max_num_seqs: a running-batch cap per replica
+DEFAULT_PREFILL_TOKEN_BUDGET = 8192  # tokens per prefill batch (vLLM max_num_batched_tokens scale)
+
+
+@dataclass(frozen=True)
+class Pcts:
+    """Percentiles of a latency (ms)."""
+
+    p50: float
+    p90: float
+    p99: float
+
+    def at(self, q: int) -> float:
+        return {50: self.p50, 90: self.p90, 99: self.p99}[q]
+
+    def to_dict(self) -> dict:
+        return {"p50": round(self.p50, 3), "p90": round(self.p90, 3), "p99": round(self.p99, 3)}
+
+    @staticmethod
+    def of(samples_s: np.ndarray) -> "Pcts":
+        """Percentiles of samples given in seconds (nearest-rank on the sorted samples)."""
+        x = np.sort(samples_s)
+        n = len(x) - 1
+        return Pcts(*(float(x[int(round(q * n))]) * 1e3 for q in (0.5, 0.9, 0.99)))
+
+
+def poisson_quantiles(mean: float, qs=(50, 90, 99)) -> list[int]:
+    """Quantiles (percent) of a Poisson(mean) count: the smallest k with P(N <= k) >= q/100.
+    Vectorised through the log-pmf: scipy.stats.poisson.ppf costs ~70 us a call, this ~15 us."""
+    if mean <= 0:
+        return [0 for _ in qs]
+    k = np.arange(0, int(mean + 12 * np.sqrt(mean) + 25))
+    cdf = np.cumsum(np.exp(k * np.log(mean) - mean - gammaln(k + 1)))
+    return [int(min(np.searchsorted(cdf, q / 100 - 1e-12), k[-1])) for q in qs]
+
+
+@dataclass(frozen=True)
+class RoleEval:
+    """A replica at per-replica arrival rate `lam_rps`: predicted latencies and whether SLOs hold."""
+
+    feasible: bool
+    binding: str  # what fails (or would fail first): "ttft", "tpot", "memory", "throughput", "" if fine
+    lam_rps: float
+    ttft_ms: Pcts | None = None
+    tpot_ms: Pcts | None = None
+    utilization: float = 0.0  # fraction of time busy (prefill) or of bandwidth used (decode)
+    batch_mean: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Demand:
+    """The workload, reduced to fixed-seed samples the formulas consume."""
+
+    prompt: np.ndarray  # prompt lengths (tokens), N_SAMPLES of them
+    output: np.ndarray  # output lengths (tokens)
+    ttft_slo_s: float
+    tpot_slo_s: float
+    q: int  # SLO percentile: 50, 90 or 99
+
+    @cached_property
+    def mean_prompt(self) -> float:
+        return float(self.prompt.mean())
+
+    @cached_property
+    def decode_steps(self) -> np.ndarray:
+        """Decode steps per request: every token after the first (the prefill makes the first)."""
+        return np.maximum(self.output - 1, 0)
+
+    @cached_property
+    def mean_context(self) -> float:
+        """Mean context of a running sequence (tokens): prompt + half its output."""
+        return float(self.prompt.mean() + self.output.mean() / 2)
+
+    @cached_property
+    def mean_final_context(self) -> float:
+        return float(self.prompt.mean() + self.output.mean())
+
+    @staticmethod
+    def from_workload(w, n: int = N_SAMPLES, seed: int = 0) -> "Demand":
+        rng = np.random.default_rng(seed)
+        return Demand(
+            prompt=w.input.sample(rng, n).astype(float),
+            output=w.output.sample(rng, n).astype(float),
+            ttft_slo_s=w.slo.ttft_ms / 1e3,
+            tpot_slo_s=w.slo.tpot_ms / 1e3,
+            q=int(w.slo.percentile),
+        )
+
+
+_RNG = np.random.default_rng(1)
+_U = _RNG.random(N_SAMPLES)  # fixed draws: the model is deterministic and cheap to re-evaluate
+_E = _RNG.exponential(1.0, N_SAMPLES)
+
+
+def _wait_samples(rho_wait: float, mean_wait: float, n: int) -> np.ndarray:
+    """Waiting-time samples: zero with probability 1 - rho_wait, else exponential (M/M/1 shape)."""
+    if rho_wait <= 0 or mean_wait <= 0:
+        return np.zeros(n)
+    u, e = (_U, _E) if n == N_SAMPLES else (np.random.default_rng(1).random(n), np.random.default_rng(2).exponential(1.0, n))
+    return np.where(u < rho_wait, e * (mean_wait / rho_wait), 0.0)
+
+
+class PrefillModel:
+    """Prefill replica under load (see module docstring). Precomputes service times once."""
+
+    def __init__(self, rep: Replica, d: Demand, token_budget: int = DEFAULT_PREFILL_TOKEN_BUDGET, transfer_s: np.ndarray | float = 0.0):
+        self.rep, self.d = rep, d
+        self.s1 = rep.prefill_times_s(d.prompt)  # each prompt alone (s)
+        self.k_max = max(1, int(token_budget // max(d.mean_prompt, 1)))
+        self.transfer_s = transfer_s
+        self._T_cache: dict[int, float] = {}
+
+    def T(self, k: float) -> float:
+        """Time of a batch of k mean-length prompts (s)."""
+        k = max(1, int(round(k)))
+        if k not in self._T_cache:
+            self._T_cache[k] = self.rep.prefill_time_s(np.full(k, self.d.mean_prompt))
+        return self._T_cache[k]
+
+    @property
+    def lam_max(self) -> float:
+        """Most req/s the replica can prefill, with full batches (req/s)."""
+        return self.k_max / self.T(self.k_max)
+
+    def batch(self, lam: float) -> float:
+        k = 1.0
+        for _ in range(50):
+            k_new = min(max(lam * self.T(k), 1.0), self.k_max)
+            if abs(k_new - k) < 0.5:
+                return k_new
+            k = k_new
+        return k
+
+    def upper_bound(self) -> float:
+        """No rate at or above this is sustainable (req/s): full batches back to back."""
+        return self.lam_max
+
+    def wait_samples(self, lam: float) -> tuple[np.ndarray, float, float, float]:
+        """Queueing delay before a prompt's batch starts (s): samples, mean, busy share, batch size.
+
+        Single-prompt regime (lam * T(1) < 1): the M/G/1 Pollaczek-Khinchine wait, with an
+        exponential tail and P(wait > 0) = rho. Batching regime: the residual of the batch in
+        progress, uniform on [0, T(k)], plus an M/D/1 wait for whole batches of k_max when they fill
+        up (lam / k_max batches/s of T(k_max) s). The smaller mean wins: batching is what the
+        server does once it pays."""
+        k = self.batch(lam)
+        Tk = self.T(k)
+        es, es2 = float(self.s1.mean()), float((self.s1**2).mean())
+        rho1 = lam * es
+        w_pk = lam * es2 / (2 * (1 - rho1)) if rho1 < 1 else np.inf
+        w_full = md1_wait(lam / self.k_max, self.T(self.k_max))
+        w_batch = Tk / 2 + w_full
+        n = len(self.s1)
+        if w_pk <= w_batch:
+            return _wait_samples(rho1, w_pk, n), w_pk, rho1, k
+        return _U[:n] * Tk + _E[:n] * w_full, w_batch, min(lam * Tk / k, 1.0), k
+
+    def eval(self, lam: float) -> RoleEval:
+        if lam >= self.lam_max:
+            return RoleEval(False, "throughput", lam, utilization=1.0)
+        wait, mean_wait, rho, k = self.wait_samples(lam)
+        service = self.s1 + (self.T(k) - self.T(1))  # batch-mates' work delays each prompt
+        ttft = wait + service + self.transfer_s
+        p = Pcts.of(ttft)
+        ok = p.at(self.d.q) <= self.d.ttft_slo_s * 1e3
+        return RoleEval(ok, "" if ok else "ttft", lam, ttft_ms=p, utilization=rho, batch_mean=k, extra={"mean_wait_ms": mean_wait * 1e3})
+
+
+class DecodeModel:
+    """Decode replica with continuous batching (see module docstring)."""
+
+    def __init__(self, rep: Replica, d: Demand, max_batch: int = MAX_DECODE_BATCH):
+        self.rep, self.d = rep, d
+        self.c = d.mean_context
+        self.steps = float(d.decode_steps.mean())
+        self.kv_cap = rep.kv_capacity_tokens
+        per_seq = d.mean_final_context
+        kv_batch = int(self.kv_cap // max(per_seq, 1))
+        self.max_batch = min(max_batch, kv_batch)
+        # Which limit caps the running batch: KV memory, or the engine's max running sequences.
+        self.batch_limit = "memory" if kv_batch <= max_batch else "max batch"
+
+    def t(self, b: float) -> float:
+        return self.rep.decode_step_s(max(b, 1.0), self.c)
+
+    def upper_bound(self) -> float:
+        """Little's law at the largest batch: lam <= max_batch / (E[steps] t(1 + max_batch)) (req/s)."""
+        if self.max_batch < 1 or self.steps <= 0:
+            return 0.0
+        return self.max_batch / (self.steps * self.t(1 + self.max_batch))
+
+    def overload(self, lam: float, slowdown: float = 1.0) -> str:
+        """Why no fixed point: "throughput" if even a full batch cannot keep up with lam, else the
+        batch limit (memory or max running sequences) stops the batch from growing enough."""
+        m = self.max_batch
+        return "throughput" if lam * self.steps * self.t(m) / slowdown > m else self.batch_limit
+
+    def running(self, lam: float) -> float | None:
+        """Mean running batch b (time average) solving b = lam * E[steps] * t(1 + b): a request
+        shares its steps with the others running, Poisson(b) of them (M/G/inf seen on arrival),
+        so its mean step is t(1 + b). None if no fixed point."""
+        b = lam * self.steps * self.t(1)
+        for _ in range(200):
+            b_new = lam * self.steps * self.t(1 + b)
+            if b_new > 4 * self.max_batch + 10:
+                return None
+            if abs(b_new - b) < 1e-3 * max(b, 1):
+                return b_new
+            b = b_new
+        return None
+
+    def eval(self, lam: float) -> RoleEval:
+        if self.max_batch < 1:
+            return RoleEval(False, "memory", lam)
+        b = self.running(lam)
+        if b is None:
+            return RoleEval(False, self.overload(lam), lam, utilization=1.0)
+        qs = poisson_quantiles(b)
+        # TPOT at percentile q: the step with itself plus the q-quantile of the others (p50: the mean).
+        # A measured step curve need not rise with the batch (a CPU profile: batch 2 slower than
+        # 4), so the batch's quantiles need not be the step's: keep the percentiles ordered.
+        p50 = self.t(1 + b) * 1e3
+        p90 = max(p50, self.t(1 + qs[1]) * 1e3)
+        tp = Pcts(p50, p90, max(p90, self.t(1 + qs[2]) * 1e3))
+        bq = max(qs[2], 1)  # the p99 batch must fit: else requests queue for a slot and TTFT tails grow
+        util = (self.rep.decode_weight_bytes(b) + b * self.c * self.rep.kv_bytes_per_token) / self.t(b) / (self.rep.tp * self.rep.gpu.mem_bw_bytes_s)
+        if bq > self.max_batch:
+            return RoleEval(False, self.batch_limit, lam, tpot_ms=tp, utilization=util, batch_mean=b)
+        ok = tp.at(self.d.q) <= self.d.tpot_slo_s * 1e3
+        return RoleEval(ok, "" if ok else "tpot", lam, tpot_ms=tp, utilization=util, batch_mean=b)
+
+
+class ColocatedModel:
+    """A replica doing both phases: unchunked (a prefill batch stalls every running decode) or with
+    chunked prefill (prompt chunks of up to C tokens ride along in decode steps).
+
+    Both cases are "decode steps of t_d, interrupted by stalls": unchunked, a batch of k prompts
+    every k/lam s stalls decode for T(k); chunked, a mixed step of time t_m replaces a decode step
+    m = lam * E[chunks per prompt] times a second. The decode progress rate solves Little's law as
+    for a decode replica; a request's TPOT is t_d plus the stalls that land in its decode life
+    (Poisson in number) spread over its tokens. TTFT: half a step in flight, then an M/G/1 queue
+    of prompts (unchunked: the prefill model; chunked: each prompt's chunk steps)."""
+
+    def __init__(self, rep: Replica, d: Demand, chunk_tokens: int | None = None, max_batch: int = MAX_DECODE_BATCH):
+        self.rep, self.d, self.chunk = rep, d, chunk_tokens
+        self.pre = PrefillModel(rep, d)
+        self.dec = DecodeModel(rep, d, max_batch)
+        if chunk_tokens:
+            self.n_chunks = np.ceil(d.prompt / chunk_tokens)
+            self.mean_chunk = float(d.prompt.sum() / self.n_chunks.sum())
+            self.mean_n_chunks = float(self.n_chunks.mean())
+
+    def upper_bound(self) -> float:
+        """Neither phase alone may exceed its own bound (req/s)."""
+        d = self.dec.upper_bound()
+        return min(self.pre.lam_max, d) if d > 0 else self.pre.lam_max
+
+    def stalls(self, lam: float, b: float) -> tuple[float, float, float]:
+        """(stalls per s, extra seconds per stall, time share of stalls) at running batch b."""
+        t_d = self.dec.t(b)
+        if self.chunk:
+            # Prompt tokens per mixed step: a prompt's chunk, or, once prompts pile up, what arrives
+            # during one step (P = lam E[l] t_m(P)), capped by the budget left after the decodes.
+            # Fuller steps cost more extra time per token where the step turns compute-bound.
+            cap = max(self.chunk - b, 1.0)
+            P = min(self.mean_chunk, cap)
+            for _ in range(30):
+                t_m = self.rep.decode_step_s(max(b, 1.0), self.dec.c, P)
+                P_new = min(cap, max(min(self.mean_chunk, cap), lam * self.d.mean_prompt * t_m))
+                if abs(P_new - P) < 0.5:
+                    break
+                P = P_new
+            t_m = self.rep.decode_step_s(max(b, 1.0), self.dec.c, P)
+            m = lam * self.d.mean_prompt / P
+            return m, t_m - t_d, m * (t_m - t_d)
+        k = self.pre.batch(lam)
+        Tk = self.pre.T(k)
+        return lam / k, Tk, lam * Tk / k
+
+    def eval(self, lam: float) -> RoleEval:
+        dec, d = self.dec, self.d
+        if dec.max_batch < 1:
+            return RoleEval(False, "memory", lam)
+        if lam >= self.pre.lam_max:
+            return RoleEval(False, "throughput", lam, utilization=1.0)
+        b = lam * dec.steps * dec.t(1)
+        for _ in range(200):
+            rate, stall, share = self.stalls(lam, b)
+            if share >= 0.98:
+                return RoleEval(False, "throughput", lam, utilization=1.0)
+            b_new = lam * dec.steps * dec.t(1 + b) / (1 - share)
+            if b_new > 4 * dec.max_batch + 10:
+                return RoleEval(False, dec.overload(lam, 1 - share), lam, utilization=1.0)
+            done = abs(b_new - b) < 2e-3 * max(b, 1)
+            b = b_new
+            if done:
+                break
+        rate, stall, share = self.stalls(lam, b)
+        bq = poisson_quantiles(b, (99,))[0]
+        if max(bq, 1) > dec.max_batch:
+            return RoleEval(False, dec.batch_limit, lam, batch_mean=b)
+        t_d = dec.t(1 + b)
+        steps = np.maximum(d.decode_steps, 1)
+        life = steps * t_d / (1 - share)
+        rng = np.random.default_rng(2)
+        n_stalls = rng.poisson(rate * life)
+        # Stalls differ in size (prompts differ): their sum over N stalls has mean N * stall and
+        # spread sqrt(N) * sd, with sd that of the prompt's own prefill (or chunk) time.
+        sd = float(np.std(self.pre.s1)) if not self.chunk else float(np.std(self.rep.decode_step_s(max(b, 1.0), dec.c, np.minimum(d.prompt, self.chunk))))
+        stall_sum = np.maximum(n_stalls * stall + np.sqrt(n_stalls) * sd * rng.standard_normal(len(steps)), 0.0)
+        # The running batch a request lives with fluctuates around b (Poisson, as for decode).
+        b_i = 1 + rng.poisson(b, len(steps))
+        t_i = np.asarray(self.rep.decode_step_s(b_i.astype(float), dec.c))
+        tpot_p = Pcts.of(t_i + stall_sum / steps)
+        if self.chunk:
+            t_m = np.asarray(self.rep.decode_step_s(max(b, 1.0), dec.c, np.minimum(d.prompt, self.chunk)))
+            service = (self.n_chunks - 1) * self.rep.decode_step_s(max(b, 1.0), dec.c, self.chunk) + t_m
+            rho = lam * float(service.mean())
+            if rho >= 1:
+                return RoleEval(False, "throughput", lam, utilization=1.0)
+            wait = _wait_samples(rho, lam * float((service**2).mean()) / (2 * (1 - rho)), len(service))
+            ttft = wait + service + t_d / 2
+        else:
+            wait, _, rho, k = self.pre.wait_samples(lam)
+            ttft = wait + self.pre.s1 + (self.pre.T(k) - self.pre.T(1)) + t_d / 2
+        ttft_p = Pcts.of(ttft)
+        ok_t = ttft_p.at(d.q) <= d.ttft_slo_s * 1e3
+        ok_p = tpot_p.at(d.q) <= d.tpot_slo_s * 1e3
+        binding = "" if ok_t and ok_p else ("tpot" if not ok_p else "ttft")
+        mode = f"chunked {self.chunk}" if self.chunk else "unchunked"
+        return RoleEval(ok_t and ok_p, binding, lam, ttft_p, tpot_p, utilization=min(1.0, share + (1 - share) * min(b, 1.0)), batch_mean=b, extra={"mode": mode})
+
+
+def capacity(model, lam_hi: float | None = None, rel_tol: float = 0.01) -> tuple[float, RoleEval, str]:
+    """Largest per-replica rate (req/s) at which `model.eval` is feasible, by bisection.
+
+    Returns (capacity_rps, the evaluation at capacity, the binding constraint just above it).
+    Feasibility is monotone in the rate: more load never lowers a latency percentile here. The
+    search starts from the model's throughput bound (`upper_bound()`), which the SLOs only lower,
+    so a handful of evaluations suffice.
+    """
+    probe = model.eval(1e-6)
+    if not probe.feasible:
+        return 0.0, probe, probe.binding
+    bound = getattr(model, "upper_bound", None)
+    hi = lam_hi or (bound() if bound else 0.0) or 1.0
+    lo, best = 0.0, probe
+    e = model.eval(hi)
+    for _ in range(60):  # the bound was not binding (or no bound): grow until infeasible
+        if not e.feasible:
+            break
+        lo, best, hi = hi, e, hi * 2
+        e = model.eval(hi)
+    else:
+        return lo, best, ""
+    binding = e.binding
+    while lo == 0.0 and hi > 1e-6:  # halve until something is feasible
+        mid = hi / 2
+        e = model.eval(mid)
+        if e.feasible:
+            lo, best = mid, e
+        else:
+            hi, binding = mid, e.binding
+    while lo > 0 and hi - lo > rel_tol * lo:
+        mid = (lo + hi) / 2
+        e = model.eval(mid)
+        if e.feasible:
+            lo, best = mid, e
+        else:
+            hi, binding = mid, e.binding
+    return lo, best, binding
+
+
+def mmc_wait_erlang_c(lam: float, mu: float, c: int) -> float:
+    """Mean wait in M/M/c (s), by Erlang C: P_wait / (c mu - lam)."""
+    a = lam / mu
+    rho = a / c
+    if rho >= 1:
+        return float("inf")
+    terms = sum(a**k / factorial(k) for k in range(c))
+    top = a**c / factorial(c) / (1 - rho)
+    p_wait = top / (terms + top)
+    return p_wait / (c * mu - lam)
+
+
+def md1_wait(lam: float, d: float) -> float:
+    """Mean wait in M/D/1 (s): rho * D / (2 (1 - rho)) (Pollaczek-Khinchine with zero variance)."""
+    rho = lam * d
+    return rho * d / (2 * (1 - rho)) if rho < 1 else float("inf")
+
+
+def mg1_wait(lam: float, es: float, es2: float) -> float:
+    """Mean wait in M/G/1 (s): lam E[S^2] / (2 (1 - rho)) (Pollaczek-Khinchine)."""
+    rho = lam * es
+    return lam * es2 / (2 * (1 - rho)) if rho < 1 else float("inf")

@@ -1,0 +1,243 @@
+"""What to buy: the cheapest disaggregated plan and the cheapest colocated plan, side by side.
+
+For every (GPU type, tp) in the search space and every role (prefill, decode, colocated) we find by
+bisection the capacity of one replica: the most req/s it sustains within the SLOs (planner.queueing.models).
+A pool that may mix types is then the integer program
+
+    minimize  sum_i usd_per_gpu_hour_i * tp_i * n_i
+    s.t.      sum_i capacity_i * n_i >= lam                (throughput within SLOs)
+              sum_i net_share_i * n_i >= kv_bytes_rate     (disaggregated: KV fits the network)
+              n_i integer >= 0
+
+solved by scipy.optimize.milp (HiGHS). Disaggregated = cheapest decode pool + cheapest prefill pool
+whose TTFT budget already pays for the KV transfer between the two pools.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from planner.errors import PlannerError
+from planner.queueing.models import ColocatedModel, DecodeModel, Demand, PrefillModel, RoleEval, capacity
+from planner.steptime.roofline import Efficiency, Replica, kv_transfer_s, valid_tp
+
+TP_SIZES = (1, 2, 4, 8)
+COLOCATED_MODES = (None, 512, 2048)  # unchunked, chunked prefill with these token budgets
+NETWORK_MAX_UTIL = 0.8  # plan KV traffic to at most 80% of the NICs
+KV_TRANSFER_WARN_MS = 100.0  # the source blog's threshold: above it, disaggregation's latency gain is gone
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One replica type for one role, with its capacity within the SLOs."""
+
+    role: str  # "prefill", "decode", "colocated"
+    gpu: object  # planner.specs.catalog.GPU
+    tp: int
+    price: object  # planner.specs.catalog.Price
+    usd_per_gpu_hour: float
+    capacity_rps: float
+    at_capacity: RoleEval
+    binding: str  # constraint that stops more load: ttft, tpot, memory, throughput
+    mode: str = ""  # colocated: "unchunked" or "chunked N"
+    replica: Replica | None = None
+    kv_transfer_ms: float = 0.0
+    net_share_bytes_s: float = 0.0  # this replica's share of its node's NIC (B/s)
+    qmodel: object = None  # the queueing model that evaluates this replica at any load
+
+    @property
+    def usd_per_replica_hour(self) -> float:
+        return self.usd_per_gpu_hour * self.tp
+
+    @property
+    def usd_per_rps_hour(self) -> float:
+        return self.usd_per_replica_hour / self.capacity_rps if self.capacity_rps > 0 else math.inf
+
+    def label(self) -> str:
+        m = f" {self.mode}" if self.mode and self.mode != "unchunked" else ""
+        return f"{self.gpu.key} tp{self.tp}{m}"
+
+
+@dataclass
+class Pool:
+    """A chosen pool: how many replicas of which candidates, and what they cost."""
+
+    role: str
+    items: list[tuple[Candidate, int]]
+    lam_rps: float
+
+    @property
+    def usd_per_hour(self) -> float:
+        return sum(c.usd_per_replica_hour * n for c, n in self.items)
+
+    @property
+    def gpus(self) -> int:
+        return sum(c.tp * n for c, n in self.items)
+
+    @property
+    def capacity_rps(self) -> float:
+        return sum(c.capacity_rps * n for c, n in self.items)
+
+    def loads(self) -> list[float]:
+        """Per-replica rate of each item (req/s): arrivals split in proportion to capacity."""
+        cap = self.capacity_rps
+        return [self.lam_rps * c.capacity_rps / cap if cap else 0.0 for c, _ in self.items]
+
+    def to_list(self) -> list[dict]:
+        return [
+            {"gpu": c.gpu.key, "gpu_name": c.gpu.name, "tp": c.tp, "replicas": n, "gpus": c.tp * n, "mode": c.mode or None,
+             "provider": c.price.provider, "usd_per_gpu_hour": c.usd_per_gpu_hour, "capacity_rps_per_replica": round(c.capacity_rps, 4),
+             "binding": c.binding}
+            for c, n in self.items
+        ]
+
+
+@dataclass
+class SearchSpace:
+    """The hardware the optimizer may choose from, and how prices are read."""
+
+    gpus: list  # catalog GPUs for colocated (and both roles unless narrowed)
+    prefill_gpus: list | None = None
+    decode_gpus: list | None = None
+    provider: str | None = None
+    weight_dtype: str = "bf16"
+    kv_dtype: str = "bf16"
+    kv_compression: str = "none"
+    efficiencies: dict = field(default_factory=dict)  # gpu key -> Efficiency (calibrated)
+    skipped: list = field(default_factory=list)  # (gpu key, why)
+    measured: dict = field(default_factory=dict)  # gpu key -> Profile whose points time that type (calibrate)
+
+    def eff(self, gpu) -> Efficiency:
+        return self.efficiencies.get(gpu.key) or self.efficiencies.get("*") or Efficiency()
+
+    def replica(self, model, gpu, tp: int) -> Replica:
+        """The replica the optimizer prices: on a profiled GPU type at the profiled model, tp and
+        dtypes, the profile's measured step times; elsewhere the (calibrated) roofline."""
+        rep = Replica(model, gpu, tp, self.weight_dtype, self.kv_dtype, self.eff(gpu))
+        prof = self.measured.get(gpu.key)
+        if prof is not None:
+            from planner.steptime.calibrate import measured_applies, measured_replica
+
+            if measured_applies(prof, model, tp, self.weight_dtype, self.kv_dtype):
+                return measured_replica(rep, prof)
+        return rep
+
+
+def price_or_none(gpu, provider):
+    """The GPU's price from `provider` (cheapest on-demand if None), or None when it has none."""
+    try:
+        return gpu.price(provider)
+    except PlannerError:
+        return None
+
+
+def net_share_bytes_s(gpu, tp: int) -> float:
+    """A replica's share of its node's network (B/s): NIC * tp / gpus_per_node."""
+    return gpu.network_bytes_s * tp / max(gpu.gpus_per_node, 1)
+
+
+def candidates(role: str, model, d: Demand, space: SearchSpace, gpus, decode_link_bytes_s: float | None = None) -> list[Candidate]:
+    """Every feasible (GPU, tp[, mode]) replica for `role`, with its capacity (req/s)."""
+    out = []
+    for g in gpus:
+        price = price_or_none(g, space.provider)
+        if price is None:
+            continue
+        for tp in TP_SIZES:
+            if not valid_tp(model, g, tp):
+                continue
+            rep = space.replica(model, g, tp)
+            if not rep.fits:
+                continue
+            share = net_share_bytes_s(g, tp)
+            if role == "prefill":
+                link = min(share, decode_link_bytes_s) if decode_link_bytes_s else share
+                xfer = kv_transfer_s(d.prompt, rep.kv_bytes_per_token, link, compression=space.kv_compression)
+                m = PrefillModel(rep, d, transfer_s=xfer)
+                cap, at, why = capacity(m, lam_hi=m.lam_max)
+                xfer_ms = float(np.mean(xfer)) * 1e3
+                modes = [("", cap, at, why, m)]
+            elif role == "decode":
+                m = DecodeModel(rep, d)
+                cap, at, why = capacity(m)
+                xfer_ms = 0.0
+                modes = [("", cap, at, why, m)]
+            else:
+                xfer_ms = 0.0
+                modes = []
+                for chunk in COLOCATED_MODES:
+                    m = ColocatedModel(rep, d, chunk)
+                    cap, at, why = capacity(m)
+                    modes.append(("unchunked" if chunk is None else f"chunked {chunk}", cap, at, why, m))
+            for mode, cap, at, why, m in modes:
+                if cap > 0:
+                    out.append(Candidate(role, g, tp, price, price.usd_per_gpu_hour, cap, at, why or "throughput", mode, rep, xfer_ms, share, m))
+    return out
+
+
+def cheapest_pool(cands: list[Candidate], lam: float, min_net_bytes_s: float = 0.0) -> Pool | None:
+    """Solve the mixed-type pool integer program (module docstring). None if nothing can serve."""
+    cands = [c for c in cands if c.capacity_rps > 0]
+    if not cands:
+        return None
+    # Prune so the MILP stays tiny (milliseconds): at high load the best $ per req/s wins, at low
+    # load the cheapest replica that covers the rate, at any load a big NIC share for the network.
+    keep = sorted(cands, key=lambda c: c.usd_per_rps_hour)[:12]
+    keep += sorted(cands, key=lambda c: c.usd_per_replica_hour * math.ceil(lam / c.capacity_rps))[:8]
+    if min_net_bytes_s > 0:
+        keep += sorted(cands, key=lambda c: c.usd_per_replica_hour / max(c.net_share_bytes_s, 1e-9))[:4]
+    cands = list({id(c): c for c in keep}.values())
+    cost = np.array([c.usd_per_replica_hour for c in cands])
+    caps = np.array([c.capacity_rps for c in cands])
+    ub = np.array([math.ceil(lam / c.capacity_rps) + 1 for c in cands], dtype=float)
+    cons = [LinearConstraint(caps[None, :], lb=lam, ub=np.inf)]
+    if min_net_bytes_s > 0:
+        net = np.array([c.net_share_bytes_s for c in cands])
+        if net.max() <= 0:
+            return None
+        ub = np.maximum(ub, np.ceil(min_net_bytes_s / np.maximum(net, 1e-9)) + 1)
+        cons.append(LinearConstraint(net[None, :], lb=min_net_bytes_s, ub=np.inf))
+    res = milp(c=cost, constraints=cons, integrality=np.ones(len(cands)), bounds=Bounds(np.zeros(len(cands)), ub))
+    if not res.success:
+        return None
+    n = np.round(res.x).astype(int)
+    items = [(c, int(k)) for c, k in zip(cands, n) if k > 0]
+    return Pool(cands[0].role, items, lam)
+
+
+def single_type_pools(cands: list[Candidate], lam: float, top: int = 5) -> list[Pool]:
+    """The cheapest pools of one replica type each (the runner-ups a person compares)."""
+    pools = [Pool(c.role, [(c, math.ceil(lam / c.capacity_rps))], lam) for c in cands if c.capacity_rps > 0]
+    pools.sort(key=lambda p: p.usd_per_hour)
+    seen, out = set(), []
+    for p in pools:
+        key = p.items[0][0].label()
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+        if len(out) == top:
+            break
+    return out
+
+
+def evaluate_pool(pool: Pool) -> RoleEval:
+    """Predicted latencies of a pool at its actual load. With mixed types we report, per
+    percentile, the worst replica type (conservative: the pool's mixture is no worse)."""
+    evals = [c.qmodel.eval(lam_i) for (c, _), lam_i in zip(pool.items, pool.loads())]
+    if len(evals) == 1:
+        return evals[0]
+
+    def worst(attr):
+        ps = [getattr(e, attr) for e in evals if getattr(e, attr) is not None]
+        if not ps:
+            return None
+        return type(ps[0])(max(p.p50 for p in ps), max(p.p90 for p in ps), max(p.p99 for p in ps))
+
+    first = evals[0]
+    util = float(np.average([e.utilization for e in evals], weights=[n for _, n in pool.items]))
+    return RoleEval(all(e.feasible for e in evals), next((e.binding for e in evals if e.binding), ""), pool.lam_rps,
+                    worst("ttft_ms"), worst("tpot_ms"), util, float(np.mean([e.batch_mean for e in evals])), first.extra)

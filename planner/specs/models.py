@@ -1,0 +1,254 @@
+"""Model shapes and what follows from them: parameters, weight bytes, FLOPs and KV bytes per token.
+
+Presets are the published Hugging Face config.json shapes of widely served models (see
+shared/reference/models.yaml), plus `tiny`, a Llama-style shape small enough for a 2-core CPU
+that profile, serve and validate use in tests. Any config.json of the Llama, Mistral, Qwen2,
+Mixtral or OPT families loads with `load_config_json` (or `resolve_model("path/config.json")`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from functools import cached_property
+
+import numpy as np
+from pathlib import Path
+
+from planner.errors import BadInput
+
+#: Bytes per element of each storage dtype the planner knows.
+DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The shape of a decoder-only transformer (one entry of a config.json, normalised)."""
+
+    name: str
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int  # FFN width (per expert for MoE)
+    vocab: int
+    max_position: int
+    tied_embeddings: bool = False
+    gated_mlp: bool = True  # SwiGLU: 3 matrices; OPT: 2 matrices with ReLU
+    experts: int = 1
+    experts_per_token: int = 1
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    learned_positions: bool = False  # OPT has a learned position table instead of RoPE
+
+    # ---- parameter counts -------------------------------------------------------------------
+    @property
+    def attn_params_per_layer(self) -> int:
+        """Q, K, V and O projection weights of one layer (count)."""
+        q = self.hidden * self.heads * self.head_dim
+        kv = 2 * self.hidden * self.kv_heads * self.head_dim
+        o = self.heads * self.head_dim * self.hidden
+        return q + kv + o
+
+    @property
+    def mlp_params_per_expert(self) -> int:
+        """One expert's FFN weights (count): 3*h*i gated, 2*h*i plain."""
+        return (3 if self.gated_mlp else 2) * self.hidden * self.intermediate
+
+    @property
+    def embedding_params(self) -> int:
+        """Token embedding (+ learned positions, + untied LM head) (count)."""
+        n = self.vocab * self.hidden
+        if not self.tied_embeddings:
+            n += self.vocab * self.hidden
+        if self.learned_positions:
+            n += self.max_position * self.hidden
+        return n
+
+    @cached_property  # frozen dataclass: computed once, read on every roofline call
+    def params_total(self) -> int:
+        """All weights held in memory (count): every expert is resident."""
+        router = self.hidden * self.experts if self.experts > 1 else 0
+        per_layer = self.attn_params_per_layer + self.experts * self.mlp_params_per_expert + router
+        norms = 2 * self.hidden * self.layers + self.hidden
+        return self.layers * per_layer + self.embedding_params + norms
+
+    @cached_property  # frozen dataclass: computed once, read on every roofline call
+    def params_active(self) -> int:
+        """Weights that one token touches (count): only `experts_per_token` experts for MoE."""
+        inactive = (self.experts - self.experts_per_token) * self.mlp_params_per_expert * self.layers
+        return self.params_total - inactive
+
+    @cached_property  # frozen dataclass: computed once, read on every roofline call
+    def matmul_params_active(self) -> int:
+        """Weights a token multiplies by (count): active params less the embedding lookup and
+        learned positions (gathers, not matmuls), plus the LM head even when tied."""
+        n = self.params_active - self.vocab * self.hidden  # the input embedding is a gather
+        if self.learned_positions:
+            n -= self.max_position * self.hidden
+        if self.tied_embeddings:
+            n += self.vocab * self.hidden  # the tied head still costs a matmul
+        return n
+
+    def weight_bytes(self, dtype: str = "bf16") -> float:
+        """Bytes of all resident weights in `dtype` (bf16, fp16, fp8, int8, int4, fp32)."""
+        return self.params_total * dtype_bytes(dtype)
+
+    def active_weight_bytes(self, dtype: str = "bf16") -> float:
+        """Bytes one decode step must read for weights at batch 1 (B)."""
+        return self.params_active * dtype_bytes(dtype)
+
+    # ---- per-token costs ----------------------------------------------------------------------
+    def kv_bytes_per_token(self, kv_dtype: str = "bf16") -> int:
+        """KV cache bytes per token (B): 2 (K and V) * layers * kv_heads * head_dim * bytes."""
+        return int(2 * self.layers * self.kv_heads * self.head_dim * dtype_bytes(kv_dtype))
+
+    @property
+    def head_params(self) -> int:
+        """LM-head weights (count): vocab x hidden, tied or not."""
+        return self.vocab * self.hidden
+
+    def prefill_flops(self, prompt_len: float) -> float:
+        """FLOPs to prefill one prompt of `prompt_len` tokens (FLOP).
+
+        2 * (P_matmul - P_head) * l for the body, 2 * P_head once (logits only for the last token,
+        as vLLM and planner.runtime.model do), plus causal attention: QK^T and AV are each
+        2 * heads * head_dim * l^2 per layer, halved for causality -> 2 * layers * heads * head_dim * l^2.
+        """
+        l = np.asarray(prompt_len, dtype=float)  # a length or an array of them
+        body = self.matmul_params_active - self.head_params
+        f = 2.0 * body * l + 2.0 * self.head_params + 2.0 * self.layers * self.heads * self.head_dim * l * l
+        return float(f) if f.ndim == 0 else f
+
+    def decode_flops(self, batch: float, context: float) -> float:
+        """FLOPs of one decode step for `batch` sequences of mean context `context` (FLOP):
+        2 * P_matmul * b + 4 * layers * heads * head_dim * b * c (QK^T and AV over the context)."""
+        return 2.0 * self.matmul_params_active * batch + 4.0 * self.layers * self.heads * self.head_dim * batch * context
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items()}
+
+
+def dtype_bytes(dtype: str) -> float:
+    try:
+        return DTYPE_BYTES[dtype]
+    except KeyError:
+        raise BadInput(f"unknown dtype {dtype!r}: expected one of {', '.join(DTYPE_BYTES)}") from None
+
+
+def _p(name, layers, hidden, heads, kv_heads, head_dim, intermediate, vocab, max_position, **kw) -> ModelSpec:
+    return ModelSpec(name, layers, hidden, heads, kv_heads, head_dim, intermediate, vocab, max_position, **kw)
+
+
+# Shapes from each model's published config.json (shared/reference/models.yaml). `tiny` is ours:
+# a Llama-style ~52M-parameter shape that a 2-core CPU runs at tens of tokens per second.
+PRESETS: dict[str, ModelSpec] = {
+    s.name: s
+    for s in [
+        _p("tiny", 6, 512, 8, 4, 64, 1536, 32000, 2048),
+        _p("llama-2-7b", 32, 4096, 32, 32, 128, 11008, 32000, 4096),
+        _p("llama-2-13b", 40, 5120, 40, 40, 128, 13824, 32000, 4096),
+        _p("llama-2-70b", 80, 8192, 64, 8, 128, 28672, 32000, 4096),
+        _p("llama-3.1-8b", 32, 4096, 32, 8, 128, 14336, 128256, 131072, rope_theta=500000.0),
+        _p("llama-3.1-70b", 80, 8192, 64, 8, 128, 28672, 128256, 131072, rope_theta=500000.0),
+        _p("llama-3.1-405b", 126, 16384, 128, 8, 128, 53248, 128256, 131072, rope_theta=500000.0),
+        _p("mistral-7b", 32, 4096, 32, 8, 128, 14336, 32000, 32768, rope_theta=1000000.0),
+        _p("qwen2.5-7b", 28, 3584, 28, 4, 128, 18944, 152064, 32768, rope_theta=1000000.0, norm_eps=1e-6),
+        _p("qwen2.5-72b", 80, 8192, 64, 8, 128, 29568, 152064, 32768, rope_theta=1000000.0, norm_eps=1e-6),
+        _p("mixtral-8x7b", 32, 4096, 32, 8, 128, 14336, 32000, 32768, experts=8, experts_per_token=2, rope_theta=1000000.0),
+        _p("opt-13b", 40, 5120, 40, 40, 128, 20480, 50272, 2048, tied_embeddings=True, gated_mlp=False, learned_positions=True),
+        _p("opt-66b", 64, 9216, 72, 72, 128, 36864, 50272, 2048, tied_embeddings=True, gated_mlp=False, learned_positions=True),
+    ]
+}
+
+
+def load_config_json(path: str | Path) -> ModelSpec:
+    """Read a Hugging Face config.json (Llama, Mistral, Qwen2, Mixtral, OPT) into a ModelSpec.
+
+    Raises BadInput naming the file and the missing or malformed field.
+    """
+    path = Path(path)
+    try:
+        cfg = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: cannot read: {e}") from None
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{path}: not valid JSON: {e.msg} at line {e.lineno}") from None
+    if not isinstance(cfg, dict):
+        raise BadInput(f"{path}: expected a JSON object, got {type(cfg).__name__}")
+
+    def need(*keys):
+        for k in keys:
+            if k in cfg:
+                v = cfg[k]
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+                    raise BadInput(f"{path}: field {k!r} must be a positive number, got {v!r}")
+                return v
+        raise BadInput(f"{path}: missing field {' or '.join(repr(k) for k in keys)}")
+
+    mtype = str(cfg.get("model_type", "")).lower()
+    name = path.parent.name or path.stem
+    if mtype == "opt":
+        hidden = int(need("hidden_size"))
+        heads = int(need("num_attention_heads"))
+        spec = ModelSpec(
+            name=name,
+            layers=int(need("num_hidden_layers")),
+            hidden=hidden,
+            heads=heads,
+            kv_heads=heads,
+            head_dim=hidden // heads,
+            intermediate=int(need("ffn_dim")),
+            vocab=int(need("vocab_size")),
+            max_position=int(need("max_position_embeddings")),
+            tied_embeddings=bool(cfg.get("tie_word_embeddings", True)),
+            gated_mlp=False,
+            learned_positions=True,
+        )
+    else:
+        hidden = int(need("hidden_size"))
+        heads = int(need("num_attention_heads"))
+        kv_heads = int(cfg.get("num_key_value_heads") or heads)
+        head_dim = int(cfg.get("head_dim") or hidden // heads)
+        experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 1)
+        spec = ModelSpec(
+            name=name,
+            layers=int(need("num_hidden_layers")),
+            hidden=hidden,
+            heads=heads,
+            kv_heads=kv_heads,
+            head_dim=head_dim,
+            intermediate=int(need("intermediate_size")),
+            vocab=int(need("vocab_size")),
+            max_position=int(cfg.get("max_position_embeddings") or 4096),
+            tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            experts=experts,
+            experts_per_token=int(cfg.get("num_experts_per_tok") or 1) if experts > 1 else 1,
+            norm_eps=float(cfg.get("rms_norm_eps") or 1e-5),
+            rope_theta=float(cfg.get("rope_theta") or 10000.0),
+        )
+    if spec.heads % spec.kv_heads:
+        raise BadInput(f"{path}: num_attention_heads {spec.heads} is not a multiple of num_key_value_heads {spec.kv_heads}")
+    return spec
+
+
+def resolve_model(name_or_path: str) -> ModelSpec:
+    """A preset name (case-insensitive) or a path to a config.json (or a folder holding one)."""
+    key = name_or_path.strip().lower()
+    if key in PRESETS:
+        return PRESETS[key]
+    p = Path(name_or_path)
+    if p.is_dir() and (p / "config.json").exists():
+        return replace(load_config_json(p / "config.json"), name=p.name)
+    if p.suffix == ".json" or p.exists():
+        return load_config_json(p)
+    raise BadInput(f"unknown model {name_or_path!r}: use a preset ({', '.join(PRESETS)}) or a path to a config.json")
+
+
+def spec_from_dict(d: dict) -> ModelSpec:
+    """Rebuild a ModelSpec from `ModelSpec.to_dict()` output (as stored in profiles)."""
+    fields = ModelSpec.__dataclass_fields__
+    return ModelSpec(**{k: v for k, v in d.items() if k in fields})

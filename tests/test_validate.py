@@ -21,7 +21,10 @@ from planner.pilot import replay as rp
 from planner.pilot import validate as v
 from planner.errors import BadInput
 from planner.measure.files import save_profile
+from planner.queueing import arrivals, greedy
 from planner.queueing.models import Demand, Pcts
+from planner.queueing.pools import role_model
+from planner.steptime.adjust import Adjusted, longest_context_pad
 from planner.specs.models import resolve_model
 from planner.workload.workload import workload_from_flags
 
@@ -113,7 +116,7 @@ def _pilot(mode="disaggregated", rate=1.0, **kw):
 
 
 def test_lifetime_variance_factor_known_values():
-    f = v.lifetime_var_factor(np.array([1e-6, 1.0, 100.0]), 1.0)
+    f = arrivals.lifetime_var_factor(np.array([1e-6, 1.0, 100.0]), 1.0)
     assert f[0] == pytest.approx(1.0, abs=1e-3)
     assert f[1] == pytest.approx(2 * math.exp(-1), rel=1e-6)  # 2 (x - 1 + e^-x) / x^2 at x = 1
     assert f[2] == pytest.approx(2 * (99 + math.exp(-100)) / 1e4)
@@ -122,10 +125,10 @@ def test_lifetime_variance_factor_known_values():
 def test_prediction_at_light_load_is_service_time(rep):
     d = _demand()
     p = v.predict(_pilot(rate=1e-3), rep, d, transport_bytes_s=1e9)
-    pm = v.models_for(_pilot(), rep, d)["prefill"]
+    pm = role_model("prefill", rep, d, v.pilot_engine(_pilot()))
     assert p.feasible
     assert p.ttft_ms.p50 == pytest.approx(float(np.median(pm.s1)) * 1e3, rel=0.02)  # no queue: own prefill
-    dm = v.models_for(_pilot(), rep, d)["decode"]
+    dm = role_model("decode", rep, d, v.pilot_engine(_pilot()))
     assert p.tpot_ms.p50 == pytest.approx(dm.t(1) * 1e3, rel=0.05)  # alone in the batch
     # KV: one layer on the wire (+0.1 ms); an idle decode worker adds no step residual
     layer_ms = d.mean_prompt * rep.kv_bytes_per_token / 6 / 1e9 * 1e3
@@ -195,14 +198,14 @@ def test_profiled_replica_ignores_a_noisy_point(tmp_path):
 def test_contention_scales_times_by_the_neighbours_busy_share(rep):
     from planner.pilot.probe import Contention
 
-    s = v.PilotReplica(rep, 0.2, 0.1)
+    s = Adjusted(rep, 0.2, 0.1)
     assert s.prefill_time_s(np.array([64.0])) == pytest.approx(1.2 * rep.prefill_time_s(np.array([64.0])))
     assert s.decode_step_s(4, 100) == pytest.approx(1.1 * rep.decode_step_s(4, 100))
     assert s.kv_bytes_per_token == rep.kv_bytes_per_token and s.model is rep.model  # the rest falls through
     d = _demand()
     p = replace(v.Pilot("tiny", "cpu", "disaggregated"), rate_rps=2.0)
     same, slow = v.pilot_replica(p, rep, d, None, 2.0)
-    assert same.base is rep and same.pad is not None and slow == {"prefill": 0.0, "decode": 0.0}
+    assert same is rep and slow == {"prefill": 0.0, "decode": 0.0}
     k = Contention(prefill=0.3, decode=0.2)
     r2, slow = v.pilot_replica(p, rep, d, k, 2.0)
     u = v.predict(p, r2, d).utilization
@@ -222,7 +225,7 @@ def test_padded_attention_reads_the_longest_context(rep):
     """The runtime's decode attention reads every row up to the batch's longest context: the
     pad is 0 for one sequence, grows with the batch, and never passes the longest possible."""
     d = _demand("uniform:64-192", "uniform:32-96")
-    pad = v.longest_context_pad(d, 32)
+    pad = longest_context_pad(d, 32)
     assert pad(1) == pytest.approx(0.0, abs=2.0)
     assert 0 < pad(2) < pad(8) < pad(32) < (192 + 96) - d.mean_context
     # two sequences: E[max] - E[one] = E|X - Y| / 2 for i.i.d. contexts
@@ -232,27 +235,27 @@ def test_padded_attention_reads_the_longest_context(rep):
     x, y = d.prompt[i] + rng.random(20000) * d.output[i], d.prompt[j] + rng.random(20000) * d.output[j]
     assert pad(2) == pytest.approx(np.abs(x - y).mean() / 2, rel=0.05)
     assert pad(np.array([1.0, 4.0]))[1] == pytest.approx(pad(4))
-    assert v.PilotReplica(rep, pad=pad).decode_step_s(8, 100.0) == pytest.approx(rep.decode_step_s(8, 100.0 + pad(8)))
+    assert Adjusted(rep, pad=pad).decode_step_s(8, 100.0) == pytest.approx(rep.decode_step_s(8, 100.0 + pad(8)))
 
 
 def test_decode_arrivals_smoother_than_poisson_known_values():
     """QNA rules: an idle prefill worker passes Poisson on; a saturated one with constant
     service spaces decodes evenly; a least-loaded split over n workers divides the SCV by n."""
-    assert v.decode_arrival_scv("disaggregated", 0.0, 0.3, 1, 1, 1) == pytest.approx(1.0)
-    assert v.decode_arrival_scv("disaggregated", 1.0, 0.0, 1, 1, 1) == pytest.approx(0.0)
-    assert v.decode_arrival_scv("disaggregated", 0.5, 0.2, 1, 1, 1) == pytest.approx(0.25 * 0.2 + 0.75)
-    assert v.decode_arrival_scv("disaggregated", 0.0, 0.3, 1, 2, 1) == pytest.approx(0.5)
-    assert v.decode_arrival_scv("disaggregated", 1.0, 0.0, 4, 1, 1) == pytest.approx(0.75)  # merged: toward Poisson
-    assert v.decode_arrival_scv("colocated", 0.0, 0.3, 1, 1, 2) == pytest.approx(0.5)
+    assert arrivals.decode_arrival_scv("disaggregated", 0.0, 0.3, 1, 1, 1) == pytest.approx(1.0)
+    assert arrivals.decode_arrival_scv("disaggregated", 1.0, 0.0, 1, 1, 1) == pytest.approx(0.0)
+    assert arrivals.decode_arrival_scv("disaggregated", 0.5, 0.2, 1, 1, 1) == pytest.approx(0.25 * 0.2 + 0.75)
+    assert arrivals.decode_arrival_scv("disaggregated", 0.0, 0.3, 1, 2, 1) == pytest.approx(0.5)
+    assert arrivals.decode_arrival_scv("disaggregated", 1.0, 0.0, 4, 1, 1) == pytest.approx(0.75)  # merged: toward Poisson
+    assert arrivals.decode_arrival_scv("colocated", 0.0, 0.3, 1, 1, 2) == pytest.approx(0.5)
     # GI/G/inf: Poisson arrivals see b others; evenly spaced ones, with constant lives, one fewer
     life = np.full(1000, 0.3)
-    assert v.smooth_arrivals(1.0, life) == pytest.approx(0.0)
-    assert v.smooth_arrivals(0.0, life) == pytest.approx(-1.0)
-    assert -1.0 < v.smooth_arrivals(0.0, np.random.default_rng(0).exponential(0.3, 5000)) < -0.4  # beta = 1/2
+    assert arrivals.smooth_arrivals(1.0, life) == pytest.approx(0.0)
+    assert arrivals.smooth_arrivals(0.0, life) == pytest.approx(-1.0)
+    assert -1.0 < arrivals.smooth_arrivals(0.0, np.random.default_rng(0).exponential(0.3, 5000)) < -0.4  # beta = 1/2
     # alone all its life: Poisson -> e^-m e^-lam L; a binomial start (z < 1) is alone more often
-    assert v.alone_share(0.5, 1.0, 2.0, np.array([0.2]), 1.0)[0] == pytest.approx(math.exp(-0.5 - 0.4))
-    assert v.alone_share(0.5, 0.6, 2.0, np.array([0.2]), 0.5)[0] > v.alone_share(0.5, 1.0, 2.0, np.array([0.2]), 1.0)[0]
-    o = v.others_over_life(0.4, np.full(20000, 0.8), np.full(20000, 0.5), 20000)
+    assert arrivals.alone_share(0.5, 1.0, 2.0, np.array([0.2]), 1.0)[0] == pytest.approx(math.exp(-0.5 - 0.4))
+    assert arrivals.alone_share(0.5, 0.6, 2.0, np.array([0.2]), 0.5)[0] > arrivals.alone_share(0.5, 1.0, 2.0, np.array([0.2]), 1.0)[0]
+    o = arrivals.others_over_life(0.4, np.full(20000, 0.8), np.full(20000, 0.5), 20000)
     assert (o == 0).mean() == pytest.approx(0.5, abs=0.02) and o.mean() == pytest.approx(0.4, rel=0.05)
 
 
@@ -274,15 +277,15 @@ def test_greedy_prefill_batches_whatever_is_queued():
     the capacity at one prompt per service time; batching that is free multiplies it (up to the
     16 prompts a batch holds); at light load a prompt runs alone."""
     d = _demand("100", "10")
-    assert v.greedy_prefill_capacity(_BatchCost(0.1), d, 2048) == pytest.approx(10.0, rel=0.02)
-    assert v.greedy_prefill_capacity(_BatchCost(0.0, 0.1), d, 2048) > 50.0
-    light = v.greedy_prefill(_BatchCost(0.1), d, 0.05, 2048)
+    assert greedy.greedy_prefill_capacity(_BatchCost(0.1), d, 2048) == pytest.approx(10.0, rel=0.02)
+    assert greedy.greedy_prefill_capacity(_BatchCost(0.0, 0.1), d, 2048) > 50.0
+    light = greedy.greedy_prefill(_BatchCost(0.1), d, 0.05, 2048)
     assert light.busy == pytest.approx(0.005, rel=0.1) and np.median(light.ttft_s) == pytest.approx(0.1)
-    busy = v.greedy_prefill(_BatchCost(0.1), d, 8.0, 2048)
+    busy = greedy.greedy_prefill(_BatchCost(0.1), d, 8.0, 2048)
     assert busy.busy == pytest.approx(0.8, rel=0.02) and busy.batch_mean > 1.0
     # a prompt that finds a batch running waits for it, then runs with what queued meanwhile
     assert np.percentile(busy.ttft_s, 90) > 2 * 0.1 and (busy.wait_s > 0).mean() == pytest.approx(0.8, abs=0.03)
-    assert v.greedy_prefill(_BatchCost(0.1), d, 10.5, 2048) is None
+    assert greedy.greedy_prefill(_BatchCost(0.1), d, 10.5, 2048) is None
 
 
 def test_unknown_step_time_model_is_refused_before_profiling(tmp_path, monkeypatch):
@@ -405,6 +408,7 @@ def _alive(pid: int) -> bool:
 
 
 
+@pytest.mark.e2e
 def test_end_to_end_tiny_pilot(profile_path, tmp_path):
     """The runtime must exist: this fails (never skips) if planner serve cannot start."""
     w = workload_from_flags(rate=1.0, **SHORT)
@@ -428,6 +432,7 @@ def test_end_to_end_tiny_pilot(profile_path, tmp_path):
     assert len(pids) == 2 and not any(_alive(p) for p in pids)  # torn down
 
 
+@pytest.mark.e2e
 def test_contention_probe_of_a_colocated_pilot():
     """The colocated probe: one stream alone, then one per worker; the pilot is torn down."""
     pilot = v.Pilot("tiny", "cpu", "colocated", workers=2, threads_per_worker=1)
@@ -437,6 +442,7 @@ def test_contention_probe_of_a_colocated_pilot():
     assert v.measure_contention(replace(pilot, workers=1), _demand(), 2048, say=lambda m: None) is None
 
 
+@pytest.mark.e2e
 def test_worker_killed_mid_run_is_reported_invalid(profile_path):
     w = workload_from_flags(rate=1.0, **SHORT)
     killed = {}
@@ -456,6 +462,7 @@ def test_worker_killed_mid_run_is_reported_invalid(profile_path):
     assert not any(_alive(w["pid"]) for w in d["pilot"]["workers_detail"].values())
 
 
+@pytest.mark.e2e
 def test_ctrl_c_tears_down_and_saves_partial_report(profile_path, tmp_path):
     out = tmp_path / "partial.json"
     cmd = [sys.executable, "-m", "planner", "validate", "--model", "tiny", "--profile", str(profile_path),
@@ -481,6 +488,7 @@ def test_ctrl_c_tears_down_and_saves_partial_report(profile_path, tmp_path):
     assert pids and not any(_alive(p) for p in pids)
 
 
+@pytest.mark.e2e
 def test_endpoint_pilot_without_profile_measures_only(tmp_path):
     """--endpoint drives an external deployment (here the fake server); with no profile of its
     device there is nothing to predict, and the report says so instead of inventing numbers."""

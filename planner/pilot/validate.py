@@ -42,20 +42,24 @@ from pathlib import Path
 import numpy as np
 
 from planner.errors import BadInput
-from planner.queueing.models import N_SAMPLES, ColocatedModel, DecodeModel, Demand, Pcts, PrefillModel, capacity
+from planner.queueing.engine import engine_named
+from planner.queueing.models import Demand, Pcts, capacity
+from planner.queueing.pools import PoolPrediction as Prediction
+from planner.queueing.pools import LAYERWISE_KV_LATENCY_S, engine_replica, predict_colocated, predict_split, role_model
+from planner.runtime.config import ServeConfig
+from planner.steptime.adjust import Adjusted
 
 METRICS = ("ttft_ms_p50", "ttft_ms_p90", "ttft_ms_p99", "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99",
            "throughput_rps", "output_tokens_per_s", "kv_transfer_ms_mean")
-#: Runtime defaults the prediction must share (planner.runtime.config.ServeConfig).
-RUNTIME_MAX_SEQS = 32
-RUNTIME_MAX_BATCH_TOKENS = 2048
-PREFILL_SLOTS_CAP = 16  # a prefill worker's cache slots: min(max_seqs, 16) (runtime/worker.py)
+#: Runtime defaults the prediction must share, read from the runtime's own config.
+RUNTIME_MAX_SEQS = ServeConfig.max_seqs
+RUNTIME_MAX_BATCH_TOKENS = ServeConfig.max_batch_tokens
 #: Validate's workload defaults: sized so a CPU pilot of `tiny` sees tens of requests a minute.
 DEFAULT_INPUT_LEN = "uniform:64-192"
 DEFAULT_OUTPUT_LEN = "uniform:32-96"
 DEFAULT_LOAD_FRAC = 0.6
 #: Step-time models of local_replica (--roofline), the default first.
-STEP_TIME_MODELS = ("profile", "plan", "kv-read")
+STEP_TIME_MODELS = ("profile", "plan")
 
 
 # ---- the pilot ----------------------------------------------------------------------------------
@@ -314,72 +318,6 @@ def ensure_profile(model: str, device: str, threads: int, dtype: str, grid: dict
         torch.set_num_threads(old)
 
 
-def kv_read_replica(replica_cls):
-    """The Replica subclass with a separate efficiency for reading the KV cache in attention
-    (built lazily so this module imports no roofline until it predicts)."""
-    from planner.steptime.roofline import Replica
-
-    @dataclass(frozen=True)
-    class KvReadReplica(Replica):
-        """Replica whose decode step reads the KV cache at its own efficiency `kv_memory`:
-
-            time = max(flops / (F eta_c), W / (B eta_m) + b c kv / (B eta_kv)) + overhead
-
-        Weights stream through GEMMs near the bandwidth ceiling; attention gathers each sequence's
-        KV rows (a copy on a CPU, paged reads on a GPU) far below it. Fitted to a CPU profile of
-        `tiny`, eta_kv is ~5% of eta_m, and the decode fit error drops from ~40% to ~15%.
-        Proposed for planner/steptime/roofline.py (an Efficiency field fitted by calibrate.fit_profile);
-        this local copy goes once it lands. Dense models, tp = 1 (what the runtime serves)."""
-
-        kv_memory: float = 1.0  # eta_kv: fraction of peak bandwidth reached reading KV in attention
-
-        def decode_step_s(self, batch, context, prefill_tokens=0.0):
-            m = self.model
-            tokens = batch + np.asarray(prefill_tokens, dtype=float)
-            att = m.layers * m.heads * m.head_dim
-            flops = 2.0 * m.matmul_params_active * tokens + 4.0 * att * batch * context + 2.0 * att * np.asarray(prefill_tokens) * context
-            mem = self.weight_bytes / self.bytes_per_s + batch * context * self.kv_bytes_per_token / (
-                self.gpu.mem_bw_bytes_s * self.kv_memory)
-            t = np.maximum(flops / self.flops_per_s, mem) + self.eff.decode_overhead_s
-            return float(t) if np.ndim(t) == 0 else t
-
-    return KvReadReplica
-
-
-def fit_kv_read(prof, spec, gpu, dtype: str):
-    """Least-squares fit (log error, like calibrate.fit_profile) of compute, memory and KV-read
-    efficiencies and the two overheads to a profile; returns (replica, error report)."""
-    from scipy.optimize import least_squares
-
-    from planner.steptime.roofline import Efficiency
-
-    cls = kv_read_replica(None)
-    rows = prof.samples.to_dict("records")
-    meas = np.array([r["seconds"] for r in rows], dtype=float)
-
-    def make(x):
-        return cls(spec, gpu, 1, dtype, dtype, Efficiency(x[0], x[1], x[2], x[3], source=f"fit to {prof.path}"), kv_memory=x[4])
-
-    def pred(x):
-        rep = make(x)
-        return np.array([rep.prefill_time_s(np.full(int(r["batch"]), float(r["prompt_len"]))) if r["phase"] == "prefill"
-                         else rep.decode_step_s(float(r["batch"]), float(r["context_len"])) for r in rows])
-
-    res = least_squares(lambda x: np.log(pred(x)) - np.log(meas), [0.5, 0.5, 1e-3, 1e-3, 0.5],
-                        bounds=([1e-3, 1e-3, 0, 0, 1e-3], [4.0, 4.0, 1.0, 1.0, 4.0]), x_scale=[0.3, 0.3, 1e-3, 1e-3, 0.3])
-    rel = np.abs(pred(res.x) / meas - 1) * 100
-    rep_ = {"samples": len(rows), "model": "roofline + KV-read efficiency (validate.kv_read_replica)"}
-    for phase in ("prefill", "decode"):
-        mask = np.array([r["phase"] == phase for r in rows])
-        if mask.any():
-            rep_[phase] = {"points": int(mask.sum()), "median_abs_error_pct": round(float(np.median(rel[mask])), 2),
-                           "max_abs_error_pct": round(float(rel[mask].max()), 2)}
-    x = [float(v) for v in res.x]
-    rep_["efficiency"] = {"compute": round(x[0], 4), "memory": round(x[1], 4), "kv_memory": round(x[4], 4),
-                          "prefill_overhead_ms": round(x[2] * 1e3, 4), "decode_overhead_ms": round(x[3] * 1e3, 4)}
-    return make(res.x), rep_
-
-
 def profile_noise(path) -> float | None:
     """Median over a profile's points of (p90 - p10) / median: how repeatable its times were."""
     from planner.measure.files import load_profile
@@ -395,8 +333,9 @@ def local_replica(spec, profile_path: Path, roofline: str = "profile"):
     uses the measured points themselves (calibrate.measured_replica: what `planner plan --profile`
     uses for the profiled device at the profiled model, tp and dtype); "plan" the roofline with
     the Efficiency fitted to them (calibrate.fit_profile: what plan uses for every other GPU type,
-    model, tp or dtype), so its share of the error shows; "kv-read" adds a KV-read efficiency."""
-    from planner.steptime.calibrate import calibrate_from_profiles, fit_profile, measured_replica
+    model, tp or dtype), so its share of the error shows."""
+    from planner.steptime.calibrate import calibrate_from_profiles, fit_profile
+    from planner.steptime.measured import measured_replica
     from planner.specs.catalog import load_catalog
     from planner.measure.files import load_profile
     from planner.steptime.roofline import Replica
@@ -417,13 +356,10 @@ def local_replica(spec, profile_path: Path, roofline: str = "profile"):
               "torch_threads": (prof.meta.get("device") or {}).get("torch_threads"), "plan_fit": fit, "roofline": roofline}
     if roofline == "plan":
         return Replica(spec, gpu, 1, dtype, dtype, eff), {**report, "fit": fit}
-    if roofline == "profile":
-        return measured_replica(Replica(spec, gpu, 1, dtype, dtype, eff), prof), {**report, "fit": fit,
-                                                                                    "model": "measured profile points, interpolated"}
     if roofline not in STEP_TIME_MODELS:
         raise BadInput(f"--roofline {roofline!r}: expected {', '.join(STEP_TIME_MODELS)}")
-    rep, kfit = fit_kv_read(prof, spec, gpu, dtype)
-    return rep, {**report, "fit": kfit}
+    return measured_replica(Replica(spec, gpu, 1, dtype, dtype, eff), prof), {**report, "fit": fit,
+                                                                                "model": "measured profile points, interpolated"}
 
 
 def measure_transport(msg_bytes: int, n: int = 40) -> float:
@@ -464,25 +400,12 @@ def measure_transport(msg_bytes: int, n: int = 40) -> float:
 
 
 # ---- prediction -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Prediction:
-    """What the model says the pilot will do. Latencies in ms; rates in req/s."""
-
-    mode: str
-    feasible: bool
-    binding: str
-    ttft_ms: Pcts | None
-    tpot_ms: Pcts | None
-    kv_transfer_ms_mean: float | None
-    kv_bytes_mean: float | None
-    utilization: dict  # worker role -> busy share 0..1
-    batch_mean: dict  # role -> mean batch (decode: sequences running; prefill: prompts per batch)
-    prefill_wait_ms_mean: float | None
-    prefill_service_ms_mean: float | None
-    e2e_s_mean: float | None
-    ttft_samples_ms: np.ndarray = field(repr=False, default=None)
-    tpot_samples_ms: np.ndarray = field(repr=False, default=None)
-    notes: tuple = ()
+# The pilot is predicted by the planning model itself (planner.queueing.pools, `plan`'s pools at a
+# rate) configured as this project's runtime (Engine "planner") with the pilot's limits: the
+# contract `planner validate --predict-only` == `planner plan --engine planner --current ...`.
+def pilot_engine(pilot: Pilot):
+    """The engine the pilot runs: this project's runtime with the pilot's ServeConfig limits."""
+    return engine_named("planner").with_limits(pilot.max_seqs, pilot.max_batch_tokens, pilot.chunked_prefill)
 
 
 def relaxed(d: Demand) -> Demand:
@@ -490,27 +413,16 @@ def relaxed(d: Demand) -> Demand:
     return replace(d, ttft_slo_s=math.inf, tpot_slo_s=math.inf)
 
 
-def models_for(pilot: Pilot, rep, d: Demand) -> dict:
-    """The plan's queueing models set up with the runtime's limits: a prefill batch of at most
-    max_batch_tokens padded tokens (and 16 prompts), a decode batch of at most max_seqs."""
-    budget = min(pilot.max_batch_tokens, PREFILL_SLOTS_CAP * max(d.mean_prompt, 1))
-    if pilot.mode == "colocated":
-        cm = ColocatedModel(rep, d, pilot.max_batch_tokens if pilot.chunked_prefill else None, max_batch=pilot.max_seqs)
-        cm.pre = PrefillModel(rep, d, token_budget=budget)  # the runtime's budget, not the plan default
-        return {"colocated": cm}
-    return {"prefill": PrefillModel(rep, d, token_budget=budget), "decode": DecodeModel(rep, d, max_batch=pilot.max_seqs)}
-
-
 def pilot_capacity(pilot: Pilot, rep, d: Demand) -> tuple[float, str]:
     """Predicted throughput capacity of the whole pilot (req/s) and what limits it: the largest
-    rate each role sustains (queueing.capacity without SLOs; a prefill worker batching the
-    runtime's way, greedy_prefill_capacity) times its workers, the smaller pool."""
-    m = models_for(pilot, rep, relaxed(d))
+    rate each role's model sustains without SLOs (queueing.capacity) times its workers, the
+    smaller pool."""
+    eng, dr = pilot_engine(pilot), relaxed(d)
     if pilot.mode == "colocated":
-        cap, _, binding = capacity(m["colocated"])
+        cap, _, binding = capacity(role_model("colocated", rep, dr, eng, eng.colocated_modes[0]))
         return cap * pilot.workers, f"colocated {binding or 'throughput'}"
-    cp, bp = greedy_prefill_capacity(rep, d, pilot.max_batch_tokens), "throughput"
-    cd, _, bd = capacity(m["decode"])
+    cp, _, bp = capacity(role_model("prefill", rep, dr, eng))
+    cd, _, bd = capacity(role_model("decode", rep, dr, eng))
     caps = {"prefill": (cp * pilot.prefill_workers, bp), "decode": (cd * pilot.decode_workers, bd)}
     role = min(caps, key=lambda r: caps[r][0])
     return caps[role][0], f"{role} {caps[role][1] or 'throughput'}"
@@ -519,322 +431,19 @@ def pilot_capacity(pilot: Pilot, rep, d: Demand) -> tuple[float, str]:
 def balance_split(pilot: Pilot, rep, d: Demand, total: int) -> tuple[int, int]:
     """Without a plan: the (prefill, decode) split of `total` workers with the most capacity,
     min(p * cap_prefill, d * cap_decode): the local plan's rate matching."""
-    m = models_for(replace(pilot, prefill_workers=1, decode_workers=1), rep, relaxed(d))
-    cp, cd = greedy_prefill_capacity(rep, d, pilot.max_batch_tokens), capacity(m["decode"])[0]
+    eng, dr = pilot_engine(pilot), relaxed(d)
+    cp, cd = capacity(role_model("prefill", rep, dr, eng))[0], capacity(role_model("decode", rep, dr, eng))[0]
     return max(((p, total - p) for p in range(1, total)), key=lambda s: (min(s[0] * cp, s[1] * cd), -abs(s[0] - s[1])))
 
 
-def others_over_life(b: float, var_factor: np.ndarray, alone: np.ndarray, n: int, seed: int = 3) -> np.ndarray:
-    """Time-average of the other sequences a request decodes beside, over its life: mean b,
-    variance b * var_factor (Poisson(b) would be var_factor = 1), and an atom at 0 of weight
-    `alone`, the chance it decodes alone all its life (nobody running when it starts, nobody
-    arriving before it ends: e^-b e^-lam L for an M/G/inf worker). At small b that atom is most
-    requests, and a step time that jumps from batch 1 to 2 makes it matter. The rest is a Gamma
-    with the moments left over."""
-    if b <= 0:
-        return np.zeros(n)
-    rng = np.random.default_rng(seed)
-    p0 = np.clip(np.asarray(alone, dtype=float), 0.0, 0.95) * np.ones(n)
-    m1 = b / (1 - p0)  # the mean of the positive part keeps the total mean b
-    var = np.maximum((b * var_factor + b * b) / (1 - p0) - m1 * m1, 1e-9)
-    shape, scale = m1 * m1 / var, var / m1
-    x = rng.gamma(shape, scale, size=n)
-    return np.where(rng.random(n) < p0, 0.0, x)
-
-
-@dataclass(frozen=True)
-class GreedyPrefill:
-    """A prefill worker under the runtime's batching rule (see greedy_prefill). Times in s."""
-
-    ttft_s: np.ndarray  # samples: wait + own batch
-    wait_s: np.ndarray  # samples: the rest of the batch running on arrival (0 if idle)
-    busy: float  # share of time a batch runs
-    batch_mean: float  # prompts per batch while busy
-
-
-def greedy_prefill(rep, d: Demand, lam: float, max_batch_tokens: int, slots: int = PREFILL_SLOTS_CAP, n: int = N_SAMPLES,
-                   seed: int = 6) -> GreedyPrefill | None:
-    """TTFT of a prefill worker that, whenever it frees, runs everything queued as one batch
-    right-padded to its longest prompt (FIFO, at most max_batch_tokens padded tokens and `slots`
-    prompts): planner.runtime.prefill's rule, at lam req/s. It batches whether or not batching
-    pays: on a CPU a batch of k costs about k single prompts (plus padding), so the first of a
-    batch waits for all of it; queueing.PrefillModel assumes a server that batches only once it
-    pays. A prompt that finds the worker idle runs alone at once; one that finds a batch running
-    (probability `busy`) waits for the rest of it (a uniform share), then runs with every prompt
-    that arrived meanwhile, 1 + Poisson(lam T) in all. Busy share and batch time solve
-    busy = lam E[T] / E[k] with k = max(1, Poisson(lam T)): a batch carries what arrived during
-    the last one (one prompt, after an idle spell).
-    None when the worker cannot keep up."""
-    rng = np.random.default_rng(seed)
-    P = np.asarray(d.prompt, dtype=float)
-    grid_L = np.unique(np.quantile(P, np.linspace(0, 1, 33)))
-    ks = np.arange(1, slots + 1)
-    table = np.array([[rep.prefill_time_s(np.full(k, L)) for L in grid_L] for k in ks])  # padded batch (s)
-
-    def batch_time(k, longest):
-        k = np.clip(k, 1, slots).astype(int)
-        out = np.empty(len(k))
-        for kk in np.unique(k):
-            m = k == kk
-            out[m] = np.interp(longest[m], grid_L, table[kk - 1])
-        return out
-
-    def batch(k, own=None):
-        """(k, longest, time) of batches of k prompts (own prompt first, if given)."""
-        draws = rng.choice(P, size=(len(k), slots))
-        if own is not None:
-            draws[:, 0] = own
-        cols = np.arange(slots)[None, :] < np.minimum(k, slots)[:, None]
-        longest = np.where(cols, draws, 0.0).max(axis=1)
-        k = np.minimum(np.minimum(k, slots), np.maximum(1, max_batch_tokens // np.maximum(longest, 1)))
-        return k, longest, batch_time(k, longest)
-
-    t_mean = float(rep.prefill_time_s(np.array([P.mean()])))
-    for _ in range(30):  # a batch carries what arrived during the last one (one, after an idle spell)
-        k, _, tb = batch(np.maximum(1, rng.poisson(lam * t_mean, n)))
-        t_new = float(tb.mean())
-        if abs(t_new - t_mean) < 1e-4 * t_mean:
-            break
-        t_mean = 0.5 * (t_mean + t_new)
-    busy = lam * t_mean / float(k.mean())
-    if busy >= 0.999:
-        return None
-    own = rng.choice(P, n)
-    _, _, t_cur = batch(np.maximum(1, rng.poisson(lam * t_mean, n)))
-    wait = rng.random(n) * t_cur
-    _, _, t_own = batch(1 + rng.poisson(lam * t_cur), own)
-    alone = rep.prefill_times_s(own)
-    is_busy = rng.random(n) < busy
-    ttft = np.where(is_busy, wait + t_own, alone)
-    return GreedyPrefill(ttft, np.where(is_busy, wait, 0.0), busy, float(k.mean()))
-
-
-def greedy_prefill_capacity(rep, d: Demand, max_batch_tokens: int, rel_tol: float = 0.005) -> float:
-    """The largest rate (req/s) a prefill worker batching the runtime's way keeps up with
-    (greedy_prefill's busy share below 1), by bisection from a single prompt's service rate."""
-    lo, hi = 0.0, 1.0 / float(rep.prefill_times_s(np.asarray(d.prompt, dtype=float)).mean())
-    while greedy_prefill(rep, d, hi, max_batch_tokens) is not None and hi < 1e6:
-        lo, hi = hi, 2 * hi
-    while hi - lo > rel_tol * hi:
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if greedy_prefill(rep, d, mid, max_batch_tokens) is not None else (lo, mid)
-    return lo
-
-
-def _scv(x: np.ndarray) -> float:
-    """Squared coefficient of variation: variance over squared mean."""
-    return float(np.var(x) / max(float(np.mean(x)), 1e-12) ** 2)
-
-
-def smooth_arrivals(ca2: float, life_s: np.ndarray, seed: int = 4) -> float:
-    """How many fewer others (sequences) a request decodes beside when its worker's arrivals are
-    smoother than Poisson, the shift (c_a^2 - 1) beta of the GI/G/inf two-moment approximation
-    (Whitt): the occupancy's variance-to-mean ratio is z = 1 + (c_a^2 - 1) beta, with
-    beta = E[min(L1, L2)] / E[L] over decode lives L, and the mean others a request sees over its
-    life, E[N(N - 1)] / E[N] (a life-weighted Palm average), is b - 1 + z. Poisson: 0."""
-    life = np.asarray(life_s, dtype=float)
-    beta = float(np.minimum(life, np.random.default_rng(seed).permutation(life)).mean() / max(life.mean(), 1e-12))
-    return (ca2 - 1.0) * beta
-
-
-def decode_arrival_scv(mode: str, rho_prefill: float, cs2: float, prefill_workers: int, decode_workers: int,
-                       workers: int) -> float:
-    """Squared coefficient of variation of the arrivals at one decode worker (QNA rules, Whitt
-    1983). A decode starts when its prefill ends, so its arrivals are a prefill queue's departures,
-    c_d^2 = rho^2 c_s^2 + (1 - rho^2) c_a^2: a busy prefill worker spaces them by its service times.
-    The router fills workers least-loaded first, close to round robin, which splits a stream of
-    SCV c^2 into n of SCV c^2 / n (gaps of n arrivals each). Disaggregated: Poisson arrivals at the
-    prefill workers, their departures merged (tending to Poisson as workers add up: the average),
-    split over the decode workers. Colocated: the router's split of Poisson arrivals over the
-    workers, then each worker's own prefills."""
-    r2 = min(max(rho_prefill, 0.0), 1.0) ** 2
-    if mode == "colocated":
-        return r2 * cs2 + (1 - r2) / max(workers, 1)
-    dep = r2 * cs2 + (1 - r2)
-    merged = (dep + (max(prefill_workers, 1) - 1)) / max(prefill_workers, 1)
-    return merged / max(decode_workers, 1)
-
-
-def alone_share(m: float, z: float, lam: float, life_s: np.ndarray, ca2: float) -> np.ndarray:
-    """Chance a request decodes alone all its life: nobody beside it when it starts (a count of
-    mean m and variance-to-mean z: e^-m for Poisson, z^(m / (1 - z)) for a binomial, z < 1) and
-    nobody joining before it ends, e^(-lam L c_a^2) (e^-lam L for Poisson arrivals; smoother
-    arrivals are less likely to land in a short life)."""
-    start = math.exp(-m) if z >= 0.999 else float(max(z, 1e-6) ** (m / (1 - z)))
-    return start * np.exp(-lam * np.asarray(life_s, dtype=float) * ca2)
-
-
-def lifetime_var_factor(life_s: np.ndarray, mean_life_s: float) -> np.ndarray:
-    """Var of the time-average of an M/M/inf occupancy over a window L, as a share of its
-    variance b: 2 (x - 1 + e^-x) / x^2 with x = L / mean service. 1 for a short window (one
-    step sees Poisson(b)), about 2/x for a long one (fluctuations average out)."""
-    x = np.maximum(np.asarray(life_s, dtype=float) / max(mean_life_s, 1e-12), 1e-6)
-    return np.where(x < 1e-3, 1.0, 2.0 * (x - 1.0 + np.exp(-x)) / (x * x))
-
-
-def occupancy(lam: float, steps_mean: float, t, share=lambda b: 0.0, b_max: float = 1e4, shift: float = 0.0) -> float | None:
-    """Mean number of sequences decoding on a worker (Little's law, each decoding beside itself):
-    b = lam * E[steps] * t(1 + others) / (1 - share(b)), others = max(0, b + shift) the mean a
-    request decodes beside (`smooth_arrivals`: b for Poisson arrivals), t(n) the step time at
-    batch n (s), share the time lost to prefill stalls (colocated). queueing.DecodeModel.running
-    solves it with t(b): at small b that is one sequence short. None when no fixed point."""
-    b = lam * steps_mean * t(1.0)
-    for _ in range(500):
-        sh = share(b)
-        if sh >= 0.98:
-            return None
-        b_new = lam * steps_mean * t(1.0 + max(0.0, b + shift)) / (1 - sh)
-        if b_new > b_max:
-            return None
-        if abs(b_new - b) < 1e-4 * max(b, 1e-3):
-            return b_new
-        b = 0.5 * (b + b_new)  # damped: the stall share moves with b
-    return b
-
-
-def predict(pilot: Pilot, rep, d: Demand, transport_bytes_s: float | None = None, kv_latency_s: float = 1e-4) -> Prediction:
-    """Predict the pilot at its per-worker rates (req/s) with the plan's models (planner.queueing.models),
-    with what this runtime does where it differs from what `plan` assumes:
-
-    1. TTFT (disaggregated). The runtime streams the first token as soon as the prefill ends;
-       the KV cache moves layer by layer during the prefill, and what is left of the transfer
-       delays the *second* token. So TTFT = prefill queue + prefill, and the transfer lands in
-       the first inter-token gap. The prefill worker batches whatever is queued whenever it
-       frees, padded to the longest prompt (`greedy_prefill`), where queueing.PrefillModel
-       assumes a server that batches only when that pays.
-    2. TPOT is per request: (last token - first token) / (n - 1). A request decodes beside the
-       others running on its worker, whose number over its life is the time-average of the
-       worker's occupancy. Its arrivals are smoother than Poisson (a decode starts when a prefill
-       ends, and the router fills workers least-loaded first: `decode_arrival_scv`), so a request
-       sees fewer others than the time-average b: b + (c_a^2 - 1) beta (`smooth_arrivals`, the
-       GI/G/inf two-moment approximation), with b from Little's law on that (`occupancy`),
-       variance scaled likewise and by lifetime_var_factor (a long life averages fluctuations
-       out), and none at all with probability `alone_share`. The request itself is in the
-       batch too, so its step is t(1 + others) (queueing.DecodeModel uses t(Poisson_q(b)): one
-       sequence short, and per step rather than per request). Then
-           TPOT_i = t(1 + others_i) + first_gap_extra_i / (n_i - 1),
-       with first_gap_extra the KV transfer left after the prefill (disaggregated).
-    3. KV transfer, as the runtime measures it (prefill end -> the decode worker holding every
-       layer): the last layer over the transport, plus, when the decode worker is mid-step
-       (probability 1 - e^-b, an M/G/inf worker is idle with probability e^-b), the rest of that
-       step, whose mean is E[t^2] / (2 E[t]) ~ t(1 + b) / 2: the worker reads its sockets
-       between steps.
-    Colocated pilots use ColocatedModel (prefill-prioritised, one prefill batch between decode
-    steps: the runtime's loop) with the same per-request TPOT treatment of the decode steps."""
-    n = N_SAMPLES
-    steps = np.maximum(d.output - 1, 1)
-    m = models_for(pilot, rep, d)
-    notes = []
+def predict(pilot: Pilot, rep, d: Demand, transport_bytes_s: float | None = None, kv_latency_s: float | None = None) -> Prediction:
+    """The pilot at its rate, predicted by the planning model (planner.queueing.pools) as this
+    runtime runs (pilot_engine); `rep` is the local replica (with contention, pilot_replica),
+    `transport_bytes_s` the measured local KV transport (B/s)."""
+    eng = pilot_engine(pilot)
     if pilot.mode == "colocated":
-        cm = m["colocated"]
-        lam = pilot.rate_rps / pilot.workers
-        e = cm.eval(lam)
-        if e.ttft_ms is None:
-            return Prediction("colocated", False, e.binding or "throughput", None, None, None, None, {"colocated": 1.0},
-                              {"colocated": e.batch_mean}, None, None, None, notes=(f"overloaded at {lam:.3g} req/s per worker",))
-        wait, mean_wait, _, k = cm.pre.wait_samples(lam)
-        service = cm.pre.s1 + (cm.pre.T(k) - cm.pre.T(1))
-        stall_share = lambda x: cm.stalls(lam, x)[2]  # noqa: E731
-        b_max = 4 * pilot.max_seqs + 10
-        # The prefill busy share that spaces decode arrivals, at the occupancy Poisson arrivals give.
-        busy_p = stall_share(occupancy(lam, float(steps.mean()), cm.dec.t, stall_share, b_max) or 0.0)
-        ca2 = decode_arrival_scv("colocated", busy_p, _scv(service), 1, 1, pilot.workers)
-        shift = smooth_arrivals(ca2, steps * cm.dec.t(1.0))
-        b = occupancy(lam, float(steps.mean()), cm.dec.t, stall_share, b_max, shift)
-        if b is None:
-            return Prediction("colocated", False, "throughput", None, None, None, None, {"colocated": 1.0},
-                              {"colocated": float(pilot.max_seqs)}, None, None, None, notes=(f"overloaded at {lam:.3g} req/s per worker",))
-        rate_stall, stall_s, share = cm.stalls(lam, b)
-        m_o, z = max(0.0, b + shift), max(0.05, 1.0 + shift)
-        life = steps * cm.dec.t(1 + m_o) / (1 - share)
-        others = others_over_life(m_o, z * lifetime_var_factor(life, float(life.mean())), alone_share(m_o, z, lam, life, ca2), n)
-        tpot = np.array([cm.dec.t(1 + o) for o in others])
-        tpot = tpot + np.random.default_rng(2).poisson(rate_stall * life) * stall_s / steps
-        if cm.chunk:  # ColocatedModel's own chunked TTFT; no per-request samples
-            ttft, tt_samples, wait_ms, service_ms = e.ttft_ms, None, None, None
-            mean_ttft = e.ttft_ms.p50 / 1e3
-        else:  # the terms ColocatedModel.eval sums: wait, own prefill, batch-mates, half a step
-            t_s = wait + service + cm.dec.t(b) / 2
-            ttft, tt_samples, mean_ttft = Pcts.of(t_s), t_s * 1e3, float(t_s.mean())
-            wait_ms, service_ms = mean_wait * 1e3, float(service.mean()) * 1e3
-        util = share + (1 - share) * (1 - math.exp(-b))
-        return Prediction("colocated", True, e.binding, ttft, Pcts.of(tpot), None, None, {"colocated": min(util, 1.0)},
-                          {"colocated": b}, wait_ms, service_ms, mean_ttft + float((steps * tpot).mean()),
-                          tt_samples, tpot * 1e3, tuple(notes))
-    pm, dm = m["prefill"], m["decode"]
-    lam_p, lam_d = pilot.rate_rps / pilot.prefill_workers, pilot.rate_rps / pilot.decode_workers
-    de = dm.eval(lam_d)
-    gp = greedy_prefill(rep, d, lam_p, pilot.max_batch_tokens)  # the prefill worker, batching the runtime's way
-    busy_p = 1.0 if gp is None else gp.busy
-    ca2 = decode_arrival_scv("disaggregated", busy_p, _scv(pm.s1), pilot.prefill_workers, pilot.decode_workers, 1)
-    shift = smooth_arrivals(ca2, steps * dm.t(1.0))
-    b = occupancy(lam_d, float(steps.mean()), dm.t, b_max=4 * pilot.max_seqs + 10, shift=shift) if de.tpot_ms is not None else None
-    if gp is None or b is None:
-        why = "prefill" if gp is None else "decode"
-        return Prediction("disaggregated", False, "prefill throughput" if gp is None else f"decode {de.binding}",
-                          None if gp is None else Pcts.of(gp.ttft_s), None, None, None, {"prefill": busy_p, "decode": 1.0},
-                          {"prefill": float(pm.k_max) if gp is None else gp.batch_mean, "decode": b or float(pilot.max_seqs)},
-                          None, None, None, notes=(f"overloaded: {why} cannot keep up at {pilot.rate_rps:.3g} req/s",))
-    ttft, mean_wait, k = gp.ttft_s, float(gp.wait_s.mean()), gp.batch_mean
-    service = ttft - gp.wait_s
-    ttft_ok = Pcts.of(ttft).at(d.q) <= d.ttft_slo_s * 1e3
-    # KV transfer (3): last layer on the wire, then the rest of a decode step in progress.
-    kv_bytes = d.prompt * rep.kv_bytes_per_token
-    bw = transport_bytes_s or math.inf
-    t_b = dm.t(1 + b)
-    kv_s = kv_bytes / rep.model.layers / bw + kv_latency_s + (1 - math.exp(-b)) * t_b / 2
-    if transport_bytes_s is None:
-        notes.append("KV transport bandwidth not measured: wire time taken as 0")
-    m_o, z = max(0.0, b + shift), max(0.05, 1.0 + shift)
-    life = steps * dm.t(1 + m_o)
-    others = others_over_life(m_o, z * lifetime_var_factor(life, float(life.mean())), alone_share(m_o, z, lam_d, life, ca2), n)
-    step = np.array([dm.t(1 + o) for o in others])
-    tpot = step + kv_s / steps
-    return Prediction("disaggregated", True, de.binding if ttft_ok else "ttft", Pcts.of(ttft), Pcts.of(tpot), float(kv_s.mean()) * 1e3,
-                      float(kv_bytes.mean()), {"prefill": busy_p, "decode": 1 - math.exp(-b)}, {"prefill": k, "decode": b},
-                      mean_wait * 1e3, float(service.mean()) * 1e3, float(ttft.mean() + (steps * tpot).mean()),
-                      ttft * 1e3, tpot * 1e3, tuple(notes))
-
-
-class PilotReplica:
-    """`rep` as this runtime runs it on this machine: prefill times x (1 + prefill) and decode
-    steps x (1 + decode), the slowdowns a worker suffers beside busy neighbours on shared cores
-    (planner.pilot.probe); and, given `pad`, decode attention read up to the batch's longest context
-    (planner.runtime.model.decode_step reads every row to max(positions) + 1), not each row's own:
-    `pad(b)` is the expected longest minus the mean context of b running sequences (tokens).
-    Everything else is `rep`'s own (attribute access falls through)."""
-
-    def __init__(self, rep, prefill: float = 0.0, decode: float = 0.0, pad=None):
-        self.base, self.prefill_slowdown, self.decode_slowdown, self.pad = rep, float(prefill), float(decode), pad
-
-    def __getattr__(self, name):
-        return getattr(self.base, name)
-
-    def prefill_time_s(self, lengths):
-        return self.base.prefill_time_s(lengths) * (1 + self.prefill_slowdown)
-
-    def prefill_times_s(self, lengths):
-        return self.base.prefill_times_s(lengths) * (1 + self.prefill_slowdown)
-
-    def decode_step_s(self, batch, context, prefill_tokens=0.0):
-        if self.pad is not None:
-            context = np.asarray(context, dtype=float) + self.pad(batch)
-        return self.base.decode_step_s(batch, context, prefill_tokens) * (1 + self.decode_slowdown)
-
-
-def longest_context_pad(d: Demand, max_batch: int, draws: int = 4000, seed: int = 5):
-    """pad(b): E[longest context among b running sequences] - E[context of one] (tokens), for
-    the padded attention of PilotReplica. A running sequence is a request drawn in proportion to
-    its decode steps (it runs that long) at a uniform point of its output: prompt + U x output."""
-    rng = np.random.default_rng(seed)
-    w = np.maximum(d.output - 1, 1).astype(float)
-    n = int(max(2, max_batch + 1))
-    idx = rng.choice(len(w), size=(draws, n), p=w / w.sum())
-    ctx = d.prompt[idx] + rng.random((draws, n)) * d.output[idx]
-    longest = np.maximum.accumulate(ctx, axis=1).mean(axis=0)  # E[max of the first k], k = 1..n
-    table = longest - ctx.mean()
-    ks = np.arange(1, n + 1, dtype=float)
-    return lambda b: np.interp(np.maximum(np.asarray(b, dtype=float), 1.0), ks, table)
+        return predict_colocated(rep, d, eng, pilot.workers, pilot.rate_rps, eng.colocated_modes[0])
+    return predict_split(rep, rep, d, eng, pilot.prefill_workers, pilot.decode_workers, pilot.rate_rps, transport_bytes_s, kv_latency_s)
 
 
 def pilot_replica(pilot: Pilot, rep, d: Demand, contention, rate_rps: float, transport_bytes_s: float | None = None,
@@ -842,26 +451,24 @@ def pilot_replica(pilot: Pilot, rep, d: Demand, contention, rate_rps: float, tra
     """(replica, slowdowns) for the pilot at `rate_rps` beside its own busy neighbours: each
     role's times scaled by kappa x the predicted busy share of the neighbour (planner.pilot.probe),
     solved by fixed-point iteration (a slower prefill keeps the decode worker's neighbour busy
-    longer, and so on), and decode attention padded to the batch's longest context. No
-    contention measured: the padding alone."""
-    pad = longest_context_pad(d, pilot.max_seqs)
+    longer, and so on). No contention measured: the replica as it is."""
     if contention is None:
-        return PilotReplica(rep, pad=pad), {"prefill": 0.0, "decode": 0.0}
+        return rep, {"prefill": 0.0, "decode": 0.0}
     a = b = 0.0
     p = replace(pilot, rate_rps=rate_rps)
     for _ in range(iters):
-        u = predict(p, PilotReplica(rep, a, b, pad), d, transport_bytes_s).utilization
+        u = predict(p, Adjusted(rep, a, b), d, transport_bytes_s).utilization
         if pilot.mode == "colocated":
             a = b = contention.colocated * min(1.0, u.get("colocated", 1.0)) if pilot.workers >= 2 else 0.0
         else:
             a = contention.prefill * min(1.0, u.get("decode", 1.0))
             b = contention.decode * min(1.0, u.get("prefill", 1.0))
-    return PilotReplica(rep, a, b, pad), {"prefill": a, "decode": b}
+    return Adjusted(rep, a, b), {"prefill": a, "decode": b}
 
 
 def contended_capacity(pilot: Pilot, rep, d: Demand, contention, iters: int = 3) -> tuple[float, str]:
-    """pilot_capacity of the replica as the pilot runs it (pilot_replica: padded attention, and
-    the slowdowns the pilot suffers near that rate)."""
+    """pilot_capacity of the replica as the pilot runs it (pilot_replica: the slowdowns the pilot
+    suffers near that rate)."""
     cap, limit = pilot_capacity(pilot, pilot_replica(pilot, rep, d, None, 0.0)[0], d)
     for _ in range(iters if contention is not None else 0):
         rep_c, _ = pilot_replica(pilot, rep, d, contention, 0.98 * cap)
@@ -869,7 +476,8 @@ def contended_capacity(pilot: Pilot, rep, d: Demand, contention, iters: int = 3)
     return cap, limit
 
 
-def simulate_pilot(pilot: Pilot, rep, schedule, transport_bytes_s: float | None = None, kv_latency_s: float = 1e-4):
+def simulate_pilot(pilot: Pilot, rep, d: Demand, schedule, transport_bytes_s: float | None = None,
+                   kv_latency_s: float = LAYERWISE_KV_LATENCY_S):
     """The plan's discrete-event simulator (planner.simulate.des, `plan --simulate`'s check) run on the
     very schedule the replay sends, with the replica's step times and the runtime's rules:
     a prefill batch is padded to its longest prompt (time of rows x longest), at most
@@ -880,6 +488,8 @@ def simulate_pilot(pilot: Pilot, rep, schedule, transport_bytes_s: float | None 
     this and the measurement disagree, it is the step-time model's or the runtime's."""
     from planner.simulate.des import simulate_colocated, simulate_disaggregated
 
+    eng = pilot_engine(pilot)
+    rep = engine_replica(rep, d, eng)  # the same padded attention the closed forms use
     p = np.array([r.prompt_tokens for r in schedule])
     out = np.array([r.output_tokens for r in schedule])
     at = np.array([r.at_s for r in schedule], dtype=float)
@@ -899,7 +509,7 @@ def simulate_pilot(pilot: Pilot, rep, schedule, transport_bytes_s: float | None 
     bw = transport_bytes_s or math.inf
     return simulate_disaggregated(p, out, prefill_s, step_s, lambda n: n * rep.kv_bytes_per_token / layers / bw + kv_latency_s,
                                   arrival_s=at, n_prefill=pilot.prefill_workers, n_decode=pilot.decode_workers,
-                                  max_prefill_tokens=pilot.max_batch_tokens, max_prefill_batch=PREFILL_SLOTS_CAP,
+                                  max_prefill_tokens=pilot.max_batch_tokens, max_prefill_batch=eng.prefill_slots,
                                   max_decode_batch=pilot.max_seqs, routing="jsq", warmup_frac=0.0)
 
 
@@ -1614,7 +1224,7 @@ def _run_one(pilot, rep, d, schedule, workload, transport, endpoint, timeout_s, 
                 "workers share this machine's cores: prefill times x{:.3f}, decode steps x{:.3f} (probed contention "
                 "x the neighbour's predicted busy share)".format(1 + slow["prefill"], 1 + slow["decode"]),))
         try:
-            sr = simulate_pilot(pilot, rep, schedule, bw)
+            sr = simulate_pilot(pilot, rep, d, schedule, bw)
             simulated = {**sr.summary(), "e2e_s_mean": float(np.mean(sr.e2e_s))}
         except BadInput as e:  # the simulator refuses a configuration: say so, keep the closed forms
             say(f"simulation skipped: {e}")

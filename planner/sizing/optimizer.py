@@ -120,7 +120,8 @@ class SearchSpace:
         rep = Replica(model, gpu, tp, self.weight_dtype, self.kv_dtype, self.eff(gpu))
         prof = self.measured.get(gpu.key)
         if prof is not None:
-            from planner.steptime.calibrate import measured_applies, measured_replica
+            from planner.steptime.calibrate import measured_applies
+            from planner.steptime.measured import measured_replica
 
             if measured_applies(prof, model, tp, self.weight_dtype, self.kv_dtype):
                 return measured_replica(rep, prof)

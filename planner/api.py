@@ -24,8 +24,10 @@ from planner.sizing.optimizer import (
     price_or_none,
     single_type_pools,
 )
-from planner.queueing.models import ColocatedModel, Demand
-from planner.steptime.roofline import Replica, valid_tp
+from planner.queueing.engine import engine_named
+from planner.queueing.models import Demand
+from planner.sizing.current import evaluate_current, evaluate_split
+from planner.steptime.roofline import ACTIVATION_RESERVE_BYTES, USABLE_MEMORY_FRACTION, Efficiency, Replica, valid_tp
 from planner.specs.models import ModelSpec, resolve_model
 
 HOURS_PER_MONTH = 730.0
@@ -92,6 +94,7 @@ class PlanResult:
     weight_dtype: str = "bf16"
     kv_dtype: str = "bf16"
     schedule: dict | None = None  # hourly sizing when the workload has a daily profile (planner.sizing.schedule)
+    current_split: dict | None = None  # --current-split: a fixed disaggregated deployment (planner.sizing.current)
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -124,6 +127,8 @@ class PlanResult:
             "recommendation": self.recommendation,
             "savings_pct": _r(self.savings_pct) if self.savings_pct is not None else None,
             "current": self.current,
+            "current_split": self.current_split,
+            "engine": self.space.engine.name if self.space else None,
             "runner_ups": self.runner_ups,
             "pareto": self.pareto,
             "calibration": self.calibration,
@@ -168,42 +173,13 @@ def _binding_of(pools: dict) -> str:
     return f"{c.binding} ({role} {c.label()})" if role != "pool" else f"{c.binding} ({c.label()})"
 
 
-def _parse_current(spec: str, catalog, model: ModelSpec):
-    """'8xa100-40gb', '8 x h100:tp2', '2xl40s/tp=2' -> (GPU, count, tp or None)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*([A-Za-z0-9._ -]+?)\s*(?:[:/,]\s*tp\s*=?\s*(\d+))?\s*", spec or "")
-    if not m:
-        raise BadInput(f"--current {spec!r}: expected COUNTxGPU[:tpN], e.g. 8xa100-40gb or 8xh100:tp2")
-    count, gpu, tp = int(m.group(1)), catalog.resolve(m.group(2)), int(m.group(3)) if m.group(3) else None
-    if count <= 0:
-        raise BadInput(f"--current {spec!r}: GPU count must be > 0")
-    if tp is not None and (count % tp or not valid_tp(model, gpu, tp)):
-        raise BadInput(f"--current {spec!r}: tp {tp} must divide the count {count} and the {model.heads} heads, within {gpu.gpus_per_node} GPUs per node")
-    return gpu, count, tp
+def _with_local(cat, local_gpus):
+    """The catalog plus the profiled local devices, so `--current 2xlocal` resolves."""
+    if not local_gpus:
+        return cat
+    from types import MappingProxyType
 
-
-def evaluate_current(spec: str, catalog, model, d: Demand, w, space: SearchSpace) -> dict:
-    """Does today's colocated setup meet the SLOs at this load, and what does it cost?"""
-    gpu, count, tp_given = _parse_current(spec, catalog, model)
-    price = gpu.price(space.provider)
-    best = None
-    for tp in ([tp_given] if tp_given else [t for t in (1, 2, 4, 8) if valid_tp(model, gpu, t) and count % t == 0]):
-        rep = space.replica(model, gpu, tp)
-        if not rep.fits:
-            continue
-        replicas = count // tp
-        for chunk in (None, 512, 2048):
-            e = ColocatedModel(rep, d, chunk).eval(w.rate_rps / replicas)
-            score = (e.feasible, -(e.tpot_ms.at(d.q) if e.tpot_ms else math.inf))
-            if best is None or score > best[0]:
-                best = (score, tp, replicas, e, chunk)
-    usd = price.usd_per_gpu_hour * count
-    out = {"spec": spec, "gpu": gpu.key, "gpus": count, "usd_per_hour": _r(usd), "usd_per_month": _r(usd * HOURS_PER_MONTH), "provider": price.provider}
-    if best is None:
-        return {**out, "feasible": False, "tp": tp_given, "replicas": 0, "why": f"{model.name} does not fit on {gpu.key} at any tp that divides {count}", "predicted": None}
-    _, tp, replicas, e, chunk = best
-    return {**out, "tp": tp, "replicas": replicas, "mode": "unchunked" if chunk is None else f"chunked {chunk}",
-            "feasible": e.feasible, "why": "" if e.feasible else f"fails {e.binding or 'throughput'} at {w.rate_rps / replicas:.3g} req/s per replica",
-            "predicted": {"ttft_ms": e.ttft_ms.to_dict() if e.ttft_ms else None, "tpot_ms": e.tpot_ms.to_dict() if e.tpot_ms else None}}
+    return replace(cat, gpus=MappingProxyType({**cat.gpus, **{g.key: g for g in local_gpus}}))
 
 
 def check_floor(model: ModelSpec, w, space: SearchSpace, gpus: list) -> None:
@@ -287,6 +263,8 @@ def plan(
     kv_compression: str = "none",
     pareto: bool = True,
     schedule: bool | None = None,
+    engine: str = "generic",
+    current_split: str | None = None,
 ) -> PlanResult:
     """Size the cheapest disaggregated and colocated deployments for a workload (see module doc)."""
     from planner.specs.catalog import Catalog, load_catalog
@@ -331,7 +309,7 @@ def plan(
 
     all_gpus = pick(gpus) or list(cat)
     space = SearchSpace(all_gpus, pick(prefill_gpus), pick(decode_gpus), provider, weight_dtype, kv_dtype, kv_compression, efficiencies,
-                        measured=measured)
+                        measured=measured, engine=engine_named(engine))
     if provider:
         priced = [g for g in all_gpus if price_or_none(g, provider) is not None]
         if not priced:
@@ -353,19 +331,25 @@ def plan(
         rec, savings = "none", None
 
     runner_ups = {role: [_pool_summary(p) for p in single_type_pools(cs, w.rate_rps)] for role, cs in cands.items()}
-    cur = evaluate_current(current, cat, spec, d, w, space) if current else None
-    if cur:
-        best = dis if rec == "disaggregated" else col
+    cur = evaluate_current(current, _with_local(cat, extra_gpus), spec, d, w, space) if current else None
+    cur_split = evaluate_split(current_split, _with_local(cat, extra_gpus), spec, d, w, space) if current_split else None
+    best = dis if rec == "disaggregated" else col
+    for c in (cur, cur_split):
+        if not c:
+            continue
         for side, name in ((dis, "disaggregated"), (col, "colocated")):
-            cur[f"savings_pct_vs_{name}"] = _r((cur["usd_per_hour"] - side.usd_per_hour) / cur["usd_per_hour"] * 100) if side.feasible else None
-        cur["savings_pct_recommended"] = cur.get(f"savings_pct_vs_{rec}") if best.feasible else None
+            # A local device is priced $0 unless told: then there is no saving to state.
+            ok = side.feasible and c["usd_per_hour"] > 0
+            c[f"savings_pct_vs_{name}"] = _r((c["usd_per_hour"] - side.usd_per_hour) / c["usd_per_hour"] * 100) if ok else None
+        c["savings_pct_recommended"] = c.get(f"savings_pct_vs_{rec}") if best.feasible else None
     t3 = time.perf_counter()
     front = pareto_front(spec, w, space, cands, (dis, col)) if pareto and (dis.feasible or col.feasible) else []
     t4 = time.perf_counter()
 
     warnings, assumptions = _notes(spec, w, space, dis, col, cat, calibration)
     result = PlanResult(spec, w, dis, col, rec, savings, runner_ups, front, cur, assumptions, warnings, calibration,
-                        {"setup": t1 - t0, "optimizer": t2 - t1, "runner_ups_and_current": t3 - t2, "pareto": t4 - t3}, None, space, weight_dtype, kv_dtype)
+                        {"setup": t1 - t0, "optimizer": t2 - t1, "runner_ups_and_current": t3 - t2, "pareto": t4 - t3}, None, space, weight_dtype, kv_dtype,
+                        current_split=cur_split)
     if simulate:
         from planner.simulate.check import simulate_plan
 
@@ -423,13 +407,19 @@ def pareto_front(model, w, space: SearchSpace, cands: dict, chosen=(), factors=(
 
 def _notes(spec, w, space: SearchSpace, dis: PlanSide, col: PlanSide, cat, calibration) -> tuple[list, list]:
     warnings, assumptions = [], []
+    eff0, eng = Efficiency(), space.engine
     assumptions += list(getattr(w, "notes", ()) or ())
     assumptions += [
         f"model {spec.name}: {spec.params_total / 1e9:.2f} B params ({spec.params_active / 1e9:.2f} B active), weights {space.weight_dtype}, KV cache {space.kv_dtype} ({spec.kv_bytes_per_token(space.kv_dtype)} B/token)",
         "routing: each pool splits arrivals between replicas in proportion to capacity (random split of a Poisson stream); join-shortest-queue does better, so latencies are conservative",
-        "roofline efficiencies: " + ("calibrated from profiles for " + ", ".join(sorted(calibration.get('gpus', {}))) if calibration.get("gpus") else "defaults from public H100 measurements (compute 66% of dense peak, bandwidth 75%, 2 ms per prefill batch, 0.3 ms per decode step), moved to other GPUs by their datasheet specs"),
-        "memory: 90% of device memory usable, 2 GB per GPU reserved for activations; a decode replica runs at most 256 sequences",
-        "prefill batches up to 8192 tokens; TTFT in disaggregated mode includes the KV transfer to the decode pool",
+        "roofline efficiencies: " + ("calibrated from profiles for " + ", ".join(sorted(calibration.get('gpus', {}))) if calibration.get("gpus") else
+                                     f"defaults from public H100 measurements (compute {eff0.compute:.0%} of dense peak, bandwidth {eff0.memory:.0%}, "
+                                     f"{eff0.prefill_overhead_s * 1e3:g} ms per prefill batch, {eff0.decode_overhead_s * 1e3:g} ms per decode step), "
+                                     "moved to other GPUs by their datasheet specs"),
+        f"memory: {USABLE_MEMORY_FRACTION:.0%} of device memory usable, {ACTIVATION_RESERVE_BYTES / 1e9:g} GB per GPU reserved for activations",
+        "serving " + eng.describe(),
+        "TTFT in disaggregated mode includes the KV transfer to the decode pool" if eng.kv_transfer == "whole"
+        else "KV moves layer by layer during the prefill: the last layer's transfer delays the second token, not the first",
         "KV transfer between pools goes over the node network (each replica gets its share of the node NIC: NIC * tp / GPUs per node) plus 1 ms latency",
         "tensor parallelism stays within one node; tp in {1, 2, 4, 8}",
         f"prices: {'provider ' + space.provider if space.provider else 'cheapest listed on-demand price per GPU type'}; check them on the provider's page before buying",

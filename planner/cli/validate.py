@@ -112,8 +112,24 @@ def render_terminal(result: dict, console) -> None:
         console.print(f"note: {n}", highlight=False)
 
 
-STEP_TIMES = {"plan": "the plan's roofline, calibrated", "kv-read": "the calibrated roofline plus a KV-read efficiency",
-              "profile": "the measured points, interpolated"}
+STEP_TIMES = {"plan": "the plan's roofline, calibrated", "profile": "the measured points, interpolated"}
+
+
+def render_prediction(result: dict, console) -> None:
+    """`--predict-only`: the pilot and what the planning model predicts for it (nothing was run)."""
+    p, pr = result["pilot"], result["predicted"]
+    console.print(f"\n[bold]pilot[/bold]: {p['label']} on {p['device']}, {p['rate_rps']:.3g} req/s "
+                  f"({p['load_frac']:.0%} of predicted capacity {p['capacity_rps']:.3g} req/s); nothing run (--predict-only)")
+    for w in p["why"]:
+        console.print(f"  - {w}", highlight=False)
+    for name in ("ttft_ms", "tpot_ms"):
+        x = pr.get(name)
+        label = name.split("_")[0].upper()
+        console.print(f"predicted {label} p50/p90/p99: " + (f"{x['p50']:.1f} / {x['p90']:.1f} / {x['p99']:.1f} ms" if x else "n/a (overloaded)"))
+    console.print(f"model: {result['engine']}", highlight=False)
+    for n in result.get("notes", []):
+        console.print(f"note: {n}", highlight=False)
+    console.print(f"the same prediction: {result['equivalent_plan']}", highlight=False)
 
 
 def render_markdown(result: dict) -> str:
@@ -207,8 +223,9 @@ def validate(
     report: Optional[Path] = typer.Option(None, "--report", help="Write FILE.md (Markdown) or FILE.html."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     nice: int = typer.Option(0, "--nice", help="Renice the pilot's processes (e.g. -10 as root on a shared machine; run under setsid so that it outranks other sessions)."),
-    roofline: str = typer.Option("profile", "--roofline", help="Step times: profile (the measured points, interpolated: what `plan --profile` uses for the profiled device), plan (the calibrated roofline, what plan uses for other GPU types) or kv-read (plus a fitted KV-read efficiency)."),
+    roofline: str = typer.Option("profile", "--roofline", help="Step times: profile (the measured points, interpolated: what `plan --profile` uses for the profiled device) or plan (the calibrated roofline, what plan uses for other GPU types)."),
     probe: bool = typer.Option(True, "--probe/--no-probe", help="CPU pilots: first measure (a few seconds) how much the workers slow each other on the shared cores, and predict with it."),
+    predict_only: bool = typer.Option(False, "--predict-only", help="Derive and predict the pilot with the planning model, run nothing (needs --profile or a cached one)."),
 ):
     """Run a pilot of the split here, replay the workload, and put measured beside predicted."""
     from rich.console import Console
@@ -249,9 +266,13 @@ def validate(
                           pilot_rate=pilot_rate, duration_s=duration, requests=requests, profile=profile, endpoint=endpoint,
                           served_model=served_model, compare_colocated=compare_colocated, seed=seed, timeout_s=timeout,
                           max_seqs=max_seqs, max_batch_tokens=max_batch_tokens, chunked_prefill=chunked_prefill,
-                          progress=progress, roofline=roofline, nice=nice, probe=probe, say=say,
+                          progress=progress, roofline=roofline, nice=nice, probe=probe, say=say, predict_only=predict_only,
                           traffic_rps=rate or (w.rate_rps if (workload or trace or plan_doc) else None))
     d = result.to_dict()
+    if predict_only:
+        render_prediction(d, console)
+        write_outputs(d, json_out, None, console)
+        return
     render_terminal(d, console)
     write_outputs(d, json_out, report, console)
     if result.interrupted:

@@ -1083,6 +1083,43 @@ class ValidateResult:
 
 
 # ---- the whole thing -----------------------------------------------------------------------------
+def _length_flag(dist) -> str:
+    """A length distribution as the --input-len/--output-len text that parses back to it."""
+    if dist.kind == "fixed":
+        return f"{dist.value_tok:g}"
+    if dist.kind == "uniform":
+        return f"uniform:{dist.low_tok:g}-{dist.high_tok:g}"
+    if dist.kind == "lognormal" and math.isinf(dist.high_tok):
+        return f"lognormal:mean={dist.mean!r},sigma={dist.sigma!r}"
+    return "<as in the workload file>"
+
+
+@dataclass
+class PredictOnly:
+    """`validate --predict-only`: the derived pilot and the planning model's prediction of it."""
+
+    pilot: Pilot
+    prediction: Prediction
+    workload: object
+    calibration: dict
+    notes: list
+
+    def plan_command(self, profile: str) -> str:
+        """The `planner plan` call that predicts the same pools (the contract a test holds)."""
+        p, w = self.pilot, self.workload
+        pools = f"--current {p.workers}xlocal" if p.mode == "colocated" else f"--current-split {p.prefill_workers}xlocal+{p.decode_workers}xlocal"
+        return (f"planner plan --model {p.model} --profile {profile} --gpus local --engine planner {pools} --rate {p.rate_rps!r} "
+                f"--input-len {_length_flag(w.input)} --output-len {_length_flag(w.output)} --weight-dtype {p.dtype} --kv-dtype {p.dtype}")
+
+    def to_dict(self) -> dict:
+        pr = self.prediction
+        return {"pilot": self.pilot.to_dict(), "predict_only": True, "predicted": pr.predicted(), "feasible": pr.feasible,
+                "binding": pr.binding, "utilization": pr.utilization, "batch_mean": pr.batch_mean,
+                "kv_transfer_ms_mean": pr.kv_transfer_ms_mean, "engine": pilot_engine(self.pilot).describe(),
+                "workload": self.workload.to_dict(), "calibration": self.calibration, "notes": list(self.notes) + list(pr.notes),
+                "equivalent_plan": self.plan_command(self.calibration.get("path", "PROFILE"))}
+
+
 def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict | None = None,
              max_workers: int | None = None, mode: str | None = None, prefill_workers: int | None = None,
              decode_workers: int | None = None, workers: int | None = None, load_frac: float | None = None,
@@ -1092,12 +1129,14 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
              max_seqs: int = RUNTIME_MAX_SEQS, max_batch_tokens: int = RUNTIME_MAX_BATCH_TOKENS,
              chunked_prefill: bool = False, replay_trace: bool = True, progress: bool = True,
              traffic_rps: float | None = None, roofline: str = "profile", nice: int = 0, on_serving=None,
-             probe: bool = True, min_requests: int | None = None, say=print) -> ValidateResult:
+             probe: bool = True, min_requests: int | None = None, predict_only: bool = False, say=print):
     """Derive, predict, run and compare a pilot (module docstring). `workload` is a planner
     Workload (None: validate's defaults, DEFAULT_INPUT_LEN / DEFAULT_OUTPUT_LEN at rate 1, whose
     absolute rate only matters for a trace); `plan` a `plan_summary` of a plan JSON; `traffic_rps`
     the production rate the pilot's share is stated against (default: the plan's).
-    `on_serving(handle)` is called as the measured replay starts (tests inject faults with it)."""
+    `on_serving(handle)` is called as the measured replay starts (tests inject faults with it).
+    `predict_only`: derive and predict the pilot, run nothing (no profiling, probe or replay), and
+    return a PredictOnly: the prediction `planner plan --engine planner --current ...` makes too."""
     from planner.pilot import replay as rp
     from planner.specs.models import resolve_model
     from planner.workload.workload import workload_from_flags
@@ -1115,6 +1154,8 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
         raise BadInput("--compare-colocated starts local pilots: it cannot be combined with --endpoint")
     if roofline not in STEP_TIME_MODELS:  # before minutes of profiling, not after
         raise BadInput(f"--roofline {roofline!r}: expected {', '.join(STEP_TIME_MODELS)}")
+    if predict_only and endpoint:
+        raise BadInput("--predict-only predicts a local pilot from its profile: it cannot be combined with --endpoint")
     pilot = derive_pilot(model, device, workload, plan, max_workers, mode, prefill_workers, decode_workers, workers,
                          load_frac, max_seqs, max_batch_tokens, chunked_prefill)
     notes: list = []
@@ -1130,6 +1171,10 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
     if endpoint is None or profile is not None:
         if nice:  # the profile's times must not be other processes' either
             notes.extend(set_priority([os.getpid()], nice))
+        if predict_only and profile is None:
+            cached = cached_profile_path(model, device, pilot.threads_per_worker, pilot.dtype, profile_grid(d, pilot.max_seqs))
+            if not cached.exists():
+                raise BadInput("--predict-only runs nothing: give --profile FILE (a `planner profile local` profile of this device)")
         try:
             path = ensure_profile(model, device, pilot.threads_per_worker, pilot.dtype, profile_grid(d, pilot.max_seqs), profile, say)
         finally:
@@ -1154,7 +1199,7 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
                         why=pilot.why + (f"split {p} + {dd}: the most capacity from {total} workers, "
                                          "max of min(p x prefill capacity, d x decode capacity)",))
     contention = None
-    if rep is not None and endpoint is None and device == "cpu" and probe:
+    if rep is not None and endpoint is None and device == "cpu" and probe and not predict_only:
         contention = measure_contention(pilot, d, cap_len, timeout_s, say, nice)
         if contention is not None:
             calibration = {**calibration, "contention": contention.to_dict()}
@@ -1174,6 +1219,12 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
         pilot = replace(pilot, why=pilot.why + (f"the pilot carries {pilot.traffic_share:.3g} of the workload's {traffic_rps:.4g} req/s "
                                                 "(on this device; the plan's replicas are other hardware)",))
 
+    if predict_only:
+        from planner.sizing.current import split_link_bytes_s
+
+        # The KV path plan assumes for these devices (nothing is measured): the contract with plan.
+        link = split_link_bytes_s(rep.gpu, 1, rep.gpu, 1) if pilot.mode == "disaggregated" else None
+        return PredictOnly(pilot, predict(pilot, rep, d, link), workload, calibration, notes)
     if min_requests and requests is None and duration_s and rate * duration_s < min_requests:
         requests = int(min_requests)  # a slow pilot runs longer: percentiles of a dozen requests are noise
         notes.append(f"{requests} requests replayed (more than {duration_s:g} s of arrivals at {rate:.3g} req/s): --min-requests")

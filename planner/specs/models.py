@@ -121,10 +121,16 @@ class ModelSpec:
         f = 2.0 * body * l + 2.0 * self.head_params + 2.0 * self.layers * self.heads * self.head_dim * l * l
         return float(f) if f.ndim == 0 else f
 
-    def decode_flops(self, batch: float, context: float) -> float:
-        """FLOPs of one decode step for `batch` sequences of mean context `context` (FLOP):
-        2 * P_matmul * b + 4 * layers * heads * head_dim * b * c (QK^T and AV over the context)."""
-        return 2.0 * self.matmul_params_active * batch + 4.0 * self.layers * self.heads * self.head_dim * batch * context
+    def decode_flops(self, batch, context, prefill_tokens=0.0):
+        """FLOPs of one decode step for `batch` sequences of mean context `context`, plus an optional
+        chunk of `prefill_tokens` prompt tokens in the same step (chunked prefill) (FLOP):
+        2 * (P_matmul - P_head) * (b + p) + 2 * P_head * b (logits for the decode tokens only)
+        + 4 * layers * heads * head_dim * b * c (QK^T and AV over the context) + 2 * ... * p * c
+        (the chunk's attention). Floats or numpy arrays alike (the optimizer calls it ~10^5 times)."""
+        att = self.layers * self.heads * self.head_dim
+        head = self.head_params
+        return (2.0 * (self.matmul_params_active - head) * (batch + prefill_tokens) + 2.0 * head * batch
+                + 4.0 * att * batch * context + 2.0 * att * prefill_tokens * context)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items()}

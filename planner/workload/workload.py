@@ -577,7 +577,9 @@ def _from_trace(tr, slo: SLO, rate, peak_factor, source: str, names=None) -> Wor
 _FILE_KEYS = ("name", "description", "rate_rps", "requests_per_day", "peak_factor", "arrival_cv2",
               "input", "output", "slo", "trace", "hourly_rps")
 _SLO_KEYS = ("ttft_ms", "tpot_ms", "percentile")
-_SLO_DEFAULTS = {"ttft_ms": 1000.0, "tpot_ms": 50.0, "percentile": 90}
+#: The SLOs a plan is sized for unless told: p90 TTFT 1000 ms, p90 TPOT 50 ms.
+DEFAULT_TTFT_SLO_MS, DEFAULT_TPOT_SLO_MS, DEFAULT_SLO_PERCENTILE = 1000.0, 50.0, 90
+_SLO_DEFAULTS = {"ttft_ms": DEFAULT_TTFT_SLO_MS, "tpot_ms": DEFAULT_TPOT_SLO_MS, "percentile": DEFAULT_SLO_PERCENTILE}
 
 
 def load_workload_file(path) -> Workload:

@@ -150,21 +150,42 @@ def _r(x, nd=4):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _side_from_pools(kind: str, pools: dict, d: Demand, why: str = "") -> PlanSide:
+def _pool_prediction(kind: str, pools: dict, d: Demand, space: SearchSpace):
+    """The pools model's prediction (planner.queueing.pools) of single-type pools at their rate, for
+    an engine whose pools differ from their replicas (smoother decode arrivals, per-request TPOT);
+    None otherwise (the replica evaluations are then the prediction)."""
+    from planner.queueing.pools import predict_colocated, predict_split
+    from planner.sizing.current import split_link_bytes_s
+
+    eng = space.engine
+    if (eng.tpot, eng.decode_arrivals) == ("per-step", "poisson") or any(len(p.items) != 1 for p in pools.values()):
+        return None
+    if kind == "colocated":
+        (c, n), = pools["pool"].items
+        return predict_colocated(c.replica, d, eng, n, pools["pool"].lam_rps, c.qmodel.chunk)
+    (cp, np_), (cd, nd) = pools["prefill"].items[0], pools["decode"].items[0]
+    link = split_link_bytes_s(cp.gpu, cp.tp, cd.gpu, cd.tp)
+    return predict_split(cp.replica, cd.replica, d, eng, np_, nd, pools["decode"].lam_rps, link, compression=space.kv_compression)
+
+
+def _side_from_pools(kind: str, pools: dict, d: Demand, why: str = "", space: SearchSpace | None = None) -> PlanSide:
     if any(p is None for p in pools.values()):
         missing = [r for r, p in pools.items() if p is None]
         return PlanSide(kind, False, {r: p for r, p in pools.items() if p}, math.inf, why_infeasible=why or f"no {'/'.join(missing)} replica meets the SLOs on the allowed GPUs")
     evals = {r: evaluate_pool(p) for r, p in pools.items()}
     cost = sum(p.usd_per_hour for p in pools.values())
+    pp = _pool_prediction(kind, pools, d, space) if space is not None else None
     if kind == "disaggregated":
         pe, de = evals["prefill"], evals["decode"]
         binding = _binding_of(pools)
         xfer = [c.kv_transfer_ms for c, _ in pools["prefill"].items]
-        return PlanSide(kind, pe.feasible and de.feasible, pools, cost, pe.ttft_ms, de.tpot_ms, binding,
+        ttft, tpot = (pp.ttft_ms, pp.tpot_ms) if pp is not None and pp.feasible else (pe.ttft_ms, de.tpot_ms)
+        return PlanSide(kind, pe.feasible and de.feasible, pools, cost, ttft, tpot, binding,
                         {"prefill": pe.utilization, "decode": de.utilization}, float(max(xfer)))
     e = evals["pool"]
     modes = sorted({c.mode for c, _ in pools["pool"].items})
-    return PlanSide(kind, e.feasible, pools, cost, e.ttft_ms, e.tpot_ms, _binding_of(pools), {"pool": e.utilization}, None, ", ".join(modes))
+    ttft, tpot = (pp.ttft_ms, pp.tpot_ms) if pp is not None and pp.feasible else (e.ttft_ms, e.tpot_ms)
+    return PlanSide(kind, e.feasible, pools, cost, ttft, tpot, _binding_of(pools), {"pool": e.utilization}, None, ", ".join(modes))
 
 
 def _binding_of(pools: dict) -> str:
@@ -172,6 +193,17 @@ def _binding_of(pools: dict) -> str:
     role, pool = max(pools.items(), key=lambda kv: kv[1].usd_per_hour)
     c, _ = max(pool.items, key=lambda it: it[0].usd_per_replica_hour * it[1])
     return f"{c.binding} ({role} {c.label()})" if role != "pool" else f"{c.binding} ({c.label()})"
+
+
+def _engine(name: str, max_num_seqs: int | None, max_num_batched_tokens: int | None):
+    """The engine modelled, with the limits the user pinned (each checked: a positive integer)."""
+    for flag, v in (("--max-num-seqs", max_num_seqs), ("--max-num-batched-tokens", max_num_batched_tokens)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1_000_000):
+            raise BadInput(f"{flag} {v!r}: expected an integer between 1 and 1000000")
+    eng = engine_named(name)
+    if max_num_batched_tokens is not None and max_num_seqs is None and eng.name != "planner" and max_num_batched_tokens <= eng.max_num_seqs:
+        max_num_seqs = max_num_batched_tokens - 1  # a step must hold its decodes and at least one prompt token
+    return eng.with_limits(max_num_seqs, max_num_batched_tokens)
 
 
 def _with_local(cat, local_gpus):
@@ -234,8 +266,8 @@ def solve(model: ModelSpec, w, space: SearchSpace, d: Demand | None = None, reus
     pre_pool = cheapest_pool(pre_c, lam, need_net)
     col_c = reuse.get("colocated") or candidates("colocated", model, d, space, space.gpus)
     col_pool = cheapest_pool(col_c, lam)
-    dis = _side_from_pools("disaggregated", {"prefill": pre_pool, "decode": dec_pool}, d)
-    col = _side_from_pools("colocated", {"pool": col_pool}, d)
+    dis = _side_from_pools("disaggregated", {"prefill": pre_pool, "decode": dec_pool}, d, space=space)
+    col = _side_from_pools("colocated", {"pool": col_pool}, d, space=space)
     return dis, col, {"prefill": pre_c, "decode": dec_c, "colocated": col_c}
 
 
@@ -266,6 +298,8 @@ def plan(
     schedule: bool | None = None,
     engine: str = "generic",
     current_split: str | None = None,
+    max_num_seqs: int | None = None,
+    max_num_batched_tokens: int | None = None,
 ) -> PlanResult:
     """Size the cheapest disaggregated and colocated deployments for a workload (see module doc)."""
     from planner.specs.catalog import Catalog, load_catalog
@@ -310,7 +344,7 @@ def plan(
 
     all_gpus = pick(gpus) or list(cat)
     space = SearchSpace(all_gpus, pick(prefill_gpus), pick(decode_gpus), provider, weight_dtype, kv_dtype, kv_compression, efficiencies,
-                        measured=measured, engine=engine_named(engine))
+                        measured=measured, engine=_engine(engine, max_num_seqs, max_num_batched_tokens))
     if provider:
         priced = [g for g in all_gpus if price_or_none(g, provider) is not None]
         if not priced:

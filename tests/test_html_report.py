@@ -134,6 +134,7 @@ def _chromium():
 
 @needs_mpl
 @pytest.mark.skipif(_chromium() is None, reason="chromium not installed (apt-get install -y chromium)")
+@pytest.mark.e2e
 def test_headless_render(page, tmp_path):
     """The page renders in a real browser with its charts: the screenshot is not blank and holds the
     cost chart's colours (matplotlib draws; Chromium paints the inline SVG)."""

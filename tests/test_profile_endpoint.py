@@ -283,6 +283,7 @@ def test_tokens_read_together_share_the_gap_instead_of_zero():
     assert result([0.1, 0.1, 0.3]).step_gaps_s() == pytest.approx([0.2])  # read with the first: dropped
 
 
+@pytest.mark.e2e
 def test_against_this_projects_runtime(tmp_path):
     """The real thing: `planner serve` (tiny model, CPU) profiled end to end."""
     pytest.importorskip("torch")

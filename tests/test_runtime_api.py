@@ -13,6 +13,8 @@ pytest.importorskip("aiohttp")
 from planner.runtime import start_server  # noqa: E402
 from planner.runtime.client import get, post_json, run_many  # noqa: E402
 
+pytestmark = pytest.mark.e2e  # starts servers or kernels: not in the fast set (-m "not e2e")
+
 MAX_LEN = 96
 
 

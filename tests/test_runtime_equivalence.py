@@ -17,6 +17,8 @@ from planner.runtime import start_server  # noqa: E402
 from planner.runtime.client import run_many  # noqa: E402
 from planner.specs.models import PRESETS  # noqa: E402
 
+pytestmark = pytest.mark.e2e  # starts servers or kernels: not in the fast set (-m "not e2e")
+
 LENGTHS = [3, 41, 17, 64, 9]
 MAX_TOKENS = [10, 4, 14, 8, 12]
 COMMON = dict(model="tiny", seed=0, max_model_len=128, max_seqs=8, threads_per_worker=1)

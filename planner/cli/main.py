@@ -46,7 +46,9 @@ def plan_cmd(
     provider: Optional[str] = typer.Option(None, "--provider", help="Price from this provider [default: cheapest listed on-demand]."),
     current: Optional[str] = typer.Option(None, "--current", help="What you run today, colocated: COUNTxGPU[:tpN], e.g. 8xa100-40gb."),
     current_split: Optional[str] = typer.Option(None, "--current-split", help="Evaluate a fixed split: PREFILLxGPU[:tpN]+DECODExGPU[:tpN], e.g. 2xh100+6xh100."),
-    engine: str = typer.Option("generic", "--engine", help="Serving engine whose scheduling the model takes: generic (vLLM-like defaults) or planner (this project's runtime)."),
+    engine: str = typer.Option("generic", "--engine", help="Serving engine whose scheduling the model takes: generic (the planner's original vLLM-like model), vllm (vLLM V1 `vllm serve` defaults per device) or planner (this project's runtime)."),
+    max_num_seqs: Optional[int] = typer.Option(None, "--max-num-seqs", help="Pin the engine's running-sequence limit per replica [default: the engine's own]."),
+    max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens", help="Pin the engine's token budget per step / prefill batch [default: the engine's own]."),
     profile: Optional[List[Path]] = typer.Option(None, "--profile", help="Profile file(s) from `planner profile` to calibrate the model."),
     simulate: bool = typer.Option(False, "--simulate", help="Check the chosen plans by discrete-event simulation."),
     weight_dtype: str = typer.Option("bf16", "--weight-dtype", help="Weights: bf16, fp16, fp8, int8, int4 (fp32: to match a CPU profile)."),
@@ -82,7 +84,7 @@ def plan_cmd(
                   ttft_slo_ms=ttft_slo, tpot_slo_ms=tpot_slo, percentile=percentile, catalog=catalog, gpus=gpus, prefill_gpus=prefill_gpus,
                   decode_gpus=decode_gpus, provider=provider, current=current, profiles=profile or [], simulate=simulate,
                   weight_dtype=weight_dtype, kv_dtype=kv_dtype, kv_compression=kv_compression, pareto=pareto, schedule=schedule,
-                  engine=engine, current_split=current_split)
+                  engine=engine, current_split=current_split, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
     to_stdout = json_out == "-"
     render_terminal(result, Console(stderr=to_stdout))
     if json_out:

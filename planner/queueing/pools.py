@@ -82,7 +82,9 @@ def colocated_prefill_budget(d: Demand, engine: Engine) -> int:
 def role_model(role: str, rep, d: Demand, engine: Engine, chunk: int | None = None, transfer_s=0.0):
     """The engine's model of one replica in `role` ("prefill", "decode", "colocated"), with eval(lam)
     -> RoleEval and upper_bound(). `transfer_s` (s, scalar or per sample) is the KV transfer a
-    prefill replica's TTFT pays (only for a "whole" transfer). `rep` is taken as the engine runs it."""
+    prefill replica's TTFT pays (only for a "whole" transfer). `rep` is taken as the engine runs it,
+    with the engine's limits on that device (Engine.for_replica)."""
+    engine = engine.for_replica(rep.gpu, rep.tp)
     if role == "prefill":
         xfer = transfer_s if engine.kv_transfer == "whole" else 0.0
         if engine.prefill_batching == "greedy-padded":
@@ -111,10 +113,11 @@ def _per_request_tpot(t, b: float, shift: float, lam: float, steps: np.ndarray, 
 
 
 def predict_split(pre_rep, dec_rep, d: Demand, engine: Engine, n_prefill: int, n_decode: int, rate_rps: float,
-                  link_bytes_s: float | None = None, kv_latency_s: float | None = None) -> PoolPrediction:
+                  link_bytes_s: float | None = None, kv_latency_s: float | None = None, compression: str = "none") -> PoolPrediction:
     """`n_prefill` prefill and `n_decode` decode replicas at `rate_rps` (module doc). `link_bytes_s`:
     the KV path's bandwidth (B/s): a replica's NIC share for a "whole" transfer, the measured local
-    transport for a "layerwise" one (None: wire time taken as 0, said in the notes)."""
+    transport for a "layerwise" one (None: wire time taken as 0, said in the notes); `compression` of
+    a whole transfer (roofline.KV_COMPRESSION_FACTOR)."""
     from planner.steptime.roofline import kv_transfer_s
 
     steps = np.maximum(d.output - 1, 1)
@@ -124,9 +127,11 @@ def predict_split(pre_rep, dec_rep, d: Demand, engine: Engine, n_prefill: int, n
     if link_bytes_s is None:
         notes.append("KV transport bandwidth not measured: wire time taken as 0")
     kv_bytes = d.prompt * dec_rep.kv_bytes_per_token
-    whole = kv_transfer_s(d.prompt, dec_rep.kv_bytes_per_token, bw, latency_s=1e-3 if kv_latency_s is None else kv_latency_s)
+    whole = kv_transfer_s(d.prompt, dec_rep.kv_bytes_per_token, bw, latency_s=1e-3 if kv_latency_s is None else kv_latency_s,
+                          compression=compression)
     pm = role_model("prefill", pre_rep, d, engine, transfer_s=whole)
     dm = role_model("decode", dec_rep, d, engine)
+    engine = engine.for_replica(dec_rep.gpu, dec_rep.tp)  # the decode side's limits from here on
     de = dm.eval(lam_d)
     if isinstance(pm, GreedyPrefillModel):
         gp = pm.stage(lam_p)
@@ -179,6 +184,7 @@ def predict_colocated(rep, d: Demand, engine: Engine, workers: int, rate_rps: fl
     """`workers` colocated replicas at `rate_rps`, running chunked prefill of `chunk` tokens (None:
     unchunked), prefill-prioritised: one prefill batch between decode steps."""
     steps = np.maximum(d.output - 1, 1)
+    engine = engine.for_replica(rep.gpu, rep.tp)
     cm = role_model("colocated", rep, d, engine, chunk)
     lam = rate_rps / workers
     e = cm.eval(lam)

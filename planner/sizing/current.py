@@ -64,7 +64,7 @@ def evaluate_current(spec: str, catalog, model, d: Demand, w, space: SearchSpace
         if not rep.fits:
             continue
         replicas = count // tp
-        for chunk in space.engine.colocated_modes:
+        for chunk in space.engine.for_replica(gpu, tp).colocated_modes:
             p = predict_colocated(rep, d, space.engine, replicas, w.rate_rps, chunk)
             ok, why = meets(p, d)
             score = (ok, -(p.tpot_ms.at(d.q) if p.tpot_ms else math.inf))
@@ -102,7 +102,7 @@ def evaluate_split(spec: str, catalog, model, d: Demand, w, space: SearchSpace) 
             if not drep.fits:
                 continue
             link = split_link_bytes_s(pg, ptp, dg, dtp)
-            p = predict_split(prep, drep, d, space.engine, pc // ptp, dc // dtp, w.rate_rps, link)
+            p = predict_split(prep, drep, d, space.engine, pc // ptp, dc // dtp, w.rate_rps, link, compression=space.kv_compression)
             ok, why = meets(p, d)
             score = (ok, -(p.tpot_ms.at(d.q) if p.tpot_ms else math.inf), -(p.ttft_ms.at(d.q) if p.ttft_ms else math.inf))
             if best is None or score > best[0]:

@@ -162,7 +162,7 @@ def candidates(role: str, model, d: Demand, space: SearchSpace, gpus, decode_lin
             if not rep.fits:
                 continue
             share = net_share_bytes_s(g, tp)
-            eng = space.engine
+            eng = space.engine.for_replica(g, tp)
             if role == "prefill":
                 link = min(share, decode_link_bytes_s) if decode_link_bytes_s else share
                 xfer = kv_transfer_s(d.prompt, rep.kv_bytes_per_token, link, compression=space.kv_compression)

@@ -301,10 +301,11 @@ def _load(path: Path, label: str) -> Catalog:
 
 
 def local_gpu(name: str, matmul_tflops: float, mem_bw_gbps: float, memory_gb: float, usd_per_hour: float = 0.0,
-              link_gbps: float | None = None, gpus_per_node: int = 1) -> GPU:
+              link_gbps: float | None = None, gpus_per_node: int = 1, device_type: str = "gpu") -> GPU:
     """A device measured by a profile (`--gpus local`): measured matmul TFLOPS (in the profile's
     dtype), bandwidth (GB/s) and memory (GB). Free unless `usd_per_hour` (per device) is given.
     `link_gbps` (GB/s, bidirectional like the catalog) is 0 when not measured: keep tp = 1 then.
+    `device_type` "cpu" marks a CPU (vendor "cpu"): engines' defaults differ there.
     """
     for field, v in (("matmul_tflops", matmul_tflops), ("mem_bw_gbps", mem_bw_gbps), ("memory_gb", memory_gb),
                      ("usd_per_hour", usd_per_hour)):
@@ -315,7 +316,7 @@ def local_gpu(name: str, matmul_tflops: float, mem_bw_gbps: float, memory_gb: fl
     price = Price(LOCAL_PROVIDER, str(name), 1, float(usd_per_hour), None, "profile (measured locally)",
                   "at profiling time", "confirmed", "" if usd_per_hour else "no rental price given: cost 0")
     return GPU(
-        key="local", name=str(name), vendor="local", memory_gb=float(memory_gb), mem_bw_gbps=float(mem_bw_gbps),
+        key="local", name=str(name), vendor="cpu" if device_type == "cpu" else "local", memory_gb=float(memory_gb), mem_bw_gbps=float(mem_bw_gbps),
         bf16_tflops=float(matmul_tflops), fp8_tflops=None, int8_tops=None,
         interconnect="measured" if link_gbps else "not measured", interconnect_gbps=float(link_gbps or 0.0),
         node_network_gbit=DEFAULT_NETWORK_GBIT, node_network_assumed=True, gpus_per_node=int(gpus_per_node),

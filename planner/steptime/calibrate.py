@@ -127,7 +127,8 @@ def calibrate_from_profiles(paths, catalog) -> Calibration:
             if not (ceil.get("matmul_tflops") and ceil.get("mem_bw_gbps")):
                 raise BadInput(f"{path}: device {prof.device_name!r} is not in the catalog and the profile has no measured ceilings (matmul_tflops, mem_bw_gbps)")
             mem = float(prof.meta.get("device", {}).get("memory_gb") or 16.0)
-            gpu = local_gpu(prof.device_name, float(ceil["matmul_tflops"]), float(ceil["mem_bw_gbps"]), mem)
+            gpu = local_gpu(prof.device_name, float(ceil["matmul_tflops"]), float(ceil["mem_bw_gbps"]), mem,
+                            device_type=str(prof.meta.get("device", {}).get("type") or "gpu"))
             locals_.append(gpu)
             scope = "local device only (ceilings measured by the profile)"
         else:

@@ -34,7 +34,6 @@ from hypothesis import strategies as st
 
 from planner.cli.main import app, main
 from planner.emit import ENGINES, emit, parse_engines, render
-from planner.emit import dynamo as dyn
 from planner.emit import llmd, sglang, vllm
 from planner.emit.header import validate_command
 from planner.emit.pilot import capacity_share, per_replica_loads, role_replicas
@@ -114,7 +113,7 @@ def test_full_recipe_is_the_plan(long70):
         assert [(d.gpu, d.tp, d.replicas) for d in deps] == [(i["gpu"], i["tp"], i["replicas"]) for i in items]
     assert r.pilot_rate_rps == pytest.approx(20.0)
     assert r.usd_per_hour == pytest.approx(long70["disaggregated"]["usd_per_hour"], rel=1e-6)
-    assert r.max_model_len == 8300  # longest prompt + longest output
+    assert r.max_model_len == 8301  # longest prompt + longest output + BOS
     pre, dec = r.of("prefill")[0], r.of("decode")[0]
     assert (pre.max_num_seqs, pre.max_num_batched_tokens) == (MAX_DECODE_BATCH, DEFAULT_PREFILL_TOKEN_BUDGET)
     assert dec.max_num_batched_tokens is None and dec.chunked_prefill is None

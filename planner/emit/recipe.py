@@ -24,7 +24,7 @@ SOURCES = {
     "prefill_budget": f"{DEFAULT_PREFILL_TOKEN_BUDGET} = planner.queueing.models.DEFAULT_PREFILL_TOKEN_BUDGET (tokens per prefill batch the plan assumed)",
     "chunk": "the colocated mode the plan chose ('chunked N' = N tokens per step, from planner.sizing.optimizer.COLOCATED_MODES)",
     "memory": f"{USABLE_MEMORY_FRACTION} = planner.steptime.roofline.USABLE_MEMORY_FRACTION (share of device memory the plan let weights + KV use)",
-    "context": "the workload's longest prompt + longest output (tokens), capped at the model's context",
+    "context": "the workload's longest prompt + longest output + 1 BOS token, capped at the model's context",
 }
 
 # Hugging Face repositories of the presets (the names the engines load). A config.json model has
@@ -168,7 +168,8 @@ def _vendor(item: dict) -> str:
 
 def _context(plan: dict, source: str) -> tuple[int, list]:
     w = plan["workload"]
-    longest = int(math.ceil(float(_need(w, "input.max", source)) + float(_need(w, "output.max", source))))
+    # + 1: the BOS token a tokenizer prepends (planner validate's replay sends it as part of the prompt)
+    longest = int(math.ceil(float(_need(w, "input.max", source)) + float(_need(w, "output.max", source)))) + 1
     notes = []
     try:
         from planner.specs.models import resolve_model

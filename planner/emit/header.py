@@ -27,7 +27,8 @@ def header_lines(r: Recipe, title: str, flags: str, endpoint: str) -> list[str]:
     """Lines (without comment markers) for the top of an emitted file. `flags`: the engine version
     and source the flags were read from."""
     slo = r.slo
-    save = "" if r.savings_pct is None else f"; the split saves {r.savings_pct:.1f}% against colocated"
+    save = "" if r.savings_pct is None else (f"; the split saves {r.savings_pct:.1f}% against colocated" if r.savings_pct >= 0
+                                             else f"; the split costs {-r.savings_pct:.1f}% more than colocated")
     out = [
         f"planner emit: {title}",
         f"flags: {flags}",

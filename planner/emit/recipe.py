@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from planner.emit.pilot import capacity_share, per_replica_loads, role_replicas
 from planner.errors import BadInput
@@ -157,13 +158,19 @@ def _chunk(mode: str, source: str) -> int | None:
     return n
 
 
-def _vendor(item: dict) -> str:
+@lru_cache(maxsize=1)
+def _packaged_vendors() -> dict:
     from planner.specs.catalog import load_catalog
 
-    try:
-        return next(g.vendor for g in load_catalog(None) if g.key == item["gpu"])
-    except StopIteration:  # a --catalog GPU the packaged catalog lacks: its name says who makes it
-        return "AMD" if str(item.get("gpu_name", "")).upper().startswith("AMD") else "NVIDIA"
+    return {g.key: g.vendor for g in load_catalog(None)}
+
+
+def _vendor(item: dict) -> str:
+    v = _packaged_vendors().get(item["gpu"])
+    if v:
+        return v
+    # a --catalog GPU the packaged catalog lacks: its name says who makes it
+    return "AMD" if str(item.get("gpu_name", "")).upper().startswith("AMD") else "NVIDIA"
 
 
 def _context(plan: dict, source: str) -> tuple[int, list]:

@@ -58,6 +58,10 @@ def plan_cmd(
     report: Optional[Path] = typer.Option(None, "--report", help="Write a sizing report: FILE.md (Markdown) or FILE.html."),
     pareto: bool = typer.Option(True, "--pareto/--no-pareto", help="Compute the cost-vs-SLO front."),
     schedule: Optional[bool] = typer.Option(None, "--schedule/--no-schedule", help="Size every hour of a daily profile (hourly_rps or a multi-hour trace) [default: on when the workload has one]."),
+    # --- emit (planner/emit/): launch recipes of the chosen plan ---
+    emit: Optional[List[str]] = typer.Option(None, "--emit", help="Write the launch recipe for vllm, sglang, dynamo, llm-d or all (repeatable) into --out."),
+    emit_out: Optional[Path] = typer.Option(None, "--out", help="Folder for --emit's recipes (and the plan.json they name)."),
+    pilot_fraction: Optional[float] = typer.Option(None, "--pilot-fraction", help="--emit a pilot for this share of traffic, e.g. 0.1 (default: the full plan)."),
 ):
     """Size the cheapest disaggregated (prefill/decode split) and colocated deployments for a workload."""
     from rich.console import Console
@@ -67,6 +71,9 @@ def plan_cmd(
     from planner.workload import workload as W
     from planner.workload.workload import load_workload_file, slo_from_flags, workload_from_trace
 
+    from planner.cli.emit import check_plan_emit, emit_after_plan  # --- emit: fail on bad flags before planning ---
+
+    emit_engines = check_plan_emit(emit, emit_out, pilot_fraction)
     w = None
     if workload and trace:
         raise BadInput("give --workload or --trace, not both (a workload file can name its trace)")
@@ -103,6 +110,8 @@ def plan_cmd(
             _write(report, render_plan_html(result))
         else:
             _write(report, render_markdown(result))
+    if emit_engines:  # --- emit ---
+        emit_after_plan(result, emit_engines, emit_out, pilot_fraction)
     if not result.feasible:
         raise Infeasible(f"no plan meets the SLOs: disaggregated: {result.disaggregated.why_infeasible or result.disaggregated.binding}; colocated: {result.colocated.why_infeasible or result.colocated.binding}")
 
@@ -175,6 +184,12 @@ def _register_optional() -> None:
         from planner.cli.validate import validate
 
         app.command("validate")(validate)
+    except ImportError:  # pragma: no cover
+        pass
+    try:  # --- emit (planner/emit/) ---
+        from planner.cli.emit import emit_cmd
+
+        app.command("emit")(emit_cmd)
     except ImportError:  # pragma: no cover
         pass
 

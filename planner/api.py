@@ -129,7 +129,7 @@ class PlanResult:
             "savings_pct": _r(self.savings_pct) if self.savings_pct is not None else None,
             "current": self.current,
             "current_split": self.current_split,
-            "engine": self.space.engine.name if self.space else None,
+            "engine": self.space.engine.to_dict() if self.space else None,
             "runner_ups": self.runner_ups,
             "pareto": self.pareto,
             "calibration": self.calibration,

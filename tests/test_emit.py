@@ -162,6 +162,21 @@ def test_bad_plans_name_the_field(blog, mutate, msg):
         recipe_from_plan(p, "p.json", side="colocated")
 
 
+def test_limits_follow_the_plans_engine(long70):
+    """A plan made with --engine vllm emits vLLM's per-device defaults; the generic one its own."""
+    from planner.queueing.engine import vllm_serve_defaults
+    from planner.specs.catalog import load_catalog
+
+    gen = recipe_from_plan(long70, "p.json")
+    assert {d.max_num_seqs for d in gen.deployments} == {256}
+    as_vllm = {**long70, "engine": {"name": "vllm", "limits_by_device": True}}
+    for d in recipe_from_plan(as_vllm, "p.json").deployments:
+        seqs, tokens = vllm_serve_defaults(load_catalog().resolve(d.gpu), d.tp)
+        assert d.max_num_seqs == seqs
+        if d.role == "prefill":
+            assert d.max_num_batched_tokens == tokens
+
+
 def test_parse_engines():
     assert parse_engines(["all"]) == list(ENGINES)
     assert parse_engines(["vllm,sglang", "vllm"]) == ["vllm", "sglang"]
@@ -177,7 +192,7 @@ def test_header_carries_plan_predictions_and_a_real_validate_command(long70):
     head = [ln for ln in text.splitlines() if ln.startswith("#")]
     p50 = long70["disaggregated"]["predicted"]["ttft_ms"]["p50"]
     assert any(f"TTFT p50 {p50:.4g} ms" in ln for ln in head)
-    assert any("MAX_DECODE_BATCH" in ln for ln in head) and any("DEFAULT_PREFILL_TOKEN_BUDGET" in ln for ln in head)
+    assert sum("planner.queueing.engine" in ln for ln in head) >= 2  # the batch cap and prefill budget: the plan's engine
     cmd = next(ln.lstrip("# ") for ln in head if "planner validate" in ln)
     assert cmd == validate_command(r, "http://PROXY_HOST:8000")
     # the command parses with planner's own `validate` options (unknown flags would raise)

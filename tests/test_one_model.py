@@ -80,6 +80,7 @@ def test_engine_changes_the_plan_and_is_stated(profile):
     run = _plan(profile, 2.0)
     assert any("engine generic" in a for a in gen.assumptions)
     assert any("engine planner" in a and "greedy-padded" in a for a in run.assumptions)
-    assert run.to_dict()["engine"] == "planner" and gen.to_dict()["engine"] == "generic"
+    assert run.to_dict()["engine"]["name"] == "planner" and gen.to_dict()["engine"]["name"] == "generic"
+    assert run.to_dict()["engine"]["max_num_seqs"] == 32  # planner.runtime.config.ServeConfig.max_seqs
     # the runtime's 32-sequence cap (ServeConfig) binds the colocated mode set: unchunked only
     assert {c.mode for c, _ in run.colocated.pools["pool"].items} == {"unchunked"}

@@ -16,13 +16,14 @@ from functools import lru_cache
 
 from planner.emit.pilot import capacity_share, per_replica_loads, role_replicas
 from planner.errors import BadInput
+from planner.queueing.engine import Engine
 from planner.queueing.models import DEFAULT_PREFILL_TOKEN_BUDGET, MAX_DECODE_BATCH
 from planner.steptime.roofline import USABLE_MEMORY_FRACTION
 
 SIDES = ("disaggregated", "colocated")
 SOURCES = {
-    "max_num_seqs": f"{MAX_DECODE_BATCH} = planner.queueing.models.MAX_DECODE_BATCH (the running-batch cap per replica the plan assumed)",
-    "prefill_budget": f"{DEFAULT_PREFILL_TOKEN_BUDGET} = planner.queueing.models.DEFAULT_PREFILL_TOKEN_BUDGET (tokens per prefill batch the plan assumed)",
+    "max_num_seqs": f"the running-batch cap per replica the plan's engine assumed (planner.queueing.engine; generic: {MAX_DECODE_BATCH})",
+    "prefill_budget": f"tokens per prefill batch the plan's engine assumed (planner.queueing.engine; generic: {DEFAULT_PREFILL_TOKEN_BUDGET})",
     "chunk": "the colocated mode the plan chose ('chunked N' = N tokens per step, from planner.sizing.optimizer.COLOCATED_MODES)",
     "memory": f"{USABLE_MEMORY_FRACTION} = planner.steptime.roofline.USABLE_MEMORY_FRACTION (share of device memory the plan let weights + KV use)",
     "context": "the workload's longest prompt + longest output + 1 BOS token, capped at the model's context",
@@ -190,6 +191,18 @@ def _context(plan: dict, source: str) -> tuple[int, list]:
     return longest, notes
 
 
+def _limits(engine: Engine, gpu_key: str, tp: int) -> Engine:
+    """The plan's engine limits on `tp` x `gpu_key` (vLLM's follow the device: its catalog entry)."""
+    if not engine.limits_by_device:
+        return engine
+    from planner.specs.catalog import load_catalog
+
+    try:
+        return engine.for_replica(load_catalog().resolve(gpu_key), tp)
+    except BadInput:  # a GPU of the user's own catalog: the engine's largest defaults
+        return engine
+
+
 def recipe_from_plan(plan: dict, source: str = "plan", side: str | None = None, pilot_fraction: float | None = None,
                      model_id: str | None = None) -> Recipe:
     """Derive the recipe (module docstring) from a `PlanResult.to_dict()`. Raises BadInput naming
@@ -206,6 +219,7 @@ def recipe_from_plan(plan: dict, source: str = "plan", side: str | None = None, 
     if not 0 < f <= 1:
         raise BadInput(f"--pilot-fraction {pilot_fraction}: expected a share of traffic in (0, 1]")
     name = _need(plan, "model.name", source)
+    engine = Engine.from_dict(plan.get("engine"))
     max_len, notes = _context(plan, source)
     rate = float(_need(plan, "workload.rate_rps", source))
     roles = {"prefill": "prefill", "decode": "decode"} if side == "disaggregated" else {"pool": "colocated"}
@@ -233,16 +247,17 @@ def recipe_from_plan(plan: dict, source: str = "plan", side: str | None = None, 
                 left_out.append(f"{dname} ({n_plan} in the plan)")
                 continue
             chunk = _chunk(mode, source) if role == "colocated" else None
+            lim = _limits(engine, it["gpu"], int(it["tp"]))
             if role == "prefill":
-                budget, chunked = DEFAULT_PREFILL_TOKEN_BUDGET, None
+                budget, chunked = lim.prefill_token_budget, None
             elif role == "decode":
                 budget, chunked = None, None
             elif chunk:
                 budget, chunked = chunk, True
             else:  # unchunked: a step must hold the longest prompt whole
-                budget, chunked = max(DEFAULT_PREFILL_TOKEN_BUDGET, max_len), False
+                budget, chunked = max(lim.prefill_token_budget, max_len), False
             deployments.append(Deployment(role, dname, it["gpu"], it.get("gpu_name", it["gpu"]), _vendor(it), int(it["tp"]), n, n_plan,
-                                          mode if role == "colocated" else "", MAX_DECODE_BATCH, budget, chunked, cap, pl, lo,
+                                          mode if role == "colocated" else "", lim.max_num_seqs, budget, chunked, cap, pl, lo,
                                           float(it.get("usd_per_gpu_hour") or 0.0)))
     if model_id is None:
         model_id = HF_REPOS.get(name, name)

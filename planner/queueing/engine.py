@@ -67,6 +67,23 @@ class Engine:
                 f"TPOT {self.tpot}" + ("; attention padded to the longest context" if self.padded_attention else "")
                 + f" ({self.source})")
 
+    def to_dict(self) -> dict:
+        """JSON: the name, the limits (before a device when they follow it) and describe()."""
+        return {"name": self.name, "max_num_seqs": self.max_num_seqs, "max_num_batched_tokens": self.prefill_token_budget,
+                "limits_by_device": self.limits_by_device, "describe": self.describe()}
+
+    @staticmethod
+    def from_dict(doc: dict | str | None) -> "Engine":
+        """The engine a plan's JSON names (to_dict), with its pinned limits; generic when absent."""
+        if not doc:
+            return GENERIC
+        if isinstance(doc, str):
+            return engine_named(doc)
+        e = engine_named(str(doc.get("name", "generic")))
+        if doc.get("limits_by_device"):
+            return e
+        return e.with_limits(doc.get("max_num_seqs"), doc.get("max_num_batched_tokens"))
+
     def for_replica(self, gpu, tp: int) -> "Engine":
         """The engine's limits on `tp` devices of `gpu` (vLLM's defaults follow the device)."""
         if not self.limits_by_device:

@@ -143,7 +143,9 @@ def _workload(workload, rate, requests_per_day, peak_factor, input_len, output_l
 def _done(path: Path) -> None:
     from rich.console import Console
 
-    Console().print(f"wrote [bold]{path}[/]; see it with: planner profile show {path}")
+    from rich.markup import escape
+
+    Console().print(f"wrote [bold]{escape(str(path))}[/]; see it with: planner profile show {escape(str(path))}")
 
 
 if __name__ == "__main__":  # python -m planner.cli.profile ...

@@ -25,8 +25,6 @@ Every sample row has `phase`, `batch`, `prompt_len` (prefill; 0 for decode), `co
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,41 +72,18 @@ class Profile:
         return str(self.meta.get("kind", "local"))
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` via a temp file in the same folder and a rename: never half a file."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise BadInput(f"{path}: cannot write: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report should read like any file
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def atomic_write_text(path: str | Path, text: str, what: str = "output", make_parents: bool = False) -> None:
+    """Write `text` to `path` atomically, only over a regular file (planner.io.write_output)."""
+    from planner.io import write_output
+
+    write_output(path, text, what, make_parents)
 
 
 def check_writable(path: str | Path) -> None:
-    """Fail early (before minutes of measuring) when `path` cannot be written."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BadInput(f"{path}: cannot create folder {parent}: {e.strerror or e}") from None
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise BadInput(f"{path}: no write permission")
+    """Fail early (before minutes of measuring) when `path` cannot be written as a profile."""
+    from planner.io import target
+
+    target(path, "--out", make_parents=True)
 
 
 def save_profile(path: str | Path, meta: dict, samples: list[dict]) -> Path:
@@ -118,7 +93,7 @@ def save_profile(path: str | Path, meta: dict, samples: list[dict]) -> Path:
         if missing:
             raise ValueError(f"sample {i} lacks {missing}")  # a bug in a profiler, not user input
     doc = {"format": FORMAT, **{k: v for k, v in meta.items() if k != "samples"}, "samples": samples}
-    atomic_write_text(path, json.dumps(doc, indent=1, default=_jsonable) + "\n")
+    atomic_write_text(path, json.dumps(doc, indent=1, default=_jsonable) + "\n", "--out", make_parents=True)
     return Path(path)
 
 

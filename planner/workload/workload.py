@@ -591,21 +591,10 @@ def load_workload_file(path) -> Workload:
         hourly_rps: [24 numbers]  # optional daily profile (req/s); alone it also sets the rate
         arrival_cv2: 1.0          # optional; default Poisson, or measured from the trace
     """
-    import yaml
+    from planner.safeload import load_yaml, read_text
 
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput(f"{p}: workload file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadInput(f"{p}: cannot read workload file: {e}") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise BadInput(f"{p}:{where} invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    doc = load_yaml(read_text(p, str(p), "workload file", max_bytes=256 << 20), str(p))
     if not isinstance(doc, dict):
         raise BadInput(f"{p}: a workload file must be a mapping of keys (rate_rps, input, output, slo, ...)")
     _check_keys(p, doc, _FILE_KEYS, "")

@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 
-from planner.errors import BadInput, Infeasible, PlannerError
+from planner.errors import BadInput, Infeasible, PlannerError, shown
 from planner.sizing.optimizer import (
     KV_TRANSFER_WARN_MS,
     NETWORK_MAX_UTIL,
@@ -172,12 +172,14 @@ def _parse_current(spec: str, catalog, model: ModelSpec):
     """'8xa100-40gb', '8 x h100:tp2', '2xl40s/tp=2' -> (GPU, count, tp or None)."""
     m = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*([A-Za-z0-9._ -]+?)\s*(?:[:/,]\s*tp\s*=?\s*(\d+))?\s*", spec or "")
     if not m:
-        raise BadInput(f"--current {spec!r}: expected COUNTxGPU[:tpN], e.g. 8xa100-40gb or 8xh100:tp2")
+        raise BadInput(f"--current {shown(spec)}: expected COUNTxGPU[:tpN], e.g. 8xa100-40gb or 8xh100:tp2")
     count, gpu, tp = int(m.group(1)), catalog.resolve(m.group(2)), int(m.group(3)) if m.group(3) else None
     if count <= 0:
-        raise BadInput(f"--current {spec!r}: GPU count must be > 0")
+        raise BadInput(f"--current {shown(spec)}: GPU count must be > 0")
+    if tp is not None and tp < 1:
+        raise BadInput(f"--current {shown(spec)}: tp must be >= 1, got {tp}")
     if tp is not None and (count % tp or not valid_tp(model, gpu, tp)):
-        raise BadInput(f"--current {spec!r}: tp {tp} must divide the count {count} and the {model.heads} heads, within {gpu.gpus_per_node} GPUs per node")
+        raise BadInput(f"--current {shown(spec)}: tp {tp} must divide the count {count} and the {model.heads} heads, within {gpu.gpus_per_node} GPUs per node")
     return gpu, count, tp
 
 
@@ -204,6 +206,19 @@ def evaluate_current(spec: str, catalog, model, d: Demand, w, space: SearchSpace
     return {**out, "tp": tp, "replicas": replicas, "mode": "unchunked" if chunk is None else f"chunked {chunk}",
             "feasible": e.feasible, "why": "" if e.feasible else f"fails {e.binding or 'throughput'} at {w.rate_rps / replicas:.3g} req/s per replica",
             "predicted": {"ttft_ms": e.ttft_ms.to_dict() if e.ttft_ms else None, "tpot_ms": e.tpot_ms.to_dict() if e.tpot_ms else None}}
+
+
+def check_lengths(model: ModelSpec, w) -> None:
+    """A mean request longer than the model's context is a mistake in the lengths, not an SLO
+    to miss: say so naming the lengths' source (the flags, a workload file or a trace)."""
+    names = ("--input-len", "--output-len") if w.source == "flags" else (f"{w.source}: input", f"{w.source}: output")
+    ctx = model.max_position
+    if w.input.mean >= ctx:
+        raise BadInput(f"{names[0]}: mean prompt of {w.input.mean:,.0f} tokens does not fit in {model.name}'s context "
+                       f"of {ctx:,} tokens (max_position)")
+    if w.input.mean + w.output.mean > ctx:
+        raise BadInput(f"{names[1]}: mean prompt + output of {w.input.mean + w.output.mean:,.0f} tokens does not fit in "
+                       f"{model.name}'s context of {ctx:,} tokens (max_position)")
 
 
 def check_floor(model: ModelSpec, w, space: SearchSpace, gpus: list) -> None:
@@ -303,9 +318,9 @@ def plan(
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
     for name, v in (("--weight-dtype", weight_dtype), ("--kv-dtype", kv_dtype)):
         if v not in ("fp32", "bf16", "fp16", "fp8", "int8", "int4"):
-            raise BadInput(f"{name} {v!r}: expected fp32, bf16, fp16, fp8, int8 or int4")
+            raise BadInput(f"{name} {shown(v)}: expected fp32, bf16, fp16, fp8, int8 or int4")
     if kv_compression not in ("none", "fp8", "int8"):
-        raise BadInput(f"--kv-compression {kv_compression!r}: expected none, fp8 or int8")
+        raise BadInput(f"--kv-compression {shown(kv_compression)}: expected none, fp8 or int8")
 
     calibration = {"status": "uncalibrated", "profiles": [], "gpus": {}}
     efficiencies: dict = {}
@@ -317,25 +332,33 @@ def plan(
         cal = calibrate_from_profiles(profiles, cat)
         efficiencies, extra_gpus, calibration, measured = cal.efficiencies, cal.local_gpus, cal.report, cal.measured
 
-    def pick(names):
-        if not names:
+    def pick(names, flag):
+        if names is None:
             return None
         names = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+        if not names:
+            raise BadInput(f"{flag}: no GPU types given: known: {', '.join(cat.keys())}")
         out = []
         for n in names:
             if n.lower() == "local" and not extra_gpus:
-                raise BadInput("--gpus local needs --profile FILE: a profile of this device (not a catalog GPU) gives its measured speeds")
+                raise BadInput(f"{flag} local needs --profile FILE: a profile of this device (not a catalog GPU) gives its measured speeds")
             loc = [g for g in extra_gpus if n.lower() in ("local", g.key, g.name.lower())]
-            out.extend(loc if loc else cat.select([n]))
+            try:
+                out.extend(loc if loc else cat.select([n]))
+            except BadInput as e:
+                raise BadInput(f"{flag}: {e}") from None
         return out
 
-    all_gpus = pick(gpus) or list(cat)
-    space = SearchSpace(all_gpus, pick(prefill_gpus), pick(decode_gpus), provider, weight_dtype, kv_dtype, kv_compression, efficiencies,
-                        measured=measured)
-    if provider:
+    all_gpus = pick(gpus, "--gpus") or list(cat)
+    space = SearchSpace(all_gpus, pick(prefill_gpus, "--prefill-gpus"), pick(decode_gpus, "--decode-gpus"), provider, weight_dtype,
+                        kv_dtype, kv_compression, efficiencies, measured=measured)
+    check_lengths(spec, w)
+    if provider is not None:
+        if not provider.strip():
+            raise BadInput("--provider '': empty; give a provider name as the catalog spells it (see `planner gpus`)")
         priced = [g for g in all_gpus if price_or_none(g, provider) is not None]
         if not priced:
-            raise BadInput(f"--provider {provider!r}: none of the allowed GPUs has a price from it")
+            raise BadInput(f"--provider {shown(provider)}: none of the allowed GPUs has a price from it")
         space.skipped = [(g.key, f"no {provider} price") for g in all_gpus if g not in priced]
     check_floor(spec, w, space, all_gpus)
     t1 = time.perf_counter()

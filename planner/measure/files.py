@@ -174,7 +174,7 @@ def _check_sample(path: Path, i: int, r, max_tokens: int) -> None:
         raise BadInput(f"{where} is not an object")
     for c in REQUIRED_SAMPLE_COLUMNS:
         if c not in r:
-            raise BadInput(f"{where} lacks field {c!r}")
+            raise BadInput(f"{where} lacks field {shown(c)}")
     if r["phase"] not in ("prefill", "decode"):
         raise BadInput(f"{where}.phase is {shown(r['phase'])}, expected 'prefill' or 'decode'")
     for c, (lo, hi) in _SAMPLE_INTS.items():
@@ -213,7 +213,7 @@ def load_profile(path: str | Path) -> Profile:
     path = Path(path)
     doc = load_json(read_text(path, str(path), "profile file", max_bytes=256 << 20), str(path))
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise BadInput(f"{path}: not a planner profile (field 'format' should be {FORMAT!r})")
+        raise BadInput(f"{path}: not a planner profile (field 'format' should be {shown(FORMAT)})")
     _check_header(path, doc)
     rows = doc.get("samples")
     if not isinstance(rows, list):

@@ -191,7 +191,7 @@ def load_config_json(path: str | Path) -> ModelSpec:
             ok = ok and float(v).is_integer() and v <= CONFIG_LIMITS.get(k, 1 << 30)
         if not ok:
             what = f"a positive integer (at most {CONFIG_LIMITS.get(k, 1 << 30):,})" if integer else "a positive number"
-            raise BadInput(f"{path}: field {k!r} must be {what}, got {shown(v)}")
+            raise BadInput(f"{path}: field {shown(k)} must be {what}, got {shown(v)}")
         return int(v) if integer else float(v)
 
     def need(*keys):
@@ -208,7 +208,7 @@ def load_config_json(path: str | Path) -> ModelSpec:
         raise BadInput(f"{path}: field 'model_type' must be a string, got {shown(mtype)}")
     for k in ("tie_word_embeddings",):
         if k in cfg and not isinstance(cfg[k], bool):
-            raise BadInput(f"{path}: field {k!r} must be true or false, got {shown(cfg[k])}")
+            raise BadInput(f"{path}: field {shown(k)} must be true or false, got {shown(cfg[k])}")
     name = path.parent.name or path.stem
     hidden = need("hidden_size")
     heads = need("num_attention_heads")

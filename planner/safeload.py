@@ -103,9 +103,15 @@ def load_yaml(text: str, label: str):
     except RecursionError:
         raise BadInput(f"{label}: nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, OverflowError) as e:  # e.g. an int of 10,000 digits, a bad timestamp
-        raise BadInput(f"{label}: cannot read a value: {shown(str(e))[1:-1]}") from None
+        raise BadInput(f"{label}: cannot read a value: {_why(e)}") from None
     finally:
         loader.dispose()
+
+
+def _why(e: Exception) -> str:
+    if "integer string conversion" in str(e):
+        return "an integer with more than 4,300 digits"
+    return shown(str(e))[1:-1]
 
 
 def _finite_float(text: str) -> float:
@@ -128,7 +134,7 @@ def load_json(text: str, label: str):
     except RecursionError:
         raise BadInput(f"{label}: nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as e:  # our parse hooks, or an integer of more than 4300 digits
-        raise BadInput(f"{label}: {shown(str(e))[1:-1]}") from None
+        raise BadInput(f"{label}: {_why(e)}") from None
     _check_json_depth(doc, label)
     return doc
 

@@ -329,7 +329,7 @@ def test_bad_traces_name_file_line_and_column(tmp_path):
     m = _bad(tmp_path, "g.csv", "timestamp,input_tokens,output_tokens\n2023-11-16 18:00:00,1,2\nyesterday,1,2\n")
     assert "g.csv: line 3, column timestamp: 'yesterday' is neither seconds nor an ISO 8601 datetime" in m
     m = _bad(tmp_path, "h.jsonl", '{"input_tokens": 1, "output_tokens": 2}\n{"input_tokens": 1, "output_tokens": \n')
-    assert "h.jsonl: line 2: bad JSON" in m
+    assert "h.jsonl: line 2: not valid JSON" in m
     m = _bad(tmp_path, "i.jsonl", '{"input_tokens": 1, "output_tokens": 2}\n[1, 2]\n')
     assert "i.jsonl: line 2: expected a JSON object per line, got list" in m
     m = _bad(tmp_path, "j.jsonl", '{"input_tokens": 1, "output_tokens": 2}\n\n{"input_tokens": 1}\n')

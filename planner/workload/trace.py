@@ -19,7 +19,6 @@ importing this module stays cheap.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -251,10 +250,12 @@ def _extra_fields(p: Path) -> None:
 def _read_jsonl(p: Path):
     import pandas as pd
 
+    from planner.safeload import load_json
+
     try:
         # dtype off: a column named "timestamp" holding epoch seconds must stay numbers.
         df = pd.read_json(p, lines=True, dtype=False)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         df = None  # find the offending line below, to name it
     except UnicodeDecodeError:
         raise BadInput(f"{p}: not a text JSONL file (cannot decode as UTF-8)") from None
@@ -263,10 +264,7 @@ def _read_jsonl(p: Path):
             for n, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise BadInput(f"{p}: line {n}: bad JSON ({e.msg} at column {e.colno})") from None
+                rec = load_json(line, f"{p}: line {n}")
                 if not isinstance(rec, dict):
                     raise BadInput(f"{p}: line {n}: expected a JSON object per line, got {type(rec).__name__}")
         raise BadInput(f"{p}: cannot read as JSON lines")

@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 
-from planner.errors import BadInput, Infeasible, PlannerError, shown
+from planner.errors import BadInput, Infeasible, PlannerError, named, shown
 from planner.sizing.optimizer import (
     KV_TRANSFER_WARN_MS,
     NETWORK_MAX_UTIL,
@@ -208,16 +208,24 @@ def evaluate_current(spec: str, catalog, model, d: Demand, w, space: SearchSpace
             "predicted": {"ttft_ms": e.ttft_ms.to_dict() if e.ttft_ms else None, "tpot_ms": e.tpot_ms.to_dict() if e.tpot_ms else None}}
 
 
+def _names(w) -> dict:
+    """What to call the workload's inputs in a message: the flags, or the file's fields."""
+    if w.source == "flags":
+        return {"input": "--input-len", "output": "--output-len", "ttft": "--ttft-slo", "tpot": "--tpot-slo"}
+    return {"input": f"{w.source}: input", "output": "output", "ttft": f"{w.source}: slo.ttft_ms (or --ttft-slo)",
+            "tpot": f"{w.source}: slo.tpot_ms (or --tpot-slo)"}
+
+
 def check_lengths(model: ModelSpec, w) -> None:
     """A mean request longer than the model's context is a mistake in the lengths, not an SLO
     to miss: say so naming the lengths' source (the flags, a workload file or a trace)."""
-    names = ("--input-len", "--output-len") if w.source == "flags" else (f"{w.source}: input", f"{w.source}: output")
+    names = _names(w)
     ctx = model.max_position
     if w.input.mean >= ctx:
-        raise BadInput(f"{names[0]}: mean prompt of {w.input.mean:,.0f} tokens does not fit in {model.name}'s context "
+        raise BadInput(f"{names['input']}: mean prompt of {w.input.mean:,.0f} tokens does not fit in {model.name}'s context "
                        f"of {ctx:,} tokens (max_position)")
     if w.input.mean + w.output.mean > ctx:
-        raise BadInput(f"{names[1]}: mean prompt + output of {w.input.mean + w.output.mean:,.0f} tokens does not fit in "
+        raise BadInput(f"{names['input']} + {names['output']}: mean prompt + output of {w.input.mean + w.output.mean:,.0f} tokens does not fit in "
                        f"{model.name}'s context of {ctx:,} tokens (max_position)")
 
 
@@ -237,14 +245,14 @@ def check_floor(model: ModelSpec, w, space: SearchSpace, gpus: list) -> None:
     one = Replica(model, fastest, 1, space.weight_dtype)
     if w.slo.tpot_ms < best.decode_step_s(1, ctx) * 1e3:
         raise BadInput(
-            f"--tpot-slo {w.slo.tpot_ms:g} ms is below the physical floor: a decode step must read the "
+            f"{_names(w)['tpot']} {w.slo.tpot_ms:g} ms is below the physical floor: a decode step must read the "
             f"{model.weight_bytes(space.weight_dtype) / 1e9:.1f} GB of {space.weight_dtype} weights, which takes "
             f"{one.weight_read_floor_s * 1e3:.2f} ms on one {fastest.name} at full bandwidth; the fastest allowed setup "
             f"({best.label()}) needs {best.decode_step_s(1, ctx) * 1e3:.2f} ms per step even alone")
     lq = w.input.percentile(w.slo.percentile)
     pf = min(r.prefill_time_s([lq]) for r in fitting)
     if w.slo.ttft_ms < pf * 1e3:
-        raise BadInput(f"--ttft-slo {w.slo.ttft_ms:g} ms is below the physical floor: a p{w.slo.percentile} prompt of {lq:.0f} tokens "
+        raise BadInput(f"{_names(w)['ttft']} {w.slo.ttft_ms:g} ms is below the physical floor: a p{w.slo.percentile} prompt of {lq:.0f} tokens "
                        f"takes at least {pf * 1e3:.1f} ms to prefill on the fastest allowed setup")
 
 
@@ -308,14 +316,16 @@ def plan(
     from planner.workload.workload import workload_from_flags
 
     t0 = time.perf_counter()
-    spec = model if isinstance(model, ModelSpec) else resolve_model(model)
+    with named("--model"):
+        spec = model if isinstance(model, ModelSpec) else resolve_model(model)
     if workload is None:
         if rate is None and requests_per_day is None:
             rate = 10.0
         workload = workload_from_flags(rate=rate, requests_per_day=requests_per_day, peak_factor=peak_factor, input_len=input_len,
                                        output_len=output_len, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms, percentile=percentile)
     w = workload
-    cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
+    with named("--catalog"):
+        cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
     for name, v in (("--weight-dtype", weight_dtype), ("--kv-dtype", kv_dtype)):
         if v not in ("fp32", "bf16", "fp16", "fp8", "int8", "int4"):
             raise BadInput(f"{name} {shown(v)}: expected fp32, bf16, fp16, fp8, int8 or int4")
@@ -329,7 +339,8 @@ def plan(
     if profiles:
         from planner.steptime.calibrate import calibrate_from_profiles
 
-        cal = calibrate_from_profiles(profiles, cat)
+        with named("--profile"):
+            cal = calibrate_from_profiles(profiles, cat)
         efficiencies, extra_gpus, calibration, measured = cal.efficiencies, cal.local_gpus, cal.report, cal.measured
 
     def pick(names, flag):

@@ -10,6 +10,7 @@ expanded; its full repr would be a 72-million-character error line).
 """
 
 import reprlib
+from contextlib import contextmanager
 
 #: Characters of a bad value an error message quotes at most.
 MAX_SHOWN = 200
@@ -61,3 +62,20 @@ def one_line(message: str, limit: int = 2000) -> str:
     """A message as one terminal line: newlines folded to ' | ', at most `limit` characters."""
     text = " | ".join(s.strip() for s in str(message).splitlines() if s.strip())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def clip(text, limit: int = MAX_SHOWN) -> str:
+    """str(text) unquoted, cut to `limit` characters (for names a message prints bare: keys, columns)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text):,} characters)"
+
+
+@contextmanager
+def named(flag: str):
+    """Prefix a BadInput raised inside with the flag its input came from ('--catalog: x.yaml: ...'),
+    unless the message already starts with it."""
+    try:
+        yield
+    except BadInput as e:
+        msg = str(e)
+        raise BadInput(msg if msg.startswith(flag) else f"{flag}: {msg}") from None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 
-from planner.errors import BadInput, shown
+from planner.errors import BadInput, clip, shown
 
 MAX_DEPTH = 64
 #: Nodes after alias expansion: a 1,000,000-value list of lengths is still allowed.
@@ -59,7 +59,7 @@ def _check_yaml_graph(root, label: str) -> None:
                 except ValueError:
                     bad = True  # .inf / .nan spellings float() does not read
                 if bad:
-                    field = f" field {where}:" if where else ""
+                    field = f" field {clip(where)}:" if where else ""
                     raise BadInput(f"{label}:{field} {shown(node.value)} is not a finite number{_yaml_where(node)}")
             size[key] = 1
             continue

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import typer
 
-from planner.errors import BadInput, Infeasible, PlannerError, one_line, shown
+from planner.errors import BadInput, Infeasible, PlannerError, named, one_line, shown
 from planner.measure.files import _jsonable
 
 app = typer.Typer(
@@ -70,14 +70,17 @@ def plan_cmd(
     if workload and trace:
         raise BadInput("give --workload or --trace, not both (a workload file can name its trace)")
     if workload:
-        w = load_workload_file(workload)
+        with named("--workload"):
+            w = load_workload_file(workload)
         if rate is not None:
             w = w.with_rate(rate * w.peak_factor)
         if (ttft_slo, tpot_slo, percentile) != (None, None, None):  # flags given beside a file win
             s = slo_from_flags(_given(ttft_slo, w.slo.ttft_ms), _given(tpot_slo, w.slo.tpot_ms), _given(percentile, w.slo.percentile), ("--ttft-slo", "--tpot-slo", "--percentile"))
             w = w.with_slo(s.ttft_ms, s.tpot_ms, s.percentile)
     elif trace:
-        w = workload_from_trace(trace, slo_from_flags(_given(ttft_slo, 1000.0), _given(tpot_slo, 50.0), _given(percentile, 90), ("--ttft-slo", "--tpot-slo", "--percentile")), rate=rate)
+        slo = slo_from_flags(_given(ttft_slo, 1000.0), _given(tpot_slo, 50.0), _given(percentile, 90), ("--ttft-slo", "--tpot-slo", "--percentile"))
+        with named("--trace"):
+            w = workload_from_trace(trace, slo, rate=rate)
     ttft_slo, tpot_slo, percentile = _given(ttft_slo, 1000.0), _given(tpot_slo, 50.0), _given(percentile, 90)
     result = plan(model, w, rate=rate, requests_per_day=requests_per_day, peak_factor=peak_factor, input_len=input_len, output_len=output_len,
                   ttft_slo_ms=ttft_slo, tpot_slo_ms=tpot_slo, percentile=percentile, catalog=catalog, gpus=gpus, prefill_gpus=prefill_gpus,

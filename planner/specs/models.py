@@ -247,10 +247,13 @@ def resolve_model(name_or_path: str) -> ModelSpec:
     if key in PRESETS:
         return PRESETS[key]
     p = Path(name_or_path)
-    if p.is_dir() and (p / "config.json").exists():
-        return replace(load_config_json(p / "config.json"), name=p.name)
-    if p.suffix == ".json" or p.exists():
-        return load_config_json(p)
+    try:
+        if key and p.is_dir() and (p / "config.json").exists():
+            return replace(load_config_json(p / "config.json"), name=p.name)
+        if key and (p.suffix == ".json" or p.exists()):
+            return load_config_json(p)
+    except (OSError, ValueError):  # a name too long for a path, a NUL byte: not a file, so not a model
+        pass
     raise BadInput(f"unknown model {shown(name_or_path)}: use a preset ({', '.join(PRESETS)}) or a path to a config.json")
 
 

@@ -177,8 +177,12 @@ def load_trace(path: str | Path, time_scale: float = 1.0) -> Trace:
     p = Path(path)
     if not (time_scale > 0 and np.isfinite(time_scale)):
         raise BadInput(f"{p}: time_scale must be > 0, got {time_scale}")
-    if not p.is_file():
-        raise BadInput(f"{p}: trace file not found")
+    try:
+        exists, regular = p.exists(), p.is_file()
+    except (OSError, ValueError):
+        exists = regular = False
+    if not regular:
+        raise BadInput(f"{p}: trace file not found" if not exists else f"{p}: not a regular file (a trace is a CSV or JSONL file)")
     is_jsonl = any(s in (".jsonl", ".ndjson", ".json") for s in p.suffixes)
     df = _read_jsonl(p) if is_jsonl else _read_csv(p)
     row = _LineOf(p, first=1 if is_jsonl else 2)  # CSV: line 1 is the header

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import ndtr, ndtri  # normal CDF and its inverse: cheap to import, unlike scipy.stats
 
-from planner.errors import BadInput, shown
+from planner.errors import BadInput, clip, shown
 
 Z90 = float(ndtri(0.90))  # 1.2816: standard normal 90th percentile
 SLO_PERCENTILES = (50, 90, 99)
@@ -370,6 +370,8 @@ def _split_spec(text: str) -> tuple[str, dict]:
 
 
 def _number(v, what: str) -> float:
+    if isinstance(v, bool):  # YAML's true is not 1 ms
+        raise BadInput(f"{what} must be a number, got {shown(v)}")
     try:
         x = float(v)
     except (TypeError, ValueError):
@@ -720,7 +722,7 @@ def _check_keys(p: Path, d: dict, known: tuple, prefix: str) -> None:
         if k not in known:
             close = difflib.get_close_matches(str(k), known, n=1)
             hint = f"; did you mean {prefix}{close[0]}?" if close else f" (known: {', '.join(known)})"
-            raise BadInput(f"{p}: unknown key {prefix}{k}{hint}")
+            raise BadInput(f"{p}: unknown key {clip(prefix + str(k))}{hint}")
 
 
 def _hourly(p: Path, v) -> tuple[float, ...] | None:

@@ -40,6 +40,18 @@ from planner.cli.main import main
 CASES: Counter = Counter()  # cases run per input kind
 BROKEN: list = []  # (kind, argv, why) when FUZZ_COLLECT=1
 COLLECT = os.environ.get("FUZZ_COLLECT") == "1"
+# FUZZ_BASELINE=1 runs the suite against an older checkout without harm: output paths that are
+# devices become FIFOs in a temp folder (an old planner renamed over them), alias bombs are small.
+BASELINE = os.environ.get("FUZZ_BASELINE") == "1"
+if BASELINE:
+    import tempfile
+
+    _fake = Path(tempfile.mkdtemp(prefix="fuzz-devices."))
+    for _d in ("full", "zero", "null"):
+        os.mkfifo(_fake / _d)
+    DEV = {d: str(_fake / d) for d in ("full", "zero", "null")}
+else:
+    DEV = {d: f"/dev/{d}" for d in ("full", "zero", "null")}
 FUZZ = settings(derandomize=True, deadline=None, database=None, print_blob=False,
                 suppress_health_check=list(HealthCheck))
 
@@ -349,8 +361,8 @@ FLAGS = {
     "--catalog": ["/nonexistent.yaml", "/dev/null", "/", "[b].yaml"],
     "--workload": ["/nonexistent.yaml", "/dev/null", "/"],
     "--trace": ["/nonexistent.csv", "/dev/null", "/"],
-    "--json": ["/dev/full", "/dev/zero", "/", "/nonexistent-dir/x.json"],
-    "--report": ["/dev/full", "/", "/nonexistent-dir/x.md"],
+    "--json": [DEV["full"], DEV["zero"], "/", "/nonexistent-dir/x.json"],
+    "--report": [DEV["full"], "/", "/nonexistent-dir/x.md"],
     "--bogus": ["1"],
 }
 
@@ -373,10 +385,14 @@ USAGE = [["plan", "--rate"], ["plan", "--rate", "abc"], ["plan", "--bogus"], ["n
          ["profile", "nosuch"], ["profile", "show"], ["profile", "local", "tiny", "--batches", "0"],
          ["profile", "local", "tiny", "--batches", "x"], ["validate", "--roofline", "[/x]", "--no-probe"],
          ["validate", "--plan", "/nonexistent.json"], ["gpus", "--catalog"], ["models", "extra"],
-         ["plan", "--percentile", "9" * 5000], ["plan", "--gpus", "[/x]"], ["plan", "--json", "/dev/full"],
-         ["plan", "--json", "/tmp"], ["plan", "--report", "/dev/zero"], ["plan", "--model", "/tmp/[b]/config.json"],
-         ["profile", "local", "tiny", "--out", "/dev/full"], ["profile", "local", "tiny", "--out", "/"],
-         ["validate", "--json", "/dev/full"]]
+         ["plan", "--percentile", "9" * 5000], ["plan", "--gpus", "[/x]"], ["plan", "--json", DEV["full"]],
+         ["plan", "--json", "/tmp"], ["plan", "--report", DEV["zero"]], ["plan", "--model", "/tmp/[b]/config.json"],
+         ["profile", "local", "tiny", "--out", DEV["full"]], ["profile", "local", "tiny", "--out", "/"],
+         ["validate", "--json", DEV["full"]]]
+
+
+if BASELINE:  # an older planner would start measuring or a pilot before looking at its output path
+    USAGE = [a for a in USAGE if a[0] != "validate" and a[:2] != ["profile", "local"]]
 
 
 @pytest.mark.parametrize("argv", USAGE, ids=lambda a: " ".join(a)[:40])
@@ -388,7 +404,7 @@ def test_usage_errors_are_one_line(argv):
 # ---- the hand-made corpus --------------------------------------------------------------------------
 
 NASTY_FILES = {
-    "bomb.yaml": _bomb(9),  # 9^10 = 3.5e9 elements once expanded
+    "bomb.yaml": _bomb(5 if BASELINE else 9),  # 9^10 = 3.5e9 elements once expanded
     "bomb-small.yaml": _bomb(4),
     "deep.yaml": "gpus: " + "[" * 5000 + "]" * 5000 + "\n",
     "deep-block.yaml": "".join(" " * i + "a:\n" for i in range(200)) + " " * 200 + "a: 1\n",
@@ -514,7 +530,9 @@ def test_corpus_messages_say_what_is_wrong(tmp_path):
 def _devices() -> list[str]:
     """The device nodes to aim outputs at: on a shared machine an older planner (or anything that
     renames over it) may already have turned /dev/null into a regular file; skip what is not a device."""
-    return [d for d in ("/dev/null", "/dev/full", "/dev/zero") if os.path.exists(d) and stat.S_ISCHR(os.stat(d).st_mode)]
+    if BASELINE:
+        return list(DEV.values())
+    return [d for d in DEV.values() if os.path.exists(d) and stat.S_ISCHR(os.stat(d).st_mode)]
 
 
 def test_outputs_never_replace_what_is_not_a_regular_file(tmp_path):
@@ -534,7 +552,7 @@ def test_outputs_never_replace_what_is_not_a_regular_file(tmp_path):
             CASES["output path"] += 1
             assert code == 2 and target in err and err.count("\n") == 1, (flag, target, err)
     sock.close()
-    assert all(stat.S_ISCHR(os.stat(d).st_mode) for d in devices)
+    assert all(stat.S_ISCHR(os.stat(d).st_mode) or BASELINE and stat.S_ISFIFO(os.stat(d).st_mode) for d in devices)
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_ISSOCK(os.stat(sock_path).st_mode)
     assert folder.is_dir() and not any(folder.iterdir()) and not (tmp_path / "missing").exists()
 
@@ -559,20 +577,23 @@ def test_outputs_write_regular_files_symlinks_and_stdout(tmp_path, capfd):
 
 
 @pytest.mark.parametrize("argv", [["plan", "--rate", "abc"], ["nosuch"], ["serve", "--port", "70000"],
-                                  ["plan", "--gpus", "[/x]"], ["plan", "--json", "/dev/zero"],
+                                  ["plan", "--gpus", "[/x]"], ["plan", "--json", DEV["zero"]],
                                   ["gpus", "--catalog", "BOMB"], ["profile", "show", "DEEP"]],
                          ids=lambda a: " ".join(a))
 def test_subprocess_one_line_no_traceback(argv, tmp_path):
     bomb, deep = tmp_path / "bomb.yaml", tmp_path / "deep.json"
-    bomb.write_text(_bomb(9))
+    bomb.write_text(_bomb(5 if BASELINE else 9))
     deep.write_text("[" * 100000 + "]" * 100000)
     argv = [str(bomb) if a == "BOMB" else str(deep) if a == "DEEP" else a for a in argv]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     r = subprocess.run([sys.executable, "-m", "planner", *argv], capture_output=True, text=True, timeout=120, env=env)
     CASES["subprocess"] += 1
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: "), r.stderr
-    assert stat.S_ISCHR(os.stat("/dev/zero").st_mode)
+    why = _contract(r.returncode, r.stderr, [], allow_ok=False) or ("" if r.returncode == 2 else f"exit code {r.returncode}")
+    if COLLECT and why:
+        BROKEN.append(("subprocess", argv, why))
+        return
+    assert not why, r.stderr
+    assert BASELINE or stat.S_ISCHR(os.stat("/dev/zero").st_mode)
 
 
 # ---- the count ---------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from planner.errors import BadInput, PlannerError
+from planner.errors import BadInput, PlannerError, shown
 
 LABELS = {
     "ttft_ms_p50": ("TTFT p50", "ms"), "ttft_ms_p90": ("TTFT p90", "ms"), "ttft_ms_p99": ("TTFT p99", "ms"),
@@ -235,13 +235,15 @@ def validate(
                                 ttft_slo_ms=ttft_slo or 1000.0, tpot_slo_ms=tpot_slo or 50.0, percentile=percentile or 90)
     plan_doc = None
     if plan is not None:
+        from planner.safeload import load_json, read_text
+
+        doc = load_json(read_text(plan, f"--plan {plan}", "plan file", max_bytes=256 << 20), f"--plan {plan}")
+        if not isinstance(doc, dict):
+            raise BadInput(f"--plan {plan}: not a `planner plan --json` result (expected a JSON object)")
         try:
-            doc = json.loads(Path(plan).read_text())
-        except FileNotFoundError:
-            raise BadInput(f"--plan {plan}: file not found") from None
-        except ValueError as e:
-            raise BadInput(f"--plan {plan}: not JSON ({e})") from None
-        plan_doc = plan_summary(doc, str(plan), w)
+            plan_doc = plan_summary(doc, str(plan), w)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a hand-edited or foreign JSON
+            raise BadInput(f"--plan {plan}: not a `planner plan --json` result ({type(e).__name__}: {shown(str(e))})") from None
         model = model or (doc.get("model") or {}).get("name")
         w = plan_doc["workload"]
     model = model or "tiny"

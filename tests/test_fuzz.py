@@ -224,7 +224,7 @@ WORKLOAD = {"rate_rps": 2, "input": {"kind": "lognormal", "mean": 300, "sigma": 
 CONFIG = {"model_type": "llama", "hidden_size": 512, "num_attention_heads": 8, "num_key_value_heads": 4,
           "num_hidden_layers": 6, "intermediate_size": 1536, "vocab_size": 32000, "max_position_embeddings": 2048}
 PROFILE = json.loads((REPO / "profiles" / "tiny-cpu.json").read_text())
-PROFILE["samples"] = PROFILE["samples"][:6]
+PROFILE["samples"] = PROFILE["samples"][:3] + PROFILE["samples"][-3:]  # prefill and decode points
 
 
 def _bomb(levels: int, width: int = 9) -> str:
@@ -250,7 +250,7 @@ def test_fuzz_catalog(tmp_path_factory, data):
 # ---- workload files, length specs (planner plan --workload FILE / --input-len SPEC) ------------
 
 
-@fuzz(200)
+@fuzz(150)
 @given(st.data())
 def test_fuzz_workload(tmp_path_factory, data):
     doc = data.draw(mutated(WORKLOAD))
@@ -268,7 +268,7 @@ length_spec = st.one_of(
     cell_text, st.text(max_size=40))
 
 
-@fuzz(200)
+@fuzz(150)
 @given(length_spec, st.sampled_from(["--input-len", "--output-len"]))
 def test_fuzz_length_specs(spec, flag):
     if spec.startswith("-"):
@@ -303,7 +303,7 @@ def _num(v: str):
         return v
 
 
-@fuzz(200)
+@fuzz(150)
 @given(trace_file(), st.sampled_from([[], ["--rate", "2"]]))
 def test_fuzz_trace(tmp_path_factory, f, extra):
     suffix, text = f
@@ -335,6 +335,16 @@ def test_fuzz_profile(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("prof") / "p[red].json"
     path.write_text(data.draw(text_of(doc, _dump_json)))
     check("profile", ["profile", "show", str(path)], [str(path)])
+
+
+@fuzz(100)
+@given(st.data())
+def test_fuzz_profile_in_plan(tmp_path_factory, data):
+    doc = data.draw(mutated(PROFILE))
+    path = tmp_path_factory.mktemp("prof") / "p[red].json"
+    path.write_text(data.draw(text_of(doc, _dump_json)))
+    check("profile", ["plan", "--profile", str(path), "--gpus", "local", "--model", "tiny", "--no-pareto", "--input-len", "200",
+                      "--output-len", "20", "--rate", "1", "--weight-dtype", "fp32", "--kv-dtype", "fp32"], [str(path), "--profile"])
 
 
 # ---- flags ---------------------------------------------------------------------------------------

@@ -157,6 +157,13 @@ def _check_header(path: Path, doc: dict) -> None:
         v = model.get(k)
         if v is not None and not (_is_num(v) and float(v).is_integer() and 1 <= v <= MAX_TOKENS * 64):
             bad(f"model.{k}", v, "a positive integer")
+    shape = [k for k in _SPEC_INTS[:8] if model.get(k) is not None]
+    if shape and len(shape) < 8:  # a local profile stores the whole shape; an endpoint's, only a name
+        missing = [k for k in _SPEC_INTS[:8] if k not in shape]
+        raise BadInput(f"{path}: field model lacks {', '.join(missing)} (a local profile's model holds its whole shape)")
+    for k in ("tied_embeddings", "gated_mlp", "learned_positions"):
+        if model.get(k) is not None and not isinstance(model[k], bool):
+            bad(f"model.{k}", model[k], "true or false")
     if model.get("heads") and model.get("kv_heads") and model["heads"] % model["kv_heads"]:
         raise BadInput(f"{path}: field model.kv_heads {model['kv_heads']} does not divide model.heads {model['heads']}")
     for k in ("norm_eps", "rope_theta"):

@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 
-from planner.errors import BadInput, Infeasible, PlannerError
+from planner.errors import BadInput, Infeasible, PlannerError, named, shown
 from planner.sizing.optimizer import (
     KV_TRANSFER_WARN_MS,
     NETWORK_MAX_UTIL,
@@ -215,6 +215,27 @@ def _with_local(cat, local_gpus):
     return replace(cat, gpus=MappingProxyType({**cat.gpus, **{g.key: g for g in local_gpus}}))
 
 
+def _names(w) -> dict:
+    """What to call the workload's inputs in a message: the flags, or the file's fields."""
+    if w.source == "flags":
+        return {"input": "--input-len", "output": "--output-len", "ttft": "--ttft-slo", "tpot": "--tpot-slo"}
+    return {"input": f"{w.source}: input", "output": "output", "ttft": f"{w.source}: slo.ttft_ms (or --ttft-slo)",
+            "tpot": f"{w.source}: slo.tpot_ms (or --tpot-slo)"}
+
+
+def check_lengths(model: ModelSpec, w) -> None:
+    """A mean request longer than the model's context is a mistake in the lengths, not an SLO
+    to miss: say so naming the lengths' source (the flags, a workload file or a trace)."""
+    names = _names(w)
+    ctx = model.max_position
+    if w.input.mean >= ctx:
+        raise BadInput(f"{names['input']}: mean prompt of {w.input.mean:,.0f} tokens does not fit in {model.name}'s context "
+                       f"of {ctx:,} tokens (max_position)")
+    if w.input.mean + w.output.mean > ctx:
+        raise BadInput(f"{names['input']} + {names['output']}: mean prompt + output of {w.input.mean + w.output.mean:,.0f} tokens does not fit in "
+                       f"{model.name}'s context of {ctx:,} tokens (max_position)")
+
+
 def check_floor(model: ModelSpec, w, space: SearchSpace, gpus: list) -> None:
     """An SLO below what physics allows on every allowed GPU is a user mistake: say the floor.
     A model that fits on none of them is infeasible (exit 3), whatever the SLOs."""
@@ -231,14 +252,14 @@ def check_floor(model: ModelSpec, w, space: SearchSpace, gpus: list) -> None:
     one = Replica(model, fastest, 1, space.weight_dtype)
     if w.slo.tpot_ms < best.decode_step_s(1, ctx) * 1e3:
         raise BadInput(
-            f"--tpot-slo {w.slo.tpot_ms:g} ms is below the physical floor: a decode step must read the "
+            f"{_names(w)['tpot']} {w.slo.tpot_ms:g} ms is below the physical floor: a decode step must read the "
             f"{model.weight_bytes(space.weight_dtype) / 1e9:.1f} GB of {space.weight_dtype} weights, which takes "
             f"{one.weight_read_floor_s * 1e3:.2f} ms on one {fastest.name} at full bandwidth; the fastest allowed setup "
             f"({best.label()}) needs {best.decode_step_s(1, ctx) * 1e3:.2f} ms per step even alone")
     lq = w.input.percentile(w.slo.percentile)
     pf = min(r.prefill_time_s([lq]) for r in fitting)
     if w.slo.ttft_ms < pf * 1e3:
-        raise BadInput(f"--ttft-slo {w.slo.ttft_ms:g} ms is below the physical floor: a p{w.slo.percentile} prompt of {lq:.0f} tokens "
+        raise BadInput(f"{_names(w)['ttft']} {w.slo.ttft_ms:g} ms is below the physical floor: a p{w.slo.percentile} prompt of {lq:.0f} tokens "
                        f"takes at least {pf * 1e3:.1f} ms to prefill on the fastest allowed setup")
 
 
@@ -306,19 +327,21 @@ def plan(
     from planner.workload.workload import workload_from_flags
 
     t0 = time.perf_counter()
-    spec = model if isinstance(model, ModelSpec) else resolve_model(model)
+    with named("--model"):
+        spec = model if isinstance(model, ModelSpec) else resolve_model(model)
     if workload is None:
         if rate is None and requests_per_day is None:
             rate = 10.0
         workload = workload_from_flags(rate=rate, requests_per_day=requests_per_day, peak_factor=peak_factor, input_len=input_len,
                                        output_len=output_len, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms, percentile=percentile)
     w = workload
-    cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
+    with named("--catalog"):
+        cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
     for name, v in (("--weight-dtype", weight_dtype), ("--kv-dtype", kv_dtype)):
         if v not in ("fp32", "bf16", "fp16", "fp8", "int8", "int4"):
-            raise BadInput(f"{name} {v!r}: expected fp32, bf16, fp16, fp8, int8 or int4")
+            raise BadInput(f"{name} {shown(v)}: expected fp32, bf16, fp16, fp8, int8 or int4")
     if kv_compression not in ("none", "fp8", "int8"):
-        raise BadInput(f"--kv-compression {kv_compression!r}: expected none, fp8 or int8")
+        raise BadInput(f"--kv-compression {shown(kv_compression)}: expected none, fp8 or int8")
 
     calibration = {"status": "uncalibrated", "profiles": [], "gpus": {}}
     efficiencies: dict = {}
@@ -327,28 +350,37 @@ def plan(
     if profiles:
         from planner.steptime.calibrate import calibrate_from_profiles
 
-        cal = calibrate_from_profiles(profiles, cat)
+        with named("--profile"):
+            cal = calibrate_from_profiles(profiles, cat)
         efficiencies, extra_gpus, calibration, measured = cal.efficiencies, cal.local_gpus, cal.report, cal.measured
 
-    def pick(names):
-        if not names:
+    def pick(names, flag):
+        if names is None:
             return None
         names = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+        if not names:
+            raise BadInput(f"{flag}: no GPU types given: known: {', '.join(cat.keys())}")
         out = []
         for n in names:
             if n.lower() == "local" and not extra_gpus:
-                raise BadInput("--gpus local needs --profile FILE: a profile of this device (not a catalog GPU) gives its measured speeds")
+                raise BadInput(f"{flag} local needs --profile FILE: a profile of this device (not a catalog GPU) gives its measured speeds")
             loc = [g for g in extra_gpus if n.lower() in ("local", g.key, g.name.lower())]
-            out.extend(loc if loc else cat.select([n]))
+            try:
+                out.extend(loc if loc else cat.select([n]))
+            except BadInput as e:
+                raise BadInput(f"{flag}: {e}") from None
         return out
 
-    all_gpus = pick(gpus) or list(cat)
-    space = SearchSpace(all_gpus, pick(prefill_gpus), pick(decode_gpus), provider, weight_dtype, kv_dtype, kv_compression, efficiencies,
-                        measured=measured, engine=_engine(engine, max_num_seqs, max_num_batched_tokens))
-    if provider:
+    all_gpus = pick(gpus, "--gpus") or list(cat)
+    space = SearchSpace(all_gpus, pick(prefill_gpus, "--prefill-gpus"), pick(decode_gpus, "--decode-gpus"), provider, weight_dtype,
+                        kv_dtype, kv_compression, efficiencies, measured=measured, engine=_engine(engine, max_num_seqs, max_num_batched_tokens))
+    check_lengths(spec, w)
+    if provider is not None:
+        if not provider.strip():
+            raise BadInput("--provider '': empty; give a provider name as the catalog spells it (see `planner gpus`)")
         priced = [g for g in all_gpus if price_or_none(g, provider) is not None]
         if not priced:
-            raise BadInput(f"--provider {provider!r}: none of the allowed GPUs has a price from it")
+            raise BadInput(f"--provider {shown(provider)}: none of the allowed GPUs has a price from it")
         space.skipped = [(g.key, f"no {provider} price") for g in all_gpus if g not in priced]
     check_floor(spec, w, space, all_gpus)
     t1 = time.perf_counter()

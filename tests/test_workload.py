@@ -147,8 +147,10 @@ def test_parse_length_specs():
     ("uniform:2000-100", "1 <= low <= high"),
     ("normal:mean=500", "normal needs mean and std"),
     ("normal:mean=-5000,std=1", "no mass"),
-    ("-5", "fixed length must be >= 1 token, got -5"),
-    ("0", "fixed length must be >= 1 token"),
+    ("-5", "fixed length must be between 1 and 16,777,216 tokens, got -5"),
+    ("0", "fixed length must be between 1 and"),
+    ("1e300", "fixed length must be between 1 and 16,777,216 tokens, got 1e+300"),
+    ("lognormal:mean=1000,sigma=40", "lognormal sigma must be in (0, 4]"),
     ("lognormal:mean", "expected key=value"),
 ])
 def test_parse_length_errors_name_the_flag(spec, needle):
@@ -179,7 +181,7 @@ def test_flags_defaults_and_notes():
     (dict(rate=1, ttft_slo_ms=0), "--ttft-slo-ms must be > 0, got 0"),
     (dict(rate=1, tpot_slo_ms=-3), "--tpot-slo-ms must be > 0, got -3"),
     (dict(rate=1, percentile=95), "--percentile must be one of 50, 90, 99, got 95"),
-    (dict(rate=1, output_len=0), "--output-len: fixed length must be >= 1 token"),
+    (dict(rate=1, output_len=0), "--output-len: fixed length must be between 1 and 16,777,216 tokens"),
     (dict(rate="fast"), "--rate must be a number, got 'fast'"),
     (dict(rate=1, arrival_cv2=-1), "--arrival-cv2 must be >= 0"),
 ])
@@ -316,7 +318,7 @@ def test_bad_traces_name_file_line_and_column(tmp_path):
     m = _bad(tmp_path, "a.csv", "input_tokens,output_tokens\n1,2\n3,x\n")
     assert "a.csv: line 3, column output_tokens: 'x' is not a number" in m
     m = _bad(tmp_path, "b.csv", "input_tokens,output_tokens\n1,2\n\n-3,4\n")
-    assert "b.csv: line 4, column input_tokens: token count must be >= 0, got -3" in m
+    assert "b.csv: line 4, column input_tokens: token count must be in 0..16,777,216, got -3" in m
     m = _bad(tmp_path, "c.csv", "input_tokens,foo\n1,2\n")
     assert "c.csv: no output-length column (have input_tokens, foo" in m
     assert "trace file is empty" in _bad(tmp_path, "d.csv", "")
@@ -326,7 +328,7 @@ def test_bad_traces_name_file_line_and_column(tmp_path):
     m = _bad(tmp_path, "g.csv", "timestamp,input_tokens,output_tokens\n2023-11-16 18:00:00,1,2\nyesterday,1,2\n")
     assert "g.csv: line 3, column timestamp: 'yesterday' is neither seconds nor an ISO 8601 datetime" in m
     m = _bad(tmp_path, "h.jsonl", '{"input_tokens": 1, "output_tokens": 2}\n{"input_tokens": 1, "output_tokens": \n')
-    assert "h.jsonl: line 2: bad JSON" in m
+    assert "h.jsonl: line 2: not valid JSON" in m
     m = _bad(tmp_path, "i.jsonl", '{"input_tokens": 1, "output_tokens": 2}\n[1, 2]\n')
     assert "i.jsonl: line 2: expected a JSON object per line, got list" in m
     m = _bad(tmp_path, "j.jsonl", '{"input_tokens": 1, "output_tokens": 2}\n\n{"input_tokens": 1}\n')

@@ -46,7 +46,8 @@ def check_plan_emit(engines: Optional[List[str]], out: Optional[Path], pilot_fra
 def emit_after_plan(result, engines: list[str], out: Path, pilot_fraction: Optional[float]) -> None:
     """`planner plan --emit`: save the plan beside the recipes (their validate lines name it), then emit."""
     from planner.emit import emit
-    from planner.measure.files import _jsonable, atomic_write_text
+    from planner.io import write_output as atomic_write_text
+    from planner.measure.files import _jsonable
 
     if not result.feasible:
         typer.echo("no feasible plan: nothing emitted", err=True)
@@ -55,6 +56,6 @@ def emit_after_plan(result, engines: list[str], out: Path, pilot_fraction: Optio
     source = Path(out) / "plan.json"
     if source.exists() and not source.is_file():
         raise BadInput(f"--out {out}: plan.json exists and is not a regular file")
-    atomic_write_text(source, json.dumps(plan, indent=2) + "\n")
+    atomic_write_text(source, json.dumps(plan, indent=2) + "\n", "--out", make_parents=True)
     for p in [source] + emit(plan, engines, out, str(source), None, pilot_fraction):
         typer.echo(f"wrote {p}", err=True)

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from planner.errors import BadInput
+from planner.errors import BadInput, shown
 
 profile_app = typer.Typer(
     help="Measure prefill, decode, KV size and utilization: in-process (local) or on a running "
@@ -32,7 +32,7 @@ def parse_ints(text: str | None, flag: str) -> list[int] | None:
         try:
             v = int(item)
         except ValueError:
-            raise BadInput(f"{flag}: {item!r} is not an integer (expected a comma-separated list, e.g. 1,2,4)") from None
+            raise BadInput(f"{flag}: {shown(item)} is not an integer (expected a comma-separated list, e.g. 1,2,4)") from None
         if v < 1:
             raise BadInput(f"{flag}: {v} must be >= 1")
         out.append(v)
@@ -143,7 +143,9 @@ def _workload(workload, rate, requests_per_day, peak_factor, input_len, output_l
 def _done(path: Path) -> None:
     from rich.console import Console
 
-    Console().print(f"wrote [bold]{path}[/]; see it with: planner profile show {path}")
+    from rich.markup import escape
+
+    Console().print(f"wrote [bold]{escape(str(path))}[/]; see it with: planner profile show {escape(str(path))}")
 
 
 if __name__ == "__main__":  # python -m planner.cli.profile ...

@@ -60,7 +60,7 @@ def emit(plan: dict, engines: list[str], out_dir: str | Path, source: str, side:
     """Write each engine's recipe for `plan` (a PlanResult.to_dict()) under `out_dir`; returns the
     paths. `source`: the plan file the headers and validate commands name."""
     from planner.emit.recipe import recipe_from_plan
-    from planner.measure.files import atomic_write_text
+    from planner.io import write_output as atomic_write_text
 
     if not engines:
         raise BadInput(f"--engine: expected one of {', '.join(ENGINES)} or all")
@@ -74,6 +74,6 @@ def emit(plan: dict, engines: list[str], out_dir: str | Path, source: str, side:
             path = out / name
             if path.exists() and not path.is_file():
                 raise BadInput(f"--out {out}: {name} exists and is not a regular file")
-            atomic_write_text(path, text)
+            atomic_write_text(path, text, "--out", make_parents=True)
             written.append(path)
     return written

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from planner.errors import BadInput
+from planner.errors import BadInput, shown
 from planner.measure import prometheus
 from planner.measure.sse import SSEParser, SSEEvent
 from planner.measure.files import check_writable, save_profile
@@ -201,7 +201,7 @@ def _check_ints(name: str, values, lo: int, hi: int) -> list[int]:
         raise BadInput(f"{name}: empty sweep")
     for v in vals:
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise BadInput(f"{name}: {v!r} is out of range (expected an integer in {lo}..{hi})")
+            raise BadInput(f"{name}: {shown(v)} is out of range (expected an integer in {lo}..{hi})")
     return sorted(set(vals))
 
 
@@ -232,7 +232,7 @@ def run_endpoint_profile(
     Raises BadInput (one line) for bad arguments, an unreachable or non-OpenAI server, a model
     it does not serve, or an output path that cannot be written."""
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-        raise BadInput(f"--url: {url!r} is not an http(s) URL (e.g. http://localhost:8000)")
+        raise BadInput(f"--url: {shown(url)} is not an http(s) URL (e.g. http://localhost:8000)")
     base = url.rstrip("/")
     if base.endswith("/v1"):
         base = base[:-3]
@@ -245,7 +245,7 @@ def run_endpoint_profile(
     rpp = requests_per_point if requests_per_point is not None else (2 if quick else 4)
     _check_ints("requests_per_point", [rpp], 1, 100_000)
     if not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
-        raise BadInput(f"timeout: {timeout_s!r} must be a positive number of seconds")
+        raise BadInput(f"timeout: {shown(timeout_s)} must be a positive number of seconds")
     # Default: profiles/<model>-endpoint-<time>.json, named once the model is known; the folder
     # is checked now, before minutes of measuring.
     out = Path(out) if out is not None else None
@@ -387,7 +387,7 @@ async def _discover(run: _Run) -> None:
                            f"POST {run.gen_url[len(run.base):]} -> {probe_status or 'no answer'})")
         if run.model is None:
             raise BadInput(f"{where}: GET /v1/models -> HTTP {status}; name the model with --model")
-        run.note(f"GET /v1/models -> HTTP {status}: model {run.model!r} not checked")
+        run.note(f"GET /v1/models -> HTTP {status}: model {shown(run.model)} not checked")
     elif run.model is None:
         if not served:
             raise BadInput(f"{where}: the server lists no models at /v1/models")
@@ -395,7 +395,7 @@ async def _discover(run: _Run) -> None:
         if len(served) > 1:
             run.note(f"server serves {served}; profiled the first (choose with --model)")
     elif run.model not in served:
-        raise BadInput(f"{where}: model {run.model!r} is not served here; served: {', '.join(served) or 'none'}")
+        raise BadInput(f"{where}: model {shown(run.model)} is not served here; served: {', '.join(served) or 'none'}")
     for card in doc["data"] if served else []:
         if isinstance(card, dict) and card.get("id") == run.model and isinstance(card.get("max_model_len"), int):
             run.max_model_len = card["max_model_len"]  # vLLM lists it here

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planner.errors import BadInput
+from planner.errors import BadInput, shown
 from planner.measure.ceilings import device_info, free_memory_bytes, nvml_index, resolve_device
 from planner.measure.files import check_writable, save_profile
 from planner.specs.models import ModelSpec, resolve_model
@@ -224,9 +224,9 @@ def run_local_profile(model: str, device: str = "cpu", dtype: str | None = None,
     dev = resolve_device(device)
     dtype = dtype or ("bf16" if dev.type == "cuda" else "fp32")
     if dtype not in ("fp32", "bf16", "fp16"):
-        raise BadInput(f"--dtype {dtype!r}: expected bf16, fp16 or fp32")
+        raise BadInput(f"--dtype {shown(dtype)}: expected bf16, fp16 or fp32")
     if spec.experts > 1:
-        raise BadInput(f"model {spec.name!r}: mixture-of-experts shapes are not supported by planner.runtime.model")
+        raise BadInput(f"model {shown(spec.name)}: mixture-of-experts shapes are not supported by planner.runtime.model")
     sweep = plan_sweep(spec, dev, dtype, quick, prompt_lens, batches, contexts, prefill_batches,
                        prefill_batch_len, reps, warmup)
     if threads is not None and not 1 <= int(threads) <= 1024:

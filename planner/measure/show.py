@@ -172,14 +172,14 @@ def show_profile(path, workload=None, console=None) -> dict:
     a = analyse(prof)
     m, dev = prof.meta, prof.meta.get("device", {})
     kvb = m.get("kv_bytes_per_token") or {}
-    console.print(f"[bold]{escape(str(prof.path))}[/]  {m.get('kind')} profile, {m.get('created', '?')}"
+    console.print(f"[bold]{escape(str(prof.path))}[/]  {escape(str(m.get('kind')))} profile, {escape(str(m.get('created', '?')))}"
                   f"{'' if m.get('complete', True) else '  [red](incomplete: ' + escape(str(m.get('error', 'interrupted'))) + ')[/]'}")
     bits = [str(dev.get("type"))] + ([f"{dev['memory_gb']} GB"] if dev.get("memory_gb") else [])
     bits += [f"{k} {dev[k]}" for k in ("driver", "torch") if dev.get(k)]
     console.print(escape(f"device: {dev.get('name')} ({', '.join(bits)})   model: {prof.model.get('name')}  "
                          f"dtype: {prof.dtype}  tp: {prof.tp}"))
     if kvb:
-        console.print(f"KV bytes per token: measured {kvb.get('measured')}, formula {kvb.get('formula')}")
+        console.print(escape(f"KV bytes per token: measured {kvb.get('measured')}, formula {kvb.get('formula')}"))
     if m.get("command"):
         console.print(f"command: {escape(str(m['command']))}")
     for w in m.get("warnings") or []:
@@ -239,9 +239,9 @@ def show_profile(path, workload=None, console=None) -> dict:
                       + f"; measured: {(dec['bound'] == 'memory').sum()} of {len(dec)} decode points memory-bound")
     util = m.get("utilization") or {}
     if util and not util.get("available"):
-        console.print(util.get("note") or "utilization: not available (no NVML)")
+        console.print(escape(str(util.get("note") or "utilization: not available (no NVML)")))
     elif util:
-        t = Table(title=f"GPU utilization ({util.get('note', 'NVML')})", box=box.SIMPLE_HEAD)
+        t = Table(title=escape(f"GPU utilization ({util.get('note', 'NVML')})"), box=box.SIMPLE_HEAD)
         for col in ("phase", "SM %", "mem BW %", "mem GB", "power W", "SM MHz", "samples", "Hz"):
             t.add_column(col, justify="right")
         for ph in ("prefill", "decode"):

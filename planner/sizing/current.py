@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 
-from planner.errors import BadInput
+from planner.errors import BadInput, shown
 from planner.queueing.models import Demand
 from planner.queueing.pools import PoolPrediction, predict_colocated, predict_split
 from planner.sizing.optimizer import TP_SIZES, SearchSpace, mode_label, net_share_bytes_s
@@ -25,12 +25,14 @@ def parse_gpus(spec: str, catalog, model, flag: str = "--current"):
     """'8xa100-40gb', '8 x h100:tp2', '2xl40s/tp=2' -> (GPU, count, tp or None)."""
     m = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*([A-Za-z0-9._ -]+?)\s*(?:[:/,]\s*tp\s*=?\s*(\d+))?\s*", spec or "")
     if not m:
-        raise BadInput(f"{flag} {spec!r}: expected COUNTxGPU[:tpN], e.g. 8xa100-40gb or 8xh100:tp2")
+        raise BadInput(f"{flag} {shown(spec)}: expected COUNTxGPU[:tpN], e.g. 8xa100-40gb or 8xh100:tp2")
     count, gpu, tp = int(m.group(1)), catalog.resolve(m.group(2)), int(m.group(3)) if m.group(3) else None
     if count <= 0:
-        raise BadInput(f"{flag} {spec!r}: GPU count must be > 0")
-    if tp is not None and (tp <= 0 or count % tp or not valid_tp(model, gpu, tp)):
-        raise BadInput(f"{flag} {spec!r}: tp {tp} must divide the count {count} and the {model.heads} heads, within {gpu.gpus_per_node} GPUs per node")
+        raise BadInput(f"{flag} {shown(spec)}: GPU count must be > 0")
+    if tp is not None and tp < 1:
+        raise BadInput(f"{flag} {shown(spec)}: tp must be >= 1, got {tp}")
+    if tp is not None and (count % tp or not valid_tp(model, gpu, tp)):
+        raise BadInput(f"{flag} {shown(spec)}: tp {tp} must divide the count {count} and the {model.heads} heads, within {gpu.gpus_per_node} GPUs per node")
     return gpu, count, tp
 
 
@@ -87,7 +89,7 @@ def evaluate_split(spec: str, catalog, model, d: Demand, w, space: SearchSpace) 
     the counts allow (the decode pool's tp first: it is what usually binds)."""
     parts = (spec or "").split("+")
     if len(parts) != 2:
-        raise BadInput(f"--current-split {spec!r}: expected PREFILLxGPU[:tpN]+DECODExGPU[:tpN], e.g. 2xh100+6xh100")
+        raise BadInput(f"--current-split {shown(spec)}: expected PREFILLxGPU[:tpN]+DECODExGPU[:tpN], e.g. 2xh100+6xh100")
     (pg, pc, pt), (dg, dc, dt) = (parse_gpus(x, catalog, model, "--current-split") for x in parts)
     out = {"spec": spec, "prefill": {"gpu": pg.key, "gpus": pc}, "decode": {"gpu": dg.key, "gpus": dc}, "gpus": pc + dc}
     cost = pg.price(space.provider).usd_per_gpu_hour * pc + dg.price(space.provider).usd_per_gpu_hour * dc

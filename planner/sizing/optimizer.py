@@ -203,7 +203,9 @@ def cheapest_pool(cands: list[Candidate], lam: float, min_net_bytes_s: float = 0
     cost = np.array([c.usd_per_replica_hour for c in cands])
     caps = np.array([c.capacity_rps for c in cands])
     ub = np.array([math.ceil(lam / c.capacity_rps) + 1 for c in cands], dtype=float)
-    cons = [LinearConstraint(caps[None, :], lb=lam, ub=np.inf)]
+    # At least one replica: a rate below the solver's feasibility tolerance (1e-6 req/s and less)
+    # would otherwise be "served" by an empty pool.
+    cons = [LinearConstraint(caps[None, :], lb=lam, ub=np.inf), LinearConstraint(np.ones((1, len(cands))), lb=1, ub=np.inf)]
     if min_net_bytes_s > 0:
         net = np.array([c.net_share_bytes_s for c in cands])
         if net.max() <= 0:

@@ -26,11 +26,23 @@ from pathlib import Path
 import numpy as np
 from scipy.special import ndtr, ndtri  # normal CDF and its inverse: cheap to import, unlike scipy.stats
 
-from planner.errors import BadInput
+from planner.errors import BadInput, clip, shown
 
 Z90 = float(ndtri(0.90))  # 1.2816: standard normal 90th percentile
 SLO_PERCENTILES = (50, 90, 99)
 KINDS = ("fixed", "lognormal", "uniform", "normal", "empirical")
+#: The longest length a distribution may describe (tokens): 16.8 M, beyond any model's context.
+MAX_TOKENS = 1 << 24
+#: The widest lognormal (std of ln tokens): at 4 its p99.9 is 2.4e5 x its median.
+MAX_SIGMA = 4.0
+
+
+def _tokens(v, what: str, low: float = 1.0) -> float:
+    """A finite token count in low..MAX_TOKENS, or BadInput naming `what`."""
+    if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= MAX_TOKENS):
+        got = f"{v:g}" if isinstance(v, numbers.Real) and not isinstance(v, bool) else shown(v)
+        raise BadInput(f"{what} must be between {low:g} and {MAX_TOKENS:,} tokens, got {got}")
+    return float(v)
 
 
 def _phi(x):
@@ -70,9 +82,7 @@ class LengthDist:
     # ---- constructors ------------------------------------------------------------------------
     @classmethod
     def fixed(cls, value: float) -> LengthDist:
-        if not value >= 1:
-            raise BadInput(f"fixed length must be >= 1 token, got {value}")
-        return cls("fixed", value_tok=float(round(value)))
+        return cls("fixed", value_tok=float(round(_tokens(value, "fixed length"))))
 
     @classmethod
     def lognormal(cls, mean=None, sigma=None, median=None, p90=None, max=None) -> LengthDist:
@@ -88,8 +98,11 @@ class LengthDist:
             raise BadInput("lognormal needs exactly two of mean, sigma, median, p90 "
                            f"(e.g. lognormal:mean=1000,sigma=0.8), got {', '.join(given) or 'none'}")
         for k, v in given.items():
-            if not (v > 0 and math.isfinite(v)):
-                raise BadInput(f"lognormal {k} must be > 0, got {v}")
+            if k == "sigma":
+                if not (isinstance(v, numbers.Real) and 0 < v <= MAX_SIGMA):
+                    raise BadInput(f"lognormal sigma must be in (0, {MAX_SIGMA:g}], got {shown(v)}")
+            else:
+                _tokens(v, f"lognormal {k}", low=1e-3)
         if sigma is None:
             if median is not None and p90 is not None:
                 if p90 <= median:
@@ -110,22 +123,23 @@ class LengthDist:
             mu = math.log(mean) - sigma * sigma / 2
         else:
             mu = math.log(p90) - Z90 * sigma
-        high = math.inf if max is None else float(max)
-        if not high >= 1:
-            raise BadInput(f"lognormal max must be >= 1 token, got {max}")
+        if not sigma <= MAX_SIGMA:
+            raise BadInput(f"lognormal: these numbers give sigma {sigma:.3g}, wider than {MAX_SIGMA:g}")
+        high = math.inf if max is None else _tokens(max, "lognormal max")
         return cls("lognormal", mu=mu, sigma=float(sigma), high_tok=high)
 
     @classmethod
     def uniform(cls, low: float, high: float) -> LengthDist:
-        if not (1 <= low <= high < math.inf):
+        _tokens(low, "uniform low"), _tokens(high, "uniform high")
+        if not low <= high:
             raise BadInput(f"uniform needs 1 <= low <= high tokens, got {low}-{high}")
         return cls("uniform", low_tok=float(round(low)), high_tok=float(round(high)))
 
     @classmethod
     def normal(cls, mean: float, std: float, low: float = 1, high: float = math.inf) -> LengthDist:
         """Normal(mean, std) truncated to [low, high] (tokens): `mean` is before truncation."""
-        if not std > 0:
-            raise BadInput(f"normal std must be > 0, got {std}")
+        _tokens(mean, "normal mean", low=-MAX_TOKENS), _tokens(std, "normal std", low=1e-3)
+        _tokens(low, "normal min", low=0), high == math.inf or _tokens(high, "normal max")
         if not (0 <= low < high):
             raise BadInput(f"normal needs 0 <= min < max, got min {low}, max {high}")
         d = cls("normal", loc_tok=float(mean), scale_tok=float(std), low_tok=float(low), high_tok=float(high))
@@ -136,9 +150,12 @@ class LengthDist:
     @classmethod
     def empirical(cls, values) -> LengthDist:
         """Observed lengths (tokens). Zeros (failed requests) count as 1 token; negatives are an error."""
-        v = np.asarray(values, dtype=np.float64).ravel()
-        if v.size == 0 or not np.isfinite(v).all() or (v < 0).any():
-            raise BadInput("empirical lengths must be a non-empty list of numbers >= 0")
+        try:
+            v = np.asarray(values, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            raise BadInput(f"empirical values must be a list of numbers, got {shown(values)}") from None
+        if v.size == 0 or not np.isfinite(v).all() or (v < 0).any() or (v > MAX_TOKENS).any():
+            raise BadInput(f"empirical lengths must be a non-empty list of numbers in 0..{MAX_TOKENS:,}")
         v = np.maximum(np.rint(v), 1).astype(np.int64)
         v.setflags(write=False)
         return cls("empirical", values=v, digest=hashlib.sha1(v.tobytes()).hexdigest()[:16])
@@ -297,7 +314,7 @@ def parse_length(spec, name: str = "--input-len") -> LengthDist:
     """
     try:
         if isinstance(spec, bool):
-            raise BadInput(f"expected a length, got {spec!r}")
+            raise BadInput(f"expected a length, got {shown(spec)}")
         if isinstance(spec, (int, float, np.integer, np.floating)):
             return LengthDist.fixed(spec)
         if isinstance(spec, dict):
@@ -306,16 +323,16 @@ def parse_length(spec, name: str = "--input-len") -> LengthDist:
         elif isinstance(spec, str):
             kind, params = _split_spec(spec)
         else:
-            raise BadInput(f"expected a length (int, 'kind:params' or mapping), got {spec!r}")
+            raise BadInput(f"expected a length (int, 'kind:params' or mapping), got {shown(spec)}")
         if kind == "empirical" and "values" in params:
             return LengthDist.empirical(params["values"])
         if kind not in _SPEC_KEYS:
-            raise BadInput(f"unknown length kind {kind!r} (use {', '.join(_SPEC_KEYS)}, or a trace)")
+            raise BadInput(f"unknown length kind {shown(kind)} (use {', '.join(_SPEC_KEYS)}, or a trace)")
         allowed = _SPEC_KEYS[kind]
         args = {}
         for k, v in params.items():
             if k not in allowed:
-                raise BadInput(f"unknown parameter {k!r} for {kind} (use {', '.join(dict.fromkeys(allowed))})")
+                raise BadInput(f"unknown parameter {shown(k)} for {kind} (use {', '.join(dict.fromkeys(allowed))})")
             args[allowed[k]] = _number(v, f"{kind} {k}")
         if kind == "uniform" and set(args) != {"low", "high"}:
             raise BadInput("uniform needs low and high, e.g. uniform:100-2000")
@@ -347,18 +364,20 @@ def _split_spec(text: str) -> tuple[str, dict]:
     for part in filter(None, (p.strip() for p in rest.split(","))):
         k, eq, v = part.partition("=")
         if not eq:
-            raise BadInput(f"cannot read {part!r} in {text!r}: expected key=value")
+            raise BadInput(f"cannot read {shown(part)} in {shown(text)}: expected key=value")
         params[k.strip().lower()] = v.strip()
     return kind, params
 
 
 def _number(v, what: str) -> float:
+    if isinstance(v, bool):  # YAML's true is not 1 ms
+        raise BadInput(f"{what} must be a number, got {shown(v)}")
     try:
         x = float(v)
     except (TypeError, ValueError):
-        raise BadInput(f"{what} must be a number, got {v!r}") from None
+        raise BadInput(f"{what} must be a number, got {shown(v)}") from None
     if not math.isfinite(x):
-        raise BadInput(f"{what} must be finite, got {v!r}")
+        raise BadInput(f"{what} must be finite, got {shown(v)}")
     return x
 
 
@@ -381,9 +400,9 @@ class SLO:
         for k in ("ttft_ms", "tpot_ms"):
             v = getattr(self, k)
             if isinstance(v, bool) or not (isinstance(v, numbers.Real) and v > 0 and math.isfinite(v)):
-                raise BadInput(f"SLO {k} must be > 0, got {v!r}")
+                raise BadInput(f"SLO {k} must be > 0, got {shown(v)}")
         if self.percentile not in SLO_PERCENTILES:
-            raise BadInput(f"SLO percentile must be one of 50, 90, 99, got {self.percentile!r}")
+            raise BadInput(f"SLO percentile must be one of 50, 90, 99, got {shown(self.percentile)}")
 
     def describe(self) -> str:
         return f"p{self.percentile} TTFT <= {self.ttft_ms:g} ms, p{self.percentile} TPOT <= {self.tpot_ms:g} ms"
@@ -481,20 +500,36 @@ def _positive(v, name: str, minimum: float = 0.0, strict: bool = True) -> float:
     return x
 
 
+#: Rates a plan is sized for (req/s): below one request in 12 days nothing is left to size; above
+#: ten million per second is a typo (the largest public services serve thousands).
+MIN_RATE_RPS = 1e-6
+MAX_RATE_RPS = 1e7
+
+
+def _rate(v, name: str, per: float = 1.0) -> float:
+    """A rate in MIN_RATE_RPS..MAX_RATE_RPS (x `per`: 86400 for a daily count)."""
+    x = _positive(v, name)
+    if not MIN_RATE_RPS * per <= x <= MAX_RATE_RPS * per:
+        raise BadInput(f"{name} must be between {MIN_RATE_RPS * per:g} and {MAX_RATE_RPS * per:g}, got {x:g}")
+    return x
+
+
 def _resolve_rate(rate, requests_per_day, peak_factor, names: dict) -> tuple[float, float, list[str]]:
     """(sizing rate, mean rate, notes) from a mean rate or a daily count, times the peak factor."""
     pf = _positive(peak_factor, names["peak_factor"], 1.0, strict=False)
     if rate is not None and requests_per_day is not None:
         raise BadInput(f"give {names['rate']} or {names['requests_per_day']}, not both")
     if rate is not None:
-        mean = _positive(rate, names["rate"])
+        mean = _rate(rate, names["rate"])
         how = f"{mean:.4g} req/s ({names['rate']})"
     elif requests_per_day is not None:
-        per_day = _positive(requests_per_day, names["requests_per_day"])
+        per_day = _rate(requests_per_day, names["requests_per_day"], 86400.0)
         mean = per_day / 86400.0
         how = f"{per_day:,.0f} req/day / 86400 s = {mean:.4g} req/s"
     else:
         raise BadInput(f"no request rate: give {names['rate']} or {names['requests_per_day']}")
+    if pf * mean > MAX_RATE_RPS:
+        raise BadInput(f"{names['peak_factor']} {pf:g} x the mean rate {mean:.4g} req/s is above {MAX_RATE_RPS:g} req/s")
     if pf == 1.0:
         note = f"sized for a steady {mean:.4g} req/s = {how}; peak factor 1.0 (no burst headroom)"
     else:
@@ -523,7 +558,7 @@ def slo_from_flags(ttft, tpot, pct, names=("--ttft-slo-ms", "--tpot-slo-ms", "--
     t1 = _positive(ttft, names[0])
     t2 = _positive(tpot, names[1])
     if isinstance(pct, bool) or pct not in SLO_PERCENTILES:
-        raise BadInput(f"{names[2]} must be one of 50, 90, 99, got {pct!r}")
+        raise BadInput(f"{names[2]} must be one of 50, 90, 99, got {shown(pct)}")
     return SLO(ttft_ms=t1, tpot_ms=t2, percentile=int(pct))
 
 
@@ -559,10 +594,13 @@ def _from_trace(tr, slo: SLO, rate, peak_factor, source: str, names=None) -> Wor
         raise BadInput(f"{names['peak_factor']} cannot be combined with a timed trace: its busiest minute sets the peak")
     f = 1.0
     if rate is not None:
-        f = _positive(rate, names["rate"]) / tr.mean_rate_rps
+        f = _rate(rate, names["rate"]) / tr.mean_rate_rps
         notes.append(f"arrivals rescaled from the trace's mean {tr.mean_rate_rps:.4g} req/s to {rate:.4g} req/s "
                      f"(gaps x {1 / f:.4g})")
     mean, peak = tr.mean_rate_rps * f, tr.peak_minute_rps * f
+    if not MIN_RATE_RPS <= mean <= peak <= MAX_RATE_RPS:
+        raise BadInput(f"{tr.source}: arrivals give a rate of {mean:.3g} req/s (busiest minute {peak:.3g} req/s), outside "
+                       f"{MIN_RATE_RPS:g}..{MAX_RATE_RPS:g} req/s: are the timestamps in seconds?")
     notes.append(f"sized for the trace's busiest minute: {peak:.4g} req/s (mean {mean:.4g} req/s)")
     cv2 = tr.arrival_cv2 if tr.arrival_cv2 is not None else 1.0
     notes.append(f"arrival cv^2 = {cv2:.3g}, measured from the trace's inter-arrival gaps")
@@ -593,21 +631,10 @@ def load_workload_file(path) -> Workload:
         hourly_rps: [24 numbers]  # optional daily profile (req/s); alone it also sets the rate
         arrival_cv2: 1.0          # optional; default Poisson, or measured from the trace
     """
-    import yaml
+    from planner.safeload import load_yaml, read_text
 
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput(f"{p}: workload file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadInput(f"{p}: cannot read workload file: {e}") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise BadInput(f"{p}:{where} invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    doc = load_yaml(read_text(p, str(p), "workload file", max_bytes=256 << 20), str(p))
     if not isinstance(doc, dict):
         raise BadInput(f"{p}: a workload file must be a mapping of keys (rate_rps, input, output, slo, ...)")
     _check_keys(p, doc, _FILE_KEYS, "")
@@ -630,7 +657,7 @@ def load_workload_file(path) -> Workload:
         from planner.workload.trace import load_trace
 
         if not isinstance(rel, str):
-            raise BadInput(f"{p}: {field_name} must be a file path, got {rel!r}")
+            raise BadInput(f"{p}: {field_name} must be a file path, got {shown(rel)}")
         full = (base / rel).resolve()
         if full not in traces:
             try:
@@ -653,7 +680,7 @@ def load_workload_file(path) -> Workload:
         raise BadInput(f"{p}: give rate_rps or requests_per_day, not both")
     if "trace" in doc:
         if rpd is not None:
-            rate = _positive(rpd, names["requests_per_day"]) / 86400.0
+            rate = _rate(rpd, names["requests_per_day"], 86400.0) / 86400.0
             names["rate"] = names["requests_per_day"]
         w = _from_trace(trace_at(doc["trace"], "trace"), slo, rate, doc.get("peak_factor"), str(p), names)
         notes = list(w.notes)
@@ -697,7 +724,7 @@ def _check_keys(p: Path, d: dict, known: tuple, prefix: str) -> None:
         if k not in known:
             close = difflib.get_close_matches(str(k), known, n=1)
             hint = f"; did you mean {prefix}{close[0]}?" if close else f" (known: {', '.join(known)})"
-            raise BadInput(f"{p}: unknown key {prefix}{k}{hint}")
+            raise BadInput(f"{p}: unknown key {clip(prefix + str(k))}{hint}")
 
 
 def _hourly(p: Path, v) -> tuple[float, ...] | None:

@@ -7,7 +7,7 @@ A local worker that dies while the server serves is started again by the supervi
 through the same `_spawn` as at start, unless `restart` is off.
 SIGTERM or Ctrl-C: new requests get 503, in-flight ones finish (up to drain_timeout_s), workers are
 told to stop and joined (terminated, then killed, if they linger), and the process exits 0. A
-worker whose parent disappears exits by itself, so nothing is left behind even after kill -9.
+worker whose server disappears exits by itself (within 0.2 s), so nothing is left behind even after kill -9.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class Server:
         """Start one local worker process (at start, and for each restart) and tell the router."""
         from planner.runtime.worker import _spawn_entry
 
-        ctx = multiprocessing.get_context("spawn")
+        ctx = _mp_context()
         p = ctx.Process(target=_spawn_entry, name=f"planner-{name}", daemon=True,
                         args=(self.router.address, role, name, self.cfg.router_host, os.getpid()))
         p.start()
@@ -157,6 +157,26 @@ class Server:
             if p.is_alive():
                 p.kill()
                 await asyncio.to_thread(p.join, 3.0)
+
+
+# What a worker imports before it can load a model (torch alone is ~1-2 s on a small CPU).
+WORKER_MODULES = ["torch", "planner.runtime.model", "planner.runtime.engine", "planner.runtime.prefill",
+                  "planner.runtime.decode", "planner.runtime.colocated"]
+_CTX = None
+
+
+def _mp_context():
+    """Workers fork from a fork server that has imported WORKER_MODULES once (a clean process,
+    started on first use, no CUDA initialised, exiting with the server), so a restart skips the
+    imports; plain spawn where the OS has no forkserver (Windows)."""
+    global _CTX
+    if _CTX is None:
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            _CTX = multiprocessing.get_context("forkserver")
+            _CTX.set_forkserver_preload(WORKER_MODULES)
+        else:
+            _CTX = multiprocessing.get_context("spawn")
+    return _CTX
 
 
 def serve_forever(cfg: ServeConfig, on_ready=None) -> int:

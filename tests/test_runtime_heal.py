@@ -28,7 +28,8 @@ from planner.runtime.supervisor import restart_delay  # noqa: E402
 
 COMMON = dict(model="tiny", max_model_len=160, max_seqs=8, threads_per_worker=1)
 MAX_TOKENS = 100
-END_WITHIN_S = 10.0  # every in-flight request ends this soon after the kill
+FAIL_WITHIN_S = 5.0  # a request the dead worker held ends with an error this soon after the kill
+END_WITHIN_S = 60.0  # every stream ends by then (the others run to completion, sharing the CPU with the restart)
 RECOVER_WITHIN_S = 30.0  # generous for a loaded 2-core CI runner; measured ~2-4 s here
 
 
@@ -90,16 +91,15 @@ def _kill_under_load(h, name: str, n: int = 4) -> dict:
     for gauge in ("planner:num_requests_running", "planner:num_requests_waiting", "planner:kv_cache_usage_perc"):
         assert _metric(text, gauge, worker=name) == 0, (gauge, text)
 
-    t.join(END_WITHIN_S + 5)
+    t.join(END_WITHIN_S)
     assert not t.is_alive(), "a stream hung after the kill"
     res = box["res"]
     for r in res:  # each ended: complete, or with the error event naming the dead worker
         if r["status"] != 200:  # sent after the kill, while the role had no ready worker
             assert r["status"] == 503, r
             continue
-        assert r["t_end"] - t_kill < END_WITHIN_S, r
         if r["error"]:
-            assert name in r["error"], r["error"]
+            assert name in r["error"] and r["t_end"] - t_kill < FAIL_WITHIN_S, (r["error"], r["t_end"] - t_kill)
         else:
             assert len(r["token_ids"]) == MAX_TOKENS and r["finish_reason"] == "length", r
 

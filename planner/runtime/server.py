@@ -159,9 +159,11 @@ class Server:
                 await asyncio.to_thread(p.join, 3.0)
 
 
-# What a worker imports before it can load a model (torch alone is ~1-2 s on a small CPU).
-WORKER_MODULES = ["torch", "planner.runtime.model", "planner.runtime.engine", "planner.runtime.prefill",
-                  "planner.runtime.decode", "planner.runtime.colocated"]
+# What a worker imports before it can load a model: torch (~1-2 s on a small CPU), and
+# torch._dynamo, which the first module built under torch.device("meta") imports lazily (~1-3 s).
+# A module missing from some torch version is skipped (the fork server ignores ImportError).
+WORKER_MODULES = ["torch", "torch._dynamo", "planner.runtime.model", "planner.runtime.engine",
+                  "planner.runtime.prefill", "planner.runtime.decode", "planner.runtime.colocated"]
 _CTX = None
 
 

@@ -142,7 +142,11 @@ def test_client_disconnect_frees_the_sequence(server):
     def successes():
         return _metric(get(server.url + "/metrics")[1], "planner:request_success_total")
 
+    def counter(name):
+        return _metric(get(server.url + "/metrics")[1], name)
+
     before = successes()
+    cancelled, failed = counter("planner:request_cancelled_total"), counter("planner:request_failure_total")
     asyncio.run(go())
     import time
 
@@ -155,5 +159,11 @@ def test_client_disconnect_frees_the_sequence(server):
         if time.monotonic() > t0 + 2 and decode["running"] == 0 and decode["kv_cache_usage"] == 0:
             break
     assert decode["running"] == 0 and decode["kv_cache_usage"] == 0, decode
-    # cancelled, not run to its max_tokens: no success was counted for it
+    # cancelled, not run to its max_tokens: counted as cancelled, neither success nor failure
     assert successes() == before
+    assert counter("planner:request_cancelled_total") == cancelled + 1
+    assert counter("planner:request_failure_total") == failed
+    # logged in one line, without a traceback
+    log = server.log_text()
+    assert len([line for line in log.splitlines() if "client disconnected" in line]) == 1, log[-3000:]
+    assert "Traceback" not in log and "ClientConnectionResetError" not in log

@@ -1,4 +1,5 @@
-"""Faults and lifecycle: kill -9 of workers mid-run, SIGTERM drain, no orphans after the server dies."""
+"""Faults and lifecycle: kill -9 of workers mid-run (with restarts off: see test_runtime_heal.py for
+the supervisor), SIGTERM drain, no orphans after the server dies."""
 
 import os
 import signal
@@ -48,7 +49,7 @@ def _metric(text: str, name: str, **labels) -> float:
 
 
 def test_kill_decode_then_prefill_worker_mid_run():
-    with start_server(mode="disaggregated", prefill_workers=2, decode_workers=2, **COMMON) as h:
+    with start_server(mode="disaggregated", prefill_workers=2, decode_workers=2, restart=False, **COMMON) as h:
         pids = h.worker_pids()
         payloads = [{"prompt": f"long story {i}", "max_tokens": 140, "temperature": 0.0} for i in range(4)]
         box = {}
@@ -89,12 +90,14 @@ def test_kill_decode_then_prefill_worker_mid_run():
         assert _metric(text, "planner:worker_deaths_total", worker="decode-0", role="decode") == 1
         assert _metric(text, "planner:request_failure_total", reason="worker_died") == 2
         assert _metric(text, "planner:worker_up", worker="prefill-0") == 0
+        assert _metric(text, "planner:worker_restarts_total") == 0  # restart=False
+        assert all(w["running"] == 0 and w["kv_cache_usage"] == 0 for w in h.health()["workers"] if w["state"] == "dead")
         assert "decode-0" in h.log_text() and "dead" in h.log_text()
     assert _wait_gone(list(pids.values()), 10) == []
 
 
 def test_all_decode_workers_dead_gives_503():
-    with start_server(mode="disaggregated", prefill_workers=1, decode_workers=1, **COMMON) as h:
+    with start_server(mode="disaggregated", prefill_workers=1, decode_workers=1, restart=False, **COMMON) as h:
         pids = h.worker_pids()
         os.kill(pids["decode-0"], signal.SIGKILL)
         _wait_gone([pids["decode-0"]], 5)

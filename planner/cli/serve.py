@@ -28,6 +28,8 @@ def serve(
     chunked_prefill: bool = typer.Option(False, "--chunked-prefill", help="colocated: split prompts into chunks between decode steps"),
     kv_compression: str = typer.Option("none", help="KV transfer codec: none, fp8 or int8"),
     threads_per_worker: int = typer.Option(0, help="torch threads per worker on CPU (0: cores / workers)"),
+    restart: bool = typer.Option(True, "--restart/--no-restart",
+                                 help="start a worker that dies again (at most 5 times a minute)"),
 ):
     """Serve a model over an OpenAI-compatible API with separate prefill and decode workers."""
     from planner.errors import BadInput
@@ -44,7 +46,7 @@ def serve(
         host=host, port=port, router_host=router_host, router_port=router_port, seed=seed,
         max_model_len=max_model_len, max_seqs=max_seqs, max_batch_tokens=max_batch_tokens,
         kv_budget_tokens=kv_budget_tokens, chunked_prefill=chunked_prefill, kv_compression=kv_compression,
-        threads_per_worker=threads_per_worker,
+        threads_per_worker=threads_per_worker, restart=restart,
     )
 
     def ready(server):

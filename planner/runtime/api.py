@@ -2,7 +2,11 @@
 
 Requests are checked here, once, and anything malformed gets a 400 with an OpenAI-style body
 {"error": {"message", "type", "param", "code"}}; an unknown model name gets 404, no ready worker
-503, a worker that dies mid-request 500 (or an "error" event on a stream). Streams are SSE
+503, a worker that dies mid-request 500 (or an "error" event on a stream). Every other 4xx/5xx
+gets the same JSON body too: aiohttp's own (404 route, 405, 413 body too large) are rewritten by
+a middleware, and a bug is logged with its traceback and answered as a JSON 500. A client that
+disconnects cancels its requests (counted in planner:request_cancelled_total, one log line).
+Streams are SSE
 ("data: {...}\\n\\n", "data: [DONE]") and always end with a usage chunk (choices: []).
 Extension: "return_token_ids": true adds each choice's generated `token_ids`.
 """
@@ -11,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import os
 import time
 
@@ -19,13 +25,21 @@ from aiohttp import web
 from planner.runtime.router import Request, Unavailable
 from planner.runtime.tokenizer import chat_prompt
 
+log = logging.getLogger("planner.serve")
+MAX_BODY_BYTES = 32 * 1024 * 1024
+# Options this server does not implement, accepted only at a value that changes nothing, so no
+# client silently gets other sampling than it asked for (None, i.e. absent, is always fine).
+NO_OP_VALUES = {"echo": (False,), "logprobs": (False, 0), "top_logprobs": (0,), "tools": ([],), "suffix": ("",),
+                "presence_penalty": (0,), "frequency_penalty": (0,), "repetition_penalty": (1,),
+                "top_k": (-1, 0), "min_p": (0,), "logit_bias": ({},), "best_of": (1,)}
+
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, param: str | None = None, type_: str | None = None, code=None):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
-        self.type = type_ or {400: "invalid_request_error", 404: "invalid_request_error",
-                              503: "service_unavailable"}.get(status, "server_error")
+        self.type = type_ or ("service_unavailable" if status == 503 else
+                              "server_error" if status >= 500 else "invalid_request_error")
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -38,12 +52,31 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _show(v, limit: int = 200) -> str:
+    """repr(v), cut to `limit` characters: an error message never echoes a whole huge value."""
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit] + f"... ({len(r)} characters)"
+
+
+def _text(s: str, param: str) -> str:
+    """`s` if UTF-8 can encode it. JSON may carry lone surrogates ("\\ud800"), which Python
+    strings hold but no tokenizer can encode."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ApiError(400, f"'{param}' is not valid Unicode: lone surrogate U+{ord(s[e.start]):04X} "
+                            f"at character {e.start}", param) from None
+    return s
+
+
 def _number(body: dict, key: str, default: float, low: float, high: float, low_open: bool = False) -> float:
     v = body.get(key, default)
     if v is None:
         return default
     if not isinstance(v, (int, float)) or isinstance(v, bool):
-        raise ApiError(400, f"'{key}' must be a number, got {v!r}", key)
+        raise ApiError(400, f"'{key}' must be a number, got {_show(v)}", key)
+    if isinstance(v, float) and not math.isfinite(v):  # json.loads takes NaN and Infinity
+        raise ApiError(400, f"'{key}' must be a finite number, got {v}", key)
     if v < low or v > high or (low_open and v == low):
         raise ApiError(400, f"'{key}' must be in {'(' if low_open else '['}{low}, {high}], got {v}", key)
     return float(v)
@@ -72,7 +105,7 @@ class Api:
     def _check_model(self, body: dict) -> None:
         model = body.get("model")
         if model is not None and model != self.cfg.name:
-            raise ApiError(404, f"The model `{model}` does not exist. This server serves `{self.cfg.name}`.",
+            raise ApiError(404, f"The model `{str(model)[:200]}` does not exist. This server serves `{self.cfg.name}`.",
                            "model", code="model_not_found")
 
     def _prompts(self, body: dict) -> list[list[int]]:
@@ -89,7 +122,7 @@ class Api:
             raise ApiError(400, "'prompt' must be a non-empty string, list of strings, or list of token ids", "prompt")
         out = []
         for x in items:
-            ids = self.tok.encode(x) if isinstance(x, str) else list(x)
+            ids = self.tok.encode(_text(x, "prompt")) if isinstance(x, str) else list(x)
             if not ids:
                 raise ApiError(400, "'prompt' must not be empty", "prompt")
             bad = [t for t in ids if t < 0 or t >= self.server.spec.vocab]
@@ -107,6 +140,13 @@ class Api:
         for i, m in enumerate(msgs):
             if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), (str, list)):
                 raise ApiError(400, f"messages[{i}] must be an object with a string 'role' and a 'content'", "messages")
+            _text(m["role"], "messages")
+            parts = m["content"] if isinstance(m["content"], list) else [{"type": "text", "text": m["content"]}]
+            for j, part in enumerate(parts):
+                if not isinstance(part, dict) or part.get("type", "text") != "text" or not isinstance(part.get("text"), str):
+                    raise ApiError(400, f"messages[{i}].content[{j}] must be a text part {{\"type\": \"text\", "
+                                        f"\"text\": string}} (this server reads text only), got {_show(part)}", "messages")
+                _text(part["text"], "messages")
         return self.tok.encode(chat_prompt(msgs))
 
     def _params(self, body: dict, prompt_len: int, chat: bool) -> dict:
@@ -116,17 +156,19 @@ class Api:
         if mt is None:
             mt = max(1, limit - prompt_len) if chat else 16
         elif not _is_int(mt) or mt <= 0:
-            raise ApiError(400, f"'{key}' must be a positive integer, got {mt!r}", key)
+            raise ApiError(400, f"'{key}' must be a positive integer, got {_show(mt)}", key)
         if prompt_len + mt > limit:
             raise ApiError(400, f"This model's maximum context length is {limit} tokens. However, you requested "
                                 f"{prompt_len + mt} tokens ({prompt_len} in the prompt, {mt} in the completion). "
                                 "Please reduce the length of the prompt or the completion.", key)
         n = body.get("n", 1)
-        if n != 1:
-            raise ApiError(400, f"'n' must be 1 (got {n!r}): this server returns one choice per prompt", "n")
-        for unsupported in ("echo", "logprobs", "top_logprobs", "tools", "suffix"):
-            if body.get(unsupported) not in (None, False, [], 0):
-                raise ApiError(400, f"'{unsupported}' is not supported by this server", unsupported)
+        if n != 1 or isinstance(n, bool):
+            raise ApiError(400, f"'n' must be 1 (got {_show(n)}): this server returns one choice per prompt", "n")
+        for key, no_op in NO_OP_VALUES.items():
+            v = body.get(key)
+            if v is not None and not any(isinstance(v, bool) == isinstance(ok, bool) and v == ok for ok in no_op):
+                allowed = " or ".join(json.dumps(ok) for ok in no_op)
+                raise ApiError(400, f"'{key}' is not supported by this server (only {allowed}), got {_show(v)}", key)
         stop = body.get("stop")
         if stop is None:
             stop = []
@@ -134,12 +176,14 @@ class Api:
             stop = [stop]
         if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 4:
             raise ApiError(400, "'stop' must be a string or a list of at most 4 non-empty strings", "stop")
+        for x in stop:
+            _text(x, "stop")
         seed = body.get("seed")
         if seed is not None and not _is_int(seed):
-            raise ApiError(400, f"'seed' must be an integer, got {seed!r}", "seed")
+            raise ApiError(400, f"'seed' must be an integer, got {_show(seed)}", "seed")
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
-            raise ApiError(400, f"'stream' must be a boolean, got {stream!r}", "stream")
+            raise ApiError(400, f"'stream' must be a boolean, got {_show(stream)}", "stream")
         return {
             "max_tokens": int(mt),
             "temperature": _number(body, "temperature", 1.0, 0.0, 2.0),
@@ -214,6 +258,9 @@ class Api:
             if params["stream"]:
                 return await self._stream(request, reqs, params, chat, rid)
             results = await asyncio.gather(*(self._collect(r, params["stop"]) for r in reqs))
+        except asyncio.CancelledError:  # the client hung up: aiohttp cancels its handler
+            await self._client_left(reqs)
+            raise
         finally:
             for r in reqs:
                 await self.router.cancel(r)
@@ -287,12 +334,20 @@ class Api:
                          "usage": self._usage(reqs, counts)})
             await write("[DONE]")
             await resp.write_eof()
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
+        except ConnectionResetError:  # the client hung up between two writes
+            await self._client_left(reqs)
         finally:
             for t in tasks:
                 t.cancel()
         return resp
+
+    async def _client_left(self, reqs: list[Request]) -> None:
+        """Count and log (one line, no traceback) the requests a disconnect cut short."""
+        live = [r for r in reqs if await self.router.abandon(r)]
+        if live:
+            why = "server stopped" if self.server.state == "stopped" else "client disconnected"
+            log.info("%s: %s cancelled after %d of %d token(s)", why, ", ".join(r.id for r in live),
+                     sum(r.next_index for r in live), sum(r.max_tokens for r in live))
 
     # ---- endpoints --------------------------------------------------------------------------------
     async def completions(self, request):
@@ -321,7 +376,7 @@ class Api:
             if "messages" in body:
                 ids = self._messages(body)
             elif isinstance(body.get("prompt"), str):
-                ids = self.tok.encode(body["prompt"])
+                ids = self.tok.encode(_text(body["prompt"], "prompt"))
             else:
                 raise ApiError(400, "'prompt' (a string) or 'messages' is required", "prompt")
         except ApiError as e:
@@ -334,6 +389,10 @@ class Api:
             ids = body.get("tokens")
             if not isinstance(ids, list) or not all(_is_int(t) for t in ids):
                 raise ApiError(400, "'tokens' must be a list of token ids", "tokens")
+            bad = [t for t in ids if not 0 <= t < self.server.spec.vocab]
+            if bad:
+                raise ApiError(400, f"token id {_show(bad[0])} is outside the vocabulary "
+                                    f"(0..{self.server.spec.vocab - 1})", "tokens")
         except ApiError as e:
             return e.response()
         return web.json_response({"prompt": self.tok.decode(ids)})
@@ -354,19 +413,36 @@ class Api:
                             headers={"X-Prometheus-Format": "0.0.4"})
 
 
-def make_app(server) -> web.Application:
+def _http_error(request: web.Request, e: web.HTTPException, max_body: int) -> ApiError:
+    """aiohttp's own error (plain text) as the API's JSON error."""
+    if isinstance(e, web.HTTPNotFound):
+        return ApiError(404, f"no route {request.method} {_show(request.path)}")
+    if isinstance(e, web.HTTPMethodNotAllowed):
+        return ApiError(405, f"method {request.method} not allowed on {_show(request.path)}")
+    if isinstance(e, web.HTTPRequestEntityTooLarge):
+        size = f" ({request.content_length} bytes)" if request.content_length else ""
+        return ApiError(413, f"request body too large{size}: the limit is {max_body} bytes", code="request_too_large")
+    return ApiError(e.status, e.reason or f"HTTP {e.status}")
+
+
+def make_app(server, max_body_bytes: int = MAX_BODY_BYTES) -> web.Application:
     api = Api(server)
 
     @web.middleware
     async def errors(request, handler):
         try:
             return await handler(request)
-        except web.HTTPNotFound:
-            return ApiError(404, f"no route {request.method} {request.path}").response()
-        except web.HTTPMethodNotAllowed:
-            return ApiError(405, f"method {request.method} not allowed on {request.path}").response()
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            return _http_error(request, e, max_body_bytes).response()
+        except ApiError as e:
+            return e.response()
+        except Exception:  # a bug, not the client's mistake: the traceback goes to the log, JSON to the client
+            log.exception("internal error on %s %s", request.method, request.path)
+            return ApiError(500, "internal server error (details in the server log)").response()
 
-    app = web.Application(middlewares=[errors], client_max_size=32 * 1024 * 1024)
+    app = web.Application(middlewares=[errors], client_max_size=max_body_bytes)
     app.router.add_post("/v1/completions", api.completions)
     app.router.add_post("/v1/chat/completions", api.chat)
     app.router.add_get("/v1/models", api.models)

@@ -44,6 +44,9 @@ class ServeConfig:
     drain_timeout_s: float = 30.0
     heartbeat_timeout_s: float = 10.0
     ready_timeout_s: float = 600.0
+    restart: bool = True  # start a local worker again when it dies (see supervisor.py)
+    restart_max: int = 5  # ... at most this many times within restart_window_s, then give up
+    restart_window_s: float = 60.0
 
     @property
     def name(self) -> str:
@@ -93,10 +96,14 @@ def make_config(**options) -> ServeConfig:
         raise BadInput(f"--device {cfg.device!r}: expected cpu or cuda[:N]")
     for field, low in [("prefill_workers", 0), ("decode_workers", 0), ("workers", 0), ("max_seqs", 1),
                        ("max_batch_tokens", 1), ("kv_budget_tokens", 0), ("max_model_len", 0),
-                       ("port", 0), ("router_port", 0)]:
+                       ("port", 0), ("router_port", 0), ("restart_max", 0)]:
         v = getattr(cfg, field)
         if not isinstance(v, int) or v < low:
             raise BadInput(f"--{field.replace('_', '-')} must be an integer >= {low}, got {v!r}")
+    if not isinstance(cfg.restart, bool):
+        raise BadInput(f"restart must be true or false, got {cfg.restart!r}")
+    if not isinstance(cfg.restart_window_s, (int, float)) or not 0 < cfg.restart_window_s < 1e9:
+        raise BadInput(f"restart_window_s must be a positive number of seconds, got {cfg.restart_window_s!r}")
     if cfg.mode == "disaggregated" and (cfg.prefill_workers < 1 or cfg.decode_workers < 1):
         # Zero local workers of a role is allowed only when remote workers will register.
         if cfg.router_port == 0:

@@ -110,7 +110,10 @@ class RouterMetrics:
         self.gen_total = c("planner:generation_tokens_total", "Tokens generated.")
         self.success = c("planner:request_success_total", "Requests finished, by finish reason.")
         self.failure = c("planner:request_failure_total", "Requests ended with an error, by reason.")
+        self.cancelled = c("planner:request_cancelled_total", "Requests whose client disconnected before the end "
+                           "(counted neither as success nor as failure).")
         self.deaths = c("planner:worker_deaths_total", "Workers that died (exited without being asked).")
+        self.restarts = c("planner:worker_restarts_total", "Dead workers the supervisor started again.")
         self.running = g("planner:num_requests_running", "Requests a worker is running (decoding or in a prefill batch).")
         self.waiting = g("planner:num_requests_waiting", "Requests a worker holds but has not started (queue or KV budget).")
         self.kv_usage = g("planner:kv_cache_usage_perc", "Fraction (0-1) of a worker's KV budget reserved by running requests.")
@@ -119,8 +122,8 @@ class RouterMetrics:
         self.cold_start = g("planner:cold_start_seconds", "Seconds from launch until every worker was ready.")
         self.all = [self.ttft, self.itl, self.e2e, self.queue, self.prefill, self.decode, self.kv_s, self.kv_wait,
                     self.prompt_tokens, self.gen_tokens, self.kv_bytes, self.prompt_total, self.gen_total,
-                    self.success, self.failure, self.deaths, self.running, self.waiting, self.kv_usage, self.up,
-                    self.cache_info, self.cold_start]
+                    self.success, self.failure, self.cancelled, self.deaths, self.restarts, self.running,
+                    self.waiting, self.kv_usage, self.up, self.cache_info, self.cold_start]
 
     def observe(self, hist: Histogram, value: float) -> None:
         with self.lock:

@@ -65,6 +65,8 @@ class PrefillWorker(Worker):
             sock = self.sinks.pop(addr, None)
             if sock is not None:
                 sock.close(linger=0)
+        elif t == "peer_ready":
+            self.dead_addrs.discard(msg.get("kv_addr"))
         else:
             super().on_role_message(msg)
 

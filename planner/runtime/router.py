@@ -13,8 +13,9 @@ from the prefill worker, the rest from the decode worker, on different connectio
 
 Faults: a local worker's death is seen at once (its process sentinel becomes readable); a remote
 one's when its stats (every 0.25 s) stop for `heartbeat_timeout_s`, or when a send to it fails.
-Its requests end with an error, it is never chosen again, /health shows it dead, and
-planner:worker_deaths_total counts it.
+Its requests end with an error, its load (running, waiting, KV usage) is cleared from /health
+and /metrics, it is never chosen again, and planner:worker_deaths_total counts it; then the
+supervisor (supervisor.py) may start it again under the same name.
 """
 
 from __future__ import annotations
@@ -57,12 +58,15 @@ class WorkerInfo:
     load_tokens: int = 0  # router's own count: prefill tokens queued or KV tokens reserved
     requests: set = field(default_factory=set)
     error: str = ""
+    restarts: int = 0  # times the supervisor started this worker again
+    t_died: float = 0.0  # monotonic time of its last death (carried over to its replacement)
 
     def public(self) -> dict:
         return {"name": self.name, "role": self.role, "pid": self.pid, "host": self.host, "state": self.state,
                 "running": self.running, "waiting": self.waiting,
                 "kv_cache_usage": round(self.kv_reserved / self.kv_budget, 4) if self.kv_budget else 0.0,
-                "load_s": round(self.load_s, 3), **({"error": self.error} if self.error else {})}
+                "load_s": round(self.load_s, 3), "restarts": self.restarts,
+                **({"error": self.error} if self.error else {})}
 
 
 @dataclass
@@ -95,6 +99,9 @@ class Router:
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished worker raises
         self.sock.setsockopt(zmq.LINGER, 0)
+        # A restarted worker reconnects under its old name: the new connection takes the name
+        # over even if the dead one's pipe has not been torn down yet.
+        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         if cfg.router_port:
             self.sock.bind(f"tcp://{cfg.router_host}:{cfg.router_port}")
             port = cfg.router_port
@@ -106,12 +113,14 @@ class Router:
         self.ids = itertools.count()
         self.tasks: list[asyncio.Task] = []
         self.ready_event = asyncio.Event()
+        self.on_dead = None  # callback(WorkerInfo) after a death: the supervisor's
 
     # ---- lifecycle --------------------------------------------------------------------------------
     def expect(self, name: str, role: str, proc) -> None:
-        """A local worker we started: watch its process sentinel for an immediate death notice."""
+        """A local worker we started (or started again): watch its process sentinel for an
+        immediate death notice."""
         self.workers[name] = WorkerInfo(name=name, role=role, pid=proc.pid or 0, proc=proc)
-        asyncio.get_running_loop().add_reader(proc.sentinel, self._on_exit, name)
+        asyncio.get_running_loop().add_reader(proc.sentinel, self._on_exit, name, proc)
 
     def start(self) -> None:
         self.tasks = [asyncio.create_task(self._recv_loop()), asyncio.create_task(self._watch_loop())]
@@ -187,6 +196,11 @@ class Router:
             if w.role != "prefill":
                 self.metrics.cache_info.set(1, worker=name, block_size="1", num_gpu_blocks=str(w.kv_budget))
             log.info("worker %s (%s, pid %s) ready after %.1f s", name, w.role, w.pid, w.load_s)
+            if w.restarts:
+                log.info("worker %s serving again %.1f s after its death", name, time.monotonic() - w.t_died)
+            if w.role == "decode" and w.kv_addr:  # a new decode worker may reuse a dead one's port
+                for p in self.ready_workers("prefill"):
+                    await self.send(p, {"type": "peer_ready", "name": name, "kv_addr": w.kv_addr})
             if all(x.state == "ready" for x in self.workers.values()) and self.can_serve():
                 self.ready_event.set()
         elif t == "stats":
@@ -226,7 +240,7 @@ class Router:
         elif t == "bye":
             if w.state != "dead":
                 w.state = "stopped"
-                self.metrics.up.set(0, worker=name, role=w.role)
+                self._clear_load(w)
                 self._fail_held(w, f"worker {name} stopped")
 
     # ---- requests ---------------------------------------------------------------------------------
@@ -322,6 +336,16 @@ class Router:
             if w is not None and w.state == "ready":
                 await self.send(w, {"type": "cancel", "id": req.id})
 
+    async def abandon(self, req: Request) -> bool:
+        """The client disconnected: count the request cancelled (neither a success nor a failure)
+        unless it had already ended, and drop it. True if it was still running."""
+        live = not req.done
+        if live:
+            with self.metrics.lock:
+                self.metrics.cancelled.inc()
+        await self.cancel(req)
+        return live
+
     def fail(self, req: Request, message: str, reason: str) -> None:
         if req.done:
             return
@@ -341,20 +365,23 @@ class Router:
         self.requests.pop(req.id, None)
 
     # ---- faults -----------------------------------------------------------------------------------
-    def _on_exit(self, name: str) -> None:
-        w = self.workers[name]
-        asyncio.get_running_loop().remove_reader(w.proc.sentinel)
+    def _on_exit(self, name: str, proc) -> None:
+        asyncio.get_running_loop().remove_reader(proc.sentinel)
+        w = self.workers.get(name)
+        if w is None or w.proc is not proc:  # a process already replaced by the supervisor
+            return
         if w.state not in ("dead", "stopped"):
-            code = w.proc.exitcode
-            self.mark_dead(w, f"process exited (code {code})")
+            proc.join(0)  # reap it (the sentinel fires before the exit code is known)
+            code = proc.exitcode
+            why = f"killed by signal {-code}" if code is not None and code < 0 else f"process exited (code {code})"
+            self.mark_dead(w, why)
 
     def mark_dead(self, w: WorkerInfo, why: str, count: bool = True) -> None:
         was = w.state
         w.state = "dead"
         w.error = w.error or why
-        self.metrics.up.set(0, worker=w.name, role=w.role)
-        self.metrics.running.set(0, worker=w.name, role=w.role)
-        self.metrics.waiting.set(0, worker=w.name, role=w.role)
+        w.t_died = time.monotonic()
+        self._clear_load(w)
         if count and was != "dead":
             with self.metrics.lock:
                 self.metrics.deaths.inc(role=w.role, worker=w.name)
@@ -363,6 +390,17 @@ class Router:
         if w.role == "decode" and w.kv_addr:
             for p in self.ready_workers("prefill"):
                 asyncio.ensure_future(self.send(p, {"type": "peer_dead", "name": w.name, "kv_addr": w.kv_addr}))
+        if self.on_dead is not None and was != "dead":
+            self.on_dead(w)
+
+    def _clear_load(self, w: WorkerInfo) -> None:
+        """A dead or stopped worker runs nothing: its last stats must not linger in /health or /metrics."""
+        w.running = w.waiting = w.kv_reserved = 0
+        self.metrics.up.set(0, worker=w.name, role=w.role)
+        self.metrics.running.set(0, worker=w.name, role=w.role)
+        self.metrics.waiting.set(0, worker=w.name, role=w.role)
+        if w.role != "prefill":
+            self.metrics.kv_usage.set(0.0, worker=w.name, role=w.role)
 
     def _fail_held(self, w: WorkerInfo, message: str) -> None:
         for rid in list(w.requests):

@@ -3,9 +3,11 @@
 Order of events: the router binds its control socket; worker processes start (multiprocessing
 spawn), say hello, get the config, load and warm up, and report ready; only then does the HTTP
 port open (the cold start time is printed and exported as planner:cold_start_seconds).
+A local worker that dies while the server serves is started again by the supervisor (supervisor.py),
+through the same `_spawn` as at start, unless `restart` is off.
 SIGTERM or Ctrl-C: new requests get 503, in-flight ones finish (up to drain_timeout_s), workers are
 told to stop and joined (terminated, then killed, if they linger), and the process exits 0. A
-worker whose parent disappears exits by itself, so nothing is left behind even after kill -9.
+worker whose server disappears exits by itself (within 0.2 s), so nothing is left behind even after kill -9.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Server:
         self.procs: list = []
         self.stop_event: asyncio.Event | None = None
         self.forced = False
+        self.supervisor = None
 
     async def run(self, on_ready=None) -> int:
         from aiohttp import web
@@ -53,7 +56,7 @@ class Server:
         from planner.runtime.api import make_app
         from planner.runtime.metrics import RouterMetrics
         from planner.runtime.router import Router
-        from planner.runtime.worker import _spawn_entry
+        from planner.runtime.supervisor import Supervisor
 
         loop = asyncio.get_running_loop()
         self.stop_event = asyncio.Event()
@@ -63,19 +66,18 @@ class Server:
         config_msg = {"type": "config", "config": self.cfg.to_json(), "eos_id": self.tokenizer.eos_id}
         self.router = Router(self.cfg, self.metrics, config_msg)
         self.router.start()
-        ctx = multiprocessing.get_context("spawn")
+        self.supervisor = Supervisor(self.cfg, self.router, self._spawn, lambda: self.state == "serving")
+        self.router.on_dead = self.supervisor.on_dead
         for name, role in self.cfg.local_workers:
-            p = ctx.Process(target=_spawn_entry, name=f"planner-{name}", daemon=True,
-                            args=(self.router.address, role, name, self.cfg.router_host, os.getpid()))
-            p.start()
-            self.procs.append(p)
-            self.router.expect(name, role, p)
+            self._spawn(name, role)
         runner = None
         try:
             await self._wait_ready()
             if self.stop_event.is_set():
                 return 0
-            runner = web.AppRunner(make_app(self), access_log=None, handle_signals=False)
+            # handler_cancellation: a client that hangs up cancels its handler at once, which
+            # cancels its requests on the workers (api.py counts and logs it).
+            runner = web.AppRunner(make_app(self), access_log=None, handle_signals=False, handler_cancellation=True)
             await runner.setup()
             site = web.TCPSite(runner, self.cfg.host, self.cfg.port, shutdown_timeout=2.0)
             try:
@@ -95,10 +97,23 @@ class Server:
             return 0
         finally:
             self.state = "stopped"
+            self.supervisor.close()
             await self._stop_workers()
             if runner is not None:
                 await runner.cleanup()
             await self.router.close()
+
+    def _spawn(self, name: str, role: str):
+        """Start one local worker process (at start, and for each restart) and tell the router."""
+        from planner.runtime.worker import _spawn_entry
+
+        ctx = _mp_context()
+        p = ctx.Process(target=_spawn_entry, name=f"planner-{name}", daemon=True,
+                        args=(self.router.address, role, name, self.cfg.router_host, os.getpid()))
+        p.start()
+        self.procs = [q for q in self.procs if q.is_alive()] + [p]  # drop (and reap) the dead
+        self.router.expect(name, role, p)
+        return p
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.cfg.ready_timeout_s
@@ -142,6 +157,28 @@ class Server:
             if p.is_alive():
                 p.kill()
                 await asyncio.to_thread(p.join, 3.0)
+
+
+# What a worker imports before it can load a model: torch (~1-2 s on a small CPU), and
+# torch._dynamo, which the first module built under torch.device("meta") imports lazily (~1-3 s).
+# A module missing from some torch version is skipped (the fork server ignores ImportError).
+WORKER_MODULES = ["torch", "torch._dynamo", "planner.runtime.model", "planner.runtime.engine",
+                  "planner.runtime.prefill", "planner.runtime.decode", "planner.runtime.colocated"]
+_CTX = None
+
+
+def _mp_context():
+    """Workers fork from a fork server that has imported WORKER_MODULES once (a clean process,
+    started on first use, no CUDA initialised, exiting with the server), so a restart skips the
+    imports; plain spawn where the OS has no forkserver (Windows)."""
+    global _CTX
+    if _CTX is None:
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            _CTX = multiprocessing.get_context("forkserver")
+            _CTX.set_forkserver_preload(WORKER_MODULES)
+        else:
+            _CTX = multiprocessing.get_context("spawn")
+    return _CTX
 
 
 def serve_forever(cfg: ServeConfig, on_ready=None) -> int:

@@ -28,6 +28,36 @@ STATS_EVERY_S = 0.25
 SEND_TIMEOUT_S = 2.0
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # gone, or the pid now belongs to another user
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # no /proc (macOS): alive as far as we can tell
+        return True
+
+
+class ServerWatch:
+    """Call it: True once the server that started this local worker has exited. Either this
+    process's parent changed (started by spawn, the parent is the server, and a dead parent's
+    children are re-parented at once), or the server's pid is gone or a zombie (started by the
+    fork server, the parent is the fork server, which lives as long as its children do).
+    Looks at most every 0.2 s."""
+
+    def __init__(self, server_pid: int):
+        self.server_pid, self.parent, self.t_checked, self.gone = server_pid, os.getppid(), 0.0, False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self.gone and now - self.t_checked >= 0.2:
+            self.t_checked = now
+            self.gone = os.getppid() != self.parent or not _pid_alive(self.server_pid)
+        return self.gone
+
+
 class Worker:
     """What every role shares: the control socket, stats, and knowing when to stop."""
 
@@ -42,7 +72,8 @@ class Worker:
 
         t0 = time.perf_counter()
         self.ctx, self.ctrl, self.cfg, self.name = ctx, ctrl, cfg, name
-        self.parent_pid, self.bind_host = parent_pid, bind_host
+        self.server_gone = ServerWatch(parent_pid) if parent_pid else None
+        self.bind_host = bind_host
         self.advertise_host = advertise_host or (bind_host if bind_host not in ("0.0.0.0", "*") else socket.gethostname())
         self.device = device or cfg.device
         if self.device == "cpu":
@@ -125,9 +156,9 @@ class Worker:
                    "kv_budget_tokens": self.engine.budget})
 
     def orphaned(self) -> bool:
-        """Local workers end with their parent; remote ones when the router has been silent too long."""
-        if self.parent_pid:
-            return os.getppid() != self.parent_pid
+        """Local workers end with the server; remote ones when the router has been silent too long."""
+        if self.server_gone is not None:
+            return self.server_gone()
         return time.monotonic() - self.last_router_msg > 3 * self.cfg.heartbeat_timeout_s
 
     def ready_message(self) -> dict:
@@ -191,6 +222,7 @@ def worker_main(router_addr: str, role: str, name: str, bind_host: str = "127.0.
     ctrl.connect(router_addr)
     ctrl.send(dumps({"type": "hello", "role": role, "name": name, "pid": os.getpid(), "host": socket.gethostname()}))
     worker = None
+    server_gone = ServerWatch(parent_pid) if parent_pid else (lambda: False)
     try:
         deadline = time.monotonic() + 120
         cfg_msg = None
@@ -201,7 +233,7 @@ def worker_main(router_addr: str, role: str, name: str, bind_host: str = "127.0.
                     cfg_msg = m
                 elif m["type"] == "shutdown":
                     return 0
-            elif time.monotonic() > deadline or (parent_pid and os.getppid() != parent_pid):
+            elif time.monotonic() > deadline or server_gone():
                 print(f"[{name}] no config from router {router_addr}: exiting", file=sys.stderr)
                 return 1
         cfg = ServeConfig.from_json(cfg_msg["config"])
@@ -221,9 +253,9 @@ def worker_main(router_addr: str, role: str, name: str, bind_host: str = "127.0.
         ctx.destroy(linger=1)
 
 
-def _spawn_entry(router_addr, role, name, bind_host, parent_pid):
+def _spawn_entry(router_addr, role, name, bind_host, server_pid):
     """multiprocessing target (top-level so spawn can import it)."""
-    sys.exit(worker_main(router_addr, role, name, bind_host, None, None, parent_pid))
+    sys.exit(worker_main(router_addr, role, name, bind_host, None, None, server_pid))
 
 
 def main(argv=None) -> int:

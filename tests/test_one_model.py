@@ -84,3 +84,33 @@ def test_engine_changes_the_plan_and_is_stated(profile):
     assert run.to_dict()["engine"]["max_num_seqs"] == 32  # planner.runtime.config.ServeConfig.max_seqs
     # the runtime's 32-sequence cap (ServeConfig) binds the colocated mode set: unchunked only
     assert {c.mode for c, _ in run.colocated.pools["pool"].items} == {"unchunked"}
+
+
+@pytest.mark.parametrize("args,names", [
+    (["--engine", "bogus"], "--engine"),
+    (["--current-split", "2xh100"], "--current-split"),
+    (["--current-split", "2xh100+0xh100"], "--current-split"),
+    (["--current-split", "2xh100:tp0+2xh100"], "--current-split"),
+    (["--current-split", "[/x]+1xh100"], "--current-split"),
+    (["--max-num-seqs", "0"], "--max-num-seqs"),
+    (["--max-num-batched-tokens", "abc"], "--max-num-batched-tokens"),
+])
+def test_engine_and_split_flags_bad_input_is_one_line(args, names, capsys):
+    try:
+        rc = main(["plan", "--no-pareto", "--gpus", "h100-sxm"] + args)
+    except SystemExit as e:
+        rc = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and names in err[0] and "Traceback" not in err[0]
+
+
+def test_vllm_engine_limits_follow_the_device():
+    from planner.queueing.engine import engine_named
+    from planner.specs.catalog import load_catalog
+
+    cat, e = load_catalog(), engine_named("vllm")
+    assert (e.for_replica(cat.resolve("h100-sxm"), 1).max_num_seqs, e.for_replica(cat.resolve("h100-sxm"), 1).prefill_token_budget) == (1024, 8192)
+    assert e.for_replica(cat.resolve("a100-sxm-80gb"), 1).prefill_token_budget == 2048  # vLLM keeps A100 at 2048 (PR #17885)
+    assert e.for_replica(cat.resolve("l4"), 1).max_num_seqs == 256
+    pinned = e.with_limits(64, 4096)
+    assert pinned.for_replica(cat.resolve("h100-sxm"), 1).max_num_seqs == 64 and pinned.colocated_modes == (4096,)

@@ -168,7 +168,7 @@ def bench_decode(quick: bool, device: str, threads: int) -> list[dict]:
     from planner.runtime.model import build_model, decode_step
     from planner.runtime.config import make_config
     from planner.runtime.protocol import dumps, loads, pack
-    from planner.runtime.worker import _spawn_entry
+    from planner.runtime.launch import _spawn_entry
     from planner.specs.models import PRESETS
 
     spec = PRESETS[MODEL]

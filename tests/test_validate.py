@@ -502,13 +502,16 @@ def test_endpoint_pilot_without_profile_measures_only(tmp_path):
     w = workload_from_flags(rate=1.0, **SHORT)
     cfg = FakeServerConfig(prefill_base_s=0.005, decode_base_s=0.004, decode_s_per_seq=0.0, tokenize=None)
     with start_fake_server(cfg) as srv:
+        with pytest.raises(BadInput, match="--mode colocated"):  # what serves it is never assumed
+            v.validate("tiny", "cpu", w, endpoint=srv.url + "/v1", pilot_rate=10.0, requests=12, progress=False, say=lambda m: None)
         res = v.validate("tiny", "cpu", w, endpoint=srv.url + "/v1", served_model="fake-model", pilot_rate=10.0,
-                         requests=12, progress=False, say=lambda m: None)
+                         requests=12, progress=False, say=lambda m: None, mode="colocated")
     d = res.to_dict()
     assert d["requests"] == {"sent": 12, "completed": 12, "failed": 0, "lost": 0}
     assert d["metrics"]["ttft_ms_p50"]["predicted"] is None and d["metrics"]["ttft_ms_p50"]["measured"] > 4
     assert d["measured"]["server"]["server_ttft_count"] == 12  # vLLM-style histogram deltas
     assert any("no --profile" in n for n in d["notes"])
+    assert d["pilot"]["label"] == "colocated x1" and "machine" not in " ".join(d["pilot"]["why"])  # no local-worker talk
 
     class Quiet:
         def print(self, *a, **k):
@@ -517,3 +520,13 @@ def test_endpoint_pilot_without_profile_measures_only(tmp_path):
     write_outputs(d, str(tmp_path / "r.json"), tmp_path / "r.html", Quiet())
     assert json.loads((tmp_path / "r.json").read_text())["requests"]["lost"] == 0
     assert "<html" in (tmp_path / "r.html").read_text().lower()
+
+
+def test_endpoint_prediction_refuses_a_profile_of_another_engine(profile_path):
+    """A local profile times this project's torch engine: it cannot predict a server at --endpoint."""
+    w = workload_from_flags(rate=1.0, **SHORT)
+    with pytest.raises(BadInput, match="local profile"):
+        v.validate("tiny", "cpu", w, endpoint="http://127.0.0.1:9", profile=profile_path, mode="colocated", pilot_rate=1.0,
+                   requests=2, progress=False, say=lambda m: None, engine="vllm")
+    with pytest.raises(BadInput, match="--engine 'vllm': a local pilot"):
+        v.validate("tiny", "cpu", w, profile=profile_path, engine="vllm", say=lambda m: None)

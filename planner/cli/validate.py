@@ -224,6 +224,7 @@ def validate(
     nice: int = typer.Option(0, "--nice", help="Renice the pilot's processes (e.g. -10 as root on a shared machine; run under setsid so that it outranks other sessions)."),
     roofline: str = typer.Option("profile", "--roofline", help="Step times: profile (the measured points, interpolated: what `plan --profile` uses for the profiled device) or plan (the calibrated roofline, what plan uses for other GPU types)."),
     probe: bool = typer.Option(True, "--probe/--no-probe", help="CPU pilots: first measure (a few seconds) how much the workers slow each other on the shared cores, and predict with it."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="The engine at --endpoint: vllm, planner or generic (default: the one its --profile measured). Local pilots run planner."),
     predict_only: bool = typer.Option(False, "--predict-only", help="Derive and predict the pilot with the planning model, run nothing (needs --profile or a cached one)."),
 ):
     """Run a pilot of the split here, replay the workload, and put measured beside predicted."""
@@ -273,7 +274,7 @@ def validate(
                           pilot_rate=pilot_rate, duration_s=duration, requests=requests, profile=profile, endpoint=endpoint,
                           served_model=served_model, compare_colocated=compare_colocated, seed=seed, timeout_s=timeout,
                           max_seqs=max_seqs, max_batch_tokens=max_batch_tokens, chunked_prefill=chunked_prefill,
-                          progress=progress, roofline=roofline, nice=nice, probe=probe, say=say, predict_only=predict_only,
+                          progress=progress, roofline=roofline, nice=nice, probe=probe, say=say, predict_only=predict_only, engine=engine,
                           traffic_rps=rate or (w.rate_rps if (workload or trace or plan_doc) else None))
     d = result.to_dict()
     if predict_only:

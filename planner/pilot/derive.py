@@ -44,6 +44,7 @@ class Pilot:
     chunked_prefill: bool = False
     dtype: str = "fp32"
     traffic_share: float | None = None  # pilot rate / the workload's (production) rate
+    engine: str = "planner"  # the serving engine the pilot runs (planner.queueing.engine): this project's runtime
     why: tuple[str, ...] = ()
 
     @property
@@ -153,6 +154,34 @@ def workload_from_plan(wd: dict, source: str):
                         arrival_cv2=float(wd.get("arrival_cv2", 1.0)), source=f"plan {source}")
     except (KeyError, TypeError, ValueError) as e:
         raise BadInput(f"{source}: workload field unreadable ({e})") from None
+
+
+def endpoint_pilot(model: str, engine: str, mode: str | None, plan: dict | None, prefill_workers: int | None,
+                   decode_workers: int | None, workers: int | None, load_frac: float | None, max_seqs: int | None,
+                   max_batch_tokens: int | None, source: str) -> Pilot:
+    """The shape of a pilot that is already running at --endpoint (say, a vLLM server): from the
+    flags or the plan, never assumed (one colocated server unless told; a split only when the user
+    says the endpoint is a router in front of P prefill and D decode instances). Its limits are
+    the profile's (`source` says where they came from)."""
+    kind = mode or ((plan or {}).get("recommendation") if (plan or {}).get("recommendation") in ("disaggregated", "colocated") else None)
+    if kind is None:
+        raise BadInput("--endpoint: say what serves it: --mode colocated [--workers N] (N engine instances behind it), or "
+                       "--mode disaggregated --prefill-workers P --decode-workers D (a router in front of a split)")
+    if kind not in ("disaggregated", "colocated"):
+        raise BadInput(f"--mode {kind!r}: expected disaggregated or colocated")
+    why = [f"endpoint pilot: {engine} as it runs there ({source})"]
+    if kind == "colocated":
+        pilot = Pilot(model, "endpoint", "colocated", workers=workers or 1)
+        why.append(f"{workers or 1} colocated instance(s) behind the endpoint" + ("" if workers else " (--workers not given)"))
+    else:
+        if not (prefill_workers and decode_workers):
+            raise BadInput("--endpoint with --mode disaggregated: give --prefill-workers P and --decode-workers D (the instances behind the router)")
+        pilot = Pilot(model, "endpoint", "disaggregated", prefill_workers=prefill_workers, decode_workers=decode_workers)
+    lf = DEFAULT_LOAD_FRAC if load_frac is None else float(load_frac)
+    if not 0 < lf < 1.5:
+        raise BadInput(f"--load-frac must be in (0, 1.5), got {lf}")
+    return replace(pilot, load_frac=lf, engine=engine, max_seqs=max_seqs or 0, max_batch_tokens=max_batch_tokens or 0,
+                   threads_per_worker=0, dtype="", why=tuple(why))
 
 
 def derive_pilot(model: str, device: str, workload, plan: dict | None = None, max_workers: int | None = None,

@@ -93,9 +93,8 @@ def local_replica(spec, profile_path: Path, roofline: str = "profile"):
     from planner.steptime.roofline import Replica
 
     prof = load_profile(profile_path)
-    if prof.meta.get("kind") != "local":
-        raise BadInput(f"--profile {profile_path}: a {prof.meta.get('kind')} profile has no device ceilings; "
-                       "validate needs a `planner profile local` profile of the pilot's device")
+    if prof.meta.get("kind") not in ("local", "endpoint"):
+        raise BadInput(f"--profile {profile_path}: kind {prof.meta.get('kind')!r}: expected a `planner profile local` or `endpoint` profile")
     if (prof.model or {}).get("name") not in (None, spec.name):
         raise BadInput(f"--profile {profile_path}: profiled model {prof.model.get('name')!r}, the pilot serves {spec.name!r}")
     cat = load_catalog()
@@ -103,15 +102,34 @@ def local_replica(spec, profile_path: Path, roofline: str = "profile"):
     info = cal.report["profiles"][0]
     gpu = cal.local_gpus[0] if cal.local_gpus else cat.gpus[info["gpu"]]
     dtype = prof.dtype if prof.dtype in ("bf16", "fp16", "fp32") else "bf16"
+    tp = int(prof.tp or 1)
     eff, fit = fit_profile(prof, gpu)
-    report = {"path": str(profile_path), "device": prof.device_name,
+    report = {"path": str(profile_path), "device": prof.device_name, "kind": prof.kind, "engine": profile_engine(prof),
               "torch_threads": (prof.meta.get("device") or {}).get("torch_threads"), "plan_fit": fit, "roofline": roofline}
     if roofline == "plan":
-        return Replica(spec, gpu, 1, dtype, dtype, eff), {**report, "fit": fit}
+        return Replica(spec, gpu, tp, dtype, dtype, eff), {**report, "fit": fit}
     if roofline not in STEP_TIME_MODELS:
         raise BadInput(f"--roofline {roofline!r}: expected {', '.join(STEP_TIME_MODELS)}")
-    return measured_replica(Replica(spec, gpu, 1, dtype, dtype, eff), prof), {**report, "fit": fit,
-                                                                                "model": "measured profile points, interpolated"}
+    return measured_replica(Replica(spec, gpu, tp, dtype, dtype, eff), prof), {**report, "fit": fit,
+                                                                                 "model": "measured profile points, interpolated"}
+
+
+def profile_engine(prof) -> dict:
+    """The engine a profile measured and its scheduler limits: {"name", "version",
+    "max_num_seqs", "max_num_batched_tokens"}. A local profile times this project's torch engine,
+    which `planner serve` runs: engine "planner"."""
+    if prof.kind != "endpoint":
+        return {"name": "planner", "version": None, "max_num_seqs": None, "max_num_batched_tokens": None}
+    eng = prof.meta.get("engine") or {}
+    sched = (prof.meta.get("deployment") or {}).get("scheduler") or {}
+
+    def limit(key):
+        v = (sched.get(key) or {}).get("value")
+        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
+
+    name = eng.get("name") if isinstance(eng, dict) else eng
+    return {"name": str(name or "unknown"), "version": eng.get("version") if isinstance(eng, dict) else None,
+            "max_num_seqs": limit("max_num_seqs"), "max_num_batched_tokens": limit("max_num_batched_tokens")}
 
 
 def measure_transport(msg_bytes: int, n: int = 40) -> float:

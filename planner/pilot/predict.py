@@ -23,8 +23,11 @@ from planner.pilot.derive import Pilot
 # rate) configured as this project's runtime (Engine "planner") with the pilot's limits: the
 # contract `planner validate --predict-only` == `planner plan --engine planner --current ...`.
 def pilot_engine(pilot: Pilot):
-    """The engine the pilot runs: this project's runtime with the pilot's ServeConfig limits."""
-    return engine_named("planner").with_limits(pilot.max_seqs, pilot.max_batch_tokens, pilot.chunked_prefill)
+    """The engine the pilot runs: this project's runtime with the pilot's ServeConfig limits, or
+    an endpoint's engine (vllm) with the limits its profile recorded (0: the engine's defaults)."""
+    if pilot.engine == "planner":
+        return engine_named("planner").with_limits(pilot.max_seqs, pilot.max_batch_tokens, pilot.chunked_prefill)
+    return engine_named(pilot.engine).with_limits(pilot.max_seqs or None, pilot.max_batch_tokens or None)
 
 
 def relaxed(d: Demand) -> Demand:
@@ -61,7 +64,11 @@ def predict(pilot: Pilot, rep, d: Demand, transport_bytes_s: float | None = None
     `transport_bytes_s` the measured local KV transport (B/s)."""
     eng = pilot_engine(pilot)
     if pilot.mode == "colocated":
-        return predict_colocated(rep, d, eng, pilot.workers, pilot.rate_rps, eng.colocated_modes[0])
+        return predict_colocated(rep, d, eng, pilot.workers, pilot.rate_rps, eng.for_replica(rep.gpu, rep.tp).colocated_modes[0])
+    if transport_bytes_s is None and pilot.engine != "planner":  # an endpoint's split: the KV path plan assumes
+        from planner.sizing.current import split_link_bytes_s
+
+        transport_bytes_s = split_link_bytes_s(rep.gpu, rep.tp, rep.gpu, rep.tp)
     return predict_split(rep, rep, d, eng, pilot.prefill_workers, pilot.decode_workers, pilot.rate_rps, transport_bytes_s, kv_latency_s)
 
 

@@ -44,7 +44,7 @@ from planner.errors import BadInput
 from planner.queueing.models import Demand
 from planner.queueing.pools import PoolPrediction as Prediction
 from planner.pilot.compare import RunResult, ValidateResult
-from planner.pilot.derive import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, RUNTIME_MAX_BATCH_TOKENS, RUNTIME_MAX_SEQS, Pilot, default_max_workers, derive_pilot
+from planner.pilot.derive import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, RUNTIME_MAX_BATCH_TOKENS, RUNTIME_MAX_SEQS, Pilot, default_max_workers, derive_pilot, endpoint_pilot
 from planner.pilot.device import STEP_TIME_MODELS, cached_profile_path, ensure_profile, local_replica, measure_transport, profile_grid, profile_noise
 from planner.pilot.predict import balance_split, contended_capacity, pilot_engine, pilot_replica, predict, predicted_throughput, simulate_pilot
 from planner.pilot.run import CONTENTION_CORES, machine_busy_cores, measure_contention, run_pilot, set_priority
@@ -87,6 +87,38 @@ class PredictOnly:
                 "equivalent_plan": self.plan_command(self.calibration.get("path", "PROFILE"))}
 
 
+def _endpoint_side(spec, model, engine, profile, roofline, mode, plan, prefill_workers, decode_workers, workers,
+                   load_frac, notes) -> tuple:
+    """(replica, calibration, pilot) for a pilot at --endpoint: predicted from a profile of that
+    very engine (a profile of another engine, dtype or device cannot predict it: refused), or,
+    without a profile, measured only."""
+    if profile is None:
+        notes.append("no --profile of the endpoint: nothing to predict, measured values only "
+                     "(profile it first: planner profile endpoint --url URL --gpu KEY|local --tp N ...)")
+        return None, {"status": "no profile"}, endpoint_pilot(model, engine or "unknown", mode, plan, prefill_workers,
+                                                               decode_workers, workers, load_frac, None, None, "no profile")
+    path = Path(profile)
+    if not path.exists():
+        raise BadInput(f"--profile {path}: file not found")
+    rep, calibration = local_replica(spec, path, roofline)
+    prof_eng = calibration["engine"]
+    if calibration["kind"] != "endpoint":
+        raise BadInput(f"--profile {path}: a local profile times this project's torch engine, not the server at --endpoint: "
+                       "profile the endpoint itself (planner profile endpoint)")
+    name = engine or prof_eng["name"]
+    if prof_eng["name"] != name:
+        raise BadInput(f"--profile {path} measured engine {prof_eng['name']!r}, --engine is {name!r}: "
+                       "a prediction needs a profile of the engine being validated")
+    from planner.queueing.engine import ENGINE_NAMES
+
+    if name not in ENGINE_NAMES:
+        raise BadInput(f"--engine {name!r}: no model of that engine (known: {', '.join(ENGINE_NAMES)})")
+    src = f"profile {path}: {name} {prof_eng.get('version') or ''}".rstrip()
+    pilot = endpoint_pilot(model, name, mode, plan, prefill_workers, decode_workers, workers, load_frac,
+                           prof_eng["max_num_seqs"], prof_eng["max_num_batched_tokens"], src)
+    return rep, calibration, pilot
+
+
 def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict | None = None,
              max_workers: int | None = None, mode: str | None = None, prefill_workers: int | None = None,
              decode_workers: int | None = None, workers: int | None = None, load_frac: float | None = None,
@@ -96,14 +128,17 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
              max_seqs: int = RUNTIME_MAX_SEQS, max_batch_tokens: int = RUNTIME_MAX_BATCH_TOKENS,
              chunked_prefill: bool = False, replay_trace: bool = True, progress: bool = True,
              traffic_rps: float | None = None, roofline: str = "profile", nice: int = 0, on_serving=None,
-             probe: bool = True, min_requests: int | None = None, predict_only: bool = False, say=print):
+             probe: bool = True, min_requests: int | None = None, predict_only: bool = False, engine: str | None = None,
+             say=print):
     """Derive, predict, run and compare a pilot (module docstring). `workload` is a planner
     Workload (None: validate's defaults, DEFAULT_INPUT_LEN / DEFAULT_OUTPUT_LEN at rate 1, whose
     absolute rate only matters for a trace); `plan` a `plan_summary` of a plan JSON; `traffic_rps`
     the production rate the pilot's share is stated against (default: the plan's).
     `on_serving(handle)` is called as the measured replay starts (tests inject faults with it).
     `predict_only`: derive and predict the pilot, run nothing (no profiling, probe or replay), and
-    return a PredictOnly: the prediction `planner plan --engine planner --current ...` makes too."""
+    return a PredictOnly: the prediction `planner plan --engine planner --current ...` makes too.
+    `engine`: the serving engine at `endpoint` (planner.queueing.engine; default: the one its
+    profile measured); a local pilot runs this project's runtime ("planner")."""
     from planner.pilot import replay as rp
     from planner.specs.models import resolve_model
     from planner.workload.workload import workload_from_flags
@@ -123,8 +158,11 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
         raise BadInput(f"--roofline {roofline!r}: expected {', '.join(STEP_TIME_MODELS)}")
     if predict_only and endpoint:
         raise BadInput("--predict-only predicts a local pilot from its profile: it cannot be combined with --endpoint")
-    pilot = derive_pilot(model, device, workload, plan, max_workers, mode, prefill_workers, decode_workers, workers,
-                         load_frac, max_seqs, max_batch_tokens, chunked_prefill)
+    if endpoint is None and engine not in (None, "planner"):
+        raise BadInput(f"--engine {engine!r}: a local pilot runs this project's runtime (planner serve); "
+                       "give --endpoint URL to validate another engine")
+    pilot = None if endpoint else derive_pilot(model, device, workload, plan, max_workers, mode, prefill_workers, decode_workers,
+                                               workers, load_frac, max_seqs, max_batch_tokens, chunked_prefill)
     notes: list = []
     # Lengths as the pilot can serve them (the model's context), for the prediction and the replay.
     d = Demand.from_workload(workload)
@@ -135,7 +173,10 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
     d = replace(d, prompt=pr.astype(float), output=out.astype(float))
 
     rep, calibration = None, {"status": "no profile"}
-    if endpoint is None or profile is not None:
+    if endpoint is not None:
+        rep, calibration, pilot = _endpoint_side(spec, model, engine, profile, roofline, mode, plan, prefill_workers,
+                                                 decode_workers, workers, load_frac, notes)
+    else:
         if nice:  # the profile's times must not be other processes' either
             notes.extend(set_priority([os.getpid()], nice))
         if predict_only and profile is None:
@@ -156,10 +197,8 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
         if device == "cpu" and t_prof and t_prof != pilot.threads_per_worker:
             notes.append(f"the profile ran {t_prof} torch threads, each pilot worker runs {pilot.threads_per_worker}: "
                          "step times are extrapolated")
-    else:
-        notes.append("no --profile for the endpoint's device: nothing to predict, measured values only")
 
-    if pilot.mode == "disaggregated" and not pilot.prefill_workers:
+    if pilot.mode == "disaggregated" and not pilot.prefill_workers and endpoint is None:
         total = max_workers or default_max_workers(device)
         p, dd = balance_split(pilot, rep, d, total) if rep is not None else (1, total - 1)
         pilot = replace(pilot, prefill_workers=p, decode_workers=dd,
@@ -205,7 +244,7 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
     pilot = replace(pilot, max_model_len=min(cap_len, int(math.ceil((longest + 1) / 64) * 64)))
 
     transport = {}
-    if pilot.mode == "disaggregated" and rep is not None:
+    if pilot.mode == "disaggregated" and rep is not None and endpoint is None:
         layer_bytes = int(d.mean_prompt * rep.kv_bytes_per_token / spec.layers)
         bw = measure_transport(layer_bytes)
         transport = {"kind": "zeromq tcp loopback", "message_bytes": layer_bytes, "measured_bytes_per_s": bw,

@@ -195,6 +195,17 @@ def _binding_of(pools: dict) -> str:
     return f"{c.binding} ({role} {c.label()})" if role != "pool" else f"{c.binding} ({c.label()})"
 
 
+def _profiled_limits(engine: str, profiles) -> tuple[int | None, int | None]:
+    """The scheduler limits an endpoint profile of `engine` recorded (what that server ran with)."""
+    from planner.measure.files import profile_engine
+
+    for prof in profiles:
+        e = profile_engine(prof)
+        if e["name"] == engine and (e["max_num_seqs"] or e["max_num_batched_tokens"]):
+            return e["max_num_seqs"], e["max_num_batched_tokens"]
+    return None, None
+
+
 def _engine(name: str, max_num_seqs: int | None, max_num_batched_tokens: int | None):
     """The engine modelled, with the limits the user pinned (each checked: a positive integer)."""
     for flag, v in (("--max-num-seqs", max_num_seqs), ("--max-num-batched-tokens", max_num_batched_tokens)):
@@ -353,6 +364,8 @@ def plan(
         with named("--profile"):
             cal = calibrate_from_profiles(profiles, cat)
         efficiencies, extra_gpus, calibration, measured = cal.efficiencies, cal.local_gpus, cal.report, cal.measured
+        if max_num_seqs is None and max_num_batched_tokens is None:
+            max_num_seqs, max_num_batched_tokens = _profiled_limits(engine, cal.measured.values())
 
     def pick(names, flag):
         if names is None:

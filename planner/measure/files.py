@@ -233,3 +233,21 @@ def load_profile(path: str | Path) -> Profile:
     df = pd.DataFrame(rows, columns=None if rows else list(REQUIRED_SAMPLE_COLUMNS))
     meta = {k: v for k, v in doc.items() if k != "samples"}
     return Profile(meta=meta, samples=df, path=path, raw_samples=rows)
+
+
+def profile_engine(prof) -> dict:
+    """The engine a profile measured and its scheduler limits: {"name", "version",
+    "max_num_seqs", "max_num_batched_tokens"}. A local profile times this project's torch engine,
+    which `planner serve` runs: engine "planner"."""
+    if prof.kind != "endpoint":
+        return {"name": "planner", "version": None, "max_num_seqs": None, "max_num_batched_tokens": None}
+    eng = prof.meta.get("engine") or {}
+    sched = (prof.meta.get("deployment") or {}).get("scheduler") or {}
+
+    def limit(key):
+        v = (sched.get(key) or {}).get("value")
+        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
+
+    name = eng.get("name") if isinstance(eng, dict) else eng
+    return {"name": str(name or "unknown"), "version": eng.get("version") if isinstance(eng, dict) else None,
+            "max_num_seqs": limit("max_num_seqs"), "max_num_batched_tokens": limit("max_num_batched_tokens")}

@@ -89,7 +89,7 @@ def local_replica(spec, profile_path: Path, roofline: str = "profile"):
     from planner.steptime.calibrate import calibrate_from_profiles, fit_profile
     from planner.steptime.measured import measured_replica
     from planner.specs.catalog import load_catalog
-    from planner.measure.files import load_profile
+    from planner.measure.files import load_profile, profile_engine
     from planner.steptime.roofline import Replica
 
     prof = load_profile(profile_path)
@@ -112,24 +112,6 @@ def local_replica(spec, profile_path: Path, roofline: str = "profile"):
         raise BadInput(f"--roofline {roofline!r}: expected {', '.join(STEP_TIME_MODELS)}")
     return measured_replica(Replica(spec, gpu, tp, dtype, dtype, eff), prof), {**report, "fit": fit,
                                                                                  "model": "measured profile points, interpolated"}
-
-
-def profile_engine(prof) -> dict:
-    """The engine a profile measured and its scheduler limits: {"name", "version",
-    "max_num_seqs", "max_num_batched_tokens"}. A local profile times this project's torch engine,
-    which `planner serve` runs: engine "planner"."""
-    if prof.kind != "endpoint":
-        return {"name": "planner", "version": None, "max_num_seqs": None, "max_num_batched_tokens": None}
-    eng = prof.meta.get("engine") or {}
-    sched = (prof.meta.get("deployment") or {}).get("scheduler") or {}
-
-    def limit(key):
-        v = (sched.get(key) or {}).get("value")
-        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
-
-    name = eng.get("name") if isinstance(eng, dict) else eng
-    return {"name": str(name or "unknown"), "version": eng.get("version") if isinstance(eng, dict) else None,
-            "max_num_seqs": limit("max_num_seqs"), "max_num_batched_tokens": limit("max_num_batched_tokens")}
 
 
 def measure_transport(msg_bytes: int, n: int = 40) -> float:

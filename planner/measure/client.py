@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 from planner.measure.sse import SSEEvent, SSEParser
 
@@ -170,7 +171,7 @@ def _fold(ev: SSEEvent, now: float, r: StreamResult) -> None:
         r.event_tokens.append(k_all)
 
 
-def _why(e) -> str:
+def why(e) -> str:
     """The OS's reason for a failed connection ('connection refused'), else the exception text."""
     os_error = getattr(e, "os_error", None)
     if isinstance(os_error, ConnectionRefusedError):
@@ -219,7 +220,7 @@ async def stream(session, url: str, body: dict, timeout_s: float = 60.0, headers
                 if retry:
                     await asyncio.sleep(retry_delays_s[r.attempts - 1])
                     continue
-                r.error = f"cannot connect: {_why(e)}"
+                r.error = f"cannot connect: {why(e)}"
                 return r
             break
         if r.error is None and not r.event_times_s and "event-stream" not in r.content_type:
@@ -286,3 +287,32 @@ def get(url: str, timeout_s: float = 30.0) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+# ---- what may be sent where, and written -----------------------------------------------------
+def origin(url: str) -> tuple:
+    """(scheme, host, port): an API key goes only to the origin it is for."""
+    u = urlsplit(url)
+    return (u.scheme, u.hostname, u.port)
+
+
+def redact_url(url: str) -> str:
+    """Drop user:password@ from a URL before it is written anywhere."""
+    u = urlsplit(url)
+    if u.username or u.password:
+        netloc = u.hostname + (f":{u.port}" if u.port else "")
+        return urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment))
+    return url
+
+
+def scrub(obj, secret: str | None):
+    """Replace the API key wherever it appears (server error messages echo odd things)."""
+    if not secret:
+        return obj
+    if isinstance(obj, str):
+        return obj.replace(secret, "***")
+    if isinstance(obj, dict):
+        return {k: scrub(v, secret) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [scrub(v, secret) for v in obj]
+    return obj

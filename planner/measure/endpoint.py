@@ -25,18 +25,17 @@ import datetime as _dt
 import os
 import random
 import statistics
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from planner.errors import BadInput
-from planner.measure import client, deployment, prometheus, prompts
+from planner.measure import client, deployment, endpoint_file, prometheus, prompts
 from planner.measure.deployment import DeploymentFlags
-from planner.measure.files import check_writable, save_profile
-from planner.measure.prompts import get_json as _get_json
+from planner.measure.discover import discover
+from planner.measure.files import check_writable
 
 DEFAULT_PROMPT_LENS = (128, 256, 512, 1024, 2048, 4096)
 QUICK_PROMPT_LENS = (128, 512, 2048)
@@ -160,27 +159,13 @@ class _Run:
 
     def headers(self, url: str) -> dict:
         """The Bearer header, only for the profiled server's own origin (never leak the key)."""
-        if self.api_key and _origin(url) == _origin(self.base):
+        if self.api_key and client.origin(url) == client.origin(self.base):
             return {"Authorization": f"Bearer {self.api_key}"}
         return {}
 
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
-
-
-def _origin(url: str) -> tuple:
-    u = urlsplit(url)
-    return (u.scheme, u.hostname, u.port)
-
-
-def _redact_url(url: str) -> str:
-    """Drop user:password@ from a URL before it is written anywhere."""
-    u = urlsplit(url)
-    if u.username or u.password:
-        netloc = u.hostname + (f":{u.port}" if u.port else "")
-        return urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment))
-    return url
 
 
 def _check_ints(name: str, values, lo: int, hi: int) -> list[int]:
@@ -256,16 +241,16 @@ def run_endpoint_profile(
     except BaseException as e:
         out = out or _default_out(run, stamp)
         if any(r.sweep != "warmup" for r in run.records):
-            _save(run, out, sweep, complete=False, stopped=_scrub(f"{type(e).__name__}: {e}", run.api_key))
+            endpoint_file.save(run, out, sweep, complete=False, stopped=client.scrub(f"{type(e).__name__}: {e}", run.api_key))
             if isinstance(e, _ServerGone):
-                raise BadInput(f"{_redact_url(base)}: server stopped answering ({e}); "
+                raise BadInput(f"{client.redact_url(base)}: server stopped answering ({e}); "
                                f"partial profile saved to {out}") from None
             if isinstance(e, BadInput):
                 raise BadInput(f"{e}; partial profile saved to {out}") from None
         elif isinstance(e, _ServerGone):
-            raise BadInput(f"{_redact_url(base)}: server stopped answering ({e})") from None
+            raise BadInput(f"{client.redact_url(base)}: server stopped answering ({e})") from None
         raise
-    return _save(run, out or _default_out(run, stamp), sweep, complete=True)
+    return endpoint_file.save(run, out or _default_out(run, stamp), sweep, complete=True)
 
 
 def _default_out(run: _Run, stamp: str) -> Path:
@@ -282,9 +267,9 @@ async def _profile(run: _Run, sweep: dict, show_progress: bool) -> None:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(run.timeout_s, 10.0), sock_read=run.timeout_s)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit), timeout=timeout) as session:
         run.session = session
-        await _discover(run)
+        await discover(run)
         run.model_meta, run.model_source, run.config_dtype = deployment.resolve_model(run.flags, run.model, run.root)
-        _ceilings(run)
+        endpoint_file.ceilings(run)
         await prompts.detect_tokenizer(run)
         await _warmup(run)
         first = await _scrape(run)
@@ -294,7 +279,7 @@ async def _profile(run: _Run, sweep: dict, show_progress: bool) -> None:
             run.cache_info = prometheus.info_labels(first, "cache_config_info")
             run.bucket_edges = prometheus.bucket_edges(first, run.engine) if run.engine else {}
             if prometheus.detect_engine(first) is None:
-                run.note(f"metrics at {_redact_url(run.metrics_url)} carry no vllm:/sglang:/planner: series: "
+                run.note(f"metrics at {client.redact_url(run.metrics_url)} carry no vllm:/sglang:/planner: series: "
                          "no server-side phase times")
         lens = _fit_lengths(run, sweep["prompt_lens"], PREFILL_MAX_TOKENS, "prompt length")
         input_ok = _fit_lengths(run, [sweep["input_len"]], sweep["output_len"], "input_len")
@@ -339,68 +324,6 @@ def _fit_lengths(run: _Run, lens: list[int], max_tokens: int, what: str) -> list
     return keep
 
 
-async def _discover(run: _Run) -> None:
-    """Check the server answers like OpenAI and pick (or check) the model."""
-    import aiohttp
-
-    where = _redact_url(run.base)
-    try:
-        status, doc, text, run.server_header = await _get_json(run, run.base + "/v1/models")
-    except aiohttp.ClientConnectorError as e:
-        raise BadInput(f"{where}: cannot connect ({client._why(e)})") from None
-    except asyncio.TimeoutError:
-        raise BadInput(f"{where}: no answer within {run.timeout_s:g} s") from None
-    except aiohttp.ClientError as e:
-        raise BadInput(f"{where}: {_scrub(str(e), run.api_key) or type(e).__name__}") from None
-    if status in (401, 403):
-        fix = f"the key in ${run.api_key_env} was refused" if run.api_key else f"put the API key in ${run.api_key_env}"
-        raise BadInput(f"{where}: HTTP {status} unauthorized: {fix}")
-    served = None
-    if status == 200 and isinstance(doc, dict) and isinstance(doc.get("data"), list):
-        served = [str(m.get("id")) for m in doc["data"] if isinstance(m, dict) and m.get("id")]
-    if served is None:
-        probe_status, probe_doc = None, None
-        try:
-            probe = {"model": run.model or "", "prompt": "hi", "max_tokens": 1}
-            probe_status, probe_doc, _, _ = await _get_json(run, run.gen_url, probe)
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            pass
-        # A 404 with an OpenAI error body ("model not found") still means the route exists.
-        openai_error = isinstance(probe_doc, dict) and ("error" in probe_doc or probe_doc.get("object") == "error")
-        if probe_status in (None, 404, 405) and not openai_error:
-            raise BadInput(f"{where}: not an OpenAI-compatible server (GET /v1/models -> HTTP {status}, "
-                           f"POST {run.gen_url[len(run.base):]} -> {probe_status or 'no answer'})")
-        if run.model is None:
-            raise BadInput(f"{where}: GET /v1/models -> HTTP {status}; name the model with --model")
-        run.note(f"GET /v1/models -> HTTP {status}: model {run.model!r} not checked")
-    elif run.model is None:
-        if not served:
-            raise BadInput(f"{where}: the server lists no models at /v1/models")
-        run.model = served[0]
-        if len(served) > 1:
-            run.note(f"server serves {served}; profiled the first (choose with --model)")
-    elif run.model not in served:
-        raise BadInput(f"{where}: model {run.model!r} is not served here; served: {', '.join(served) or 'none'}")
-    for card in doc["data"] if served else []:
-        if isinstance(card, dict) and card.get("id") == run.model:
-            if isinstance(card.get("max_model_len"), int):
-                run.max_model_len = card["max_model_len"]  # vLLM lists it here
-            run.owned_by = card.get("owned_by") if isinstance(card.get("owned_by"), str) else None
-            run.root = card.get("root") if isinstance(card.get("root"), str) else None
-    for path, key in (("/version", "version"), ("/get_server_info", None)):
-        try:
-            status, doc, _, _ = await _get_json(run, run.base + path)
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            continue
-        if status != 200 or not isinstance(doc, dict):
-            continue
-        if key and doc.get(key):
-            run.engine_version = str(doc[key])
-        elif key is None and "chunked_prefill_size" in doc:  # SGLang's server arguments
-            run.server_info = {k: v for k, v in doc.items() if isinstance(v, (int, float, str, bool)) or v is None}
-            run.engine_version = run.engine_version or (str(doc["version"]) if doc.get("version") else None)
-
-
 def _payload(run: _Run, prompt: str, max_tokens: int) -> dict:
     """Greedy, streamed; with extras the usage block, per-chunk token ids and exactly max_tokens
     (ignore_eos): planner.measure.client.request_body."""
@@ -420,11 +343,11 @@ async def _warmup(run: _Run) -> None:
             r = r2
     run.records.append(r)
     if r.status == 404:
-        raise BadInput(f"{_redact_url(run.gen_url)}: not an OpenAI-compatible completions endpoint ({r.error})")
+        raise BadInput(f"{client.redact_url(run.gen_url)}: not an OpenAI-compatible completions endpoint ({r.error})")
     if r.status in (401, 403):
-        raise BadInput(f"{_redact_url(run.gen_url)}: HTTP {r.status} unauthorized ({r.error})")
+        raise BadInput(f"{client.redact_url(run.gen_url)}: HTTP {r.status} unauthorized ({r.error})")
     if not r.ok:
-        raise BadInput(f"{_redact_url(run.gen_url)}: a minimal streamed request failed: {r.error}")
+        raise BadInput(f"{client.redact_url(run.gen_url)}: a minimal streamed request failed: {r.error}")
     run.usage_ok = r.prompt_tokens_source == "usage"
     if not run.usage_ok and not run.tokenizer:
         run.note("neither /tokenize nor usage: prompt token counts unknown, no prefill samples")
@@ -449,7 +372,7 @@ async def _request(run: _Run, sweep: str, point: int, prompt: str, counted: int 
         sweep=sweep, point=point, prompt_tokens=prompt_tokens, prompt_tokens_source=src,
         output_tokens=r.output_tokens, output_tokens_source=r.output_tokens_source,
         ttft_s=r.ttft_s, gaps_s=tuple(r.gaps_s), e2e_s=r.e2e_s, status=r.status,
-        error=_scrub(r.error, run.api_key), attempts=r.attempts, started_s=started,
+        error=client.scrub(r.error, run.api_key), attempts=r.attempts, started_s=started,
         token_events=len(r.event_times_s), event_tokens=tuple(r.event_tokens),
     )
     if run.connect_failures >= GIVE_UP_AFTER:
@@ -473,7 +396,7 @@ async def _scrape(run: _Run):
             return prometheus.parse(await r.text())
     except (aiohttp.ClientError, asyncio.TimeoutError, UnicodeDecodeError) as e:
         run.metrics_ok = False
-        why = f"{_redact_url(run.metrics_url)} ({e or type(e).__name__})"
+        why = f"{client.redact_url(run.metrics_url)} ({e or type(e).__name__})"
         run.note(f"Prometheus metrics stopped answering at {why}: no server-side times from there on" if run.points
                  else f"no Prometheus metrics at {why}: server-side phase times not recorded")
         return None
@@ -582,125 +505,3 @@ async def _decode_point(run: _Run, c: int, waves: int, input_len: int, output_le
         "estimator": "median inter-token gap" if per_token else "median time per output token",
         "output_tok_per_s": out_tokens / wall if wall > 0 else None, **server,
     })
-
-
-# ---- saving ---------------------------------------------------------------------------------
-def _scrub(obj, secret: str | None):
-    """Replace the API key wherever it appears (server error messages echo odd things)."""
-    if not secret:
-        return obj
-    if isinstance(obj, str):
-        return obj.replace(secret, "***")
-    if isinstance(obj, dict):
-        return {k: _scrub(v, secret) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_scrub(v, secret) for v in obj]
-    return obj
-
-
-def _ceilings(run: _Run) -> None:
-    """`--gpu local`: the device's ceilings, given by flag or measured here (torch, seconds);
-    measured on this machine, so only right when the server runs on it too."""
-    f = run.flags
-    if f.gpu != "local":
-        return
-    if f.matmul_tflops and f.mem_bw_gbps:
-        run.ceilings.update(matmul_tflops=f.matmul_tflops, mem_bw_gbps=f.mem_bw_gbps, source="--matmul-tflops/--mem-bw-gbps")
-    elif f.measure_ceilings:
-        from planner.measure.ceilings import measure_ceilings, resolve_device
-
-        dtype = f.dtype or run.config_dtype or "bf16"
-        import torch
-
-        tdt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(dtype, torch.bfloat16)
-        c = measure_ceilings(resolve_device("cpu"), tdt, quick=True).to_dict()
-        run.ceilings.update(c, source=f"measured on this machine's CPU ({dtype}) by --measure-ceilings")
-
-
-def _describe(run: _Run) -> dict:
-    """The header's deployment facts, each with its source (planner.measure.deployment)."""
-    f = run.flags
-    engine, engine_src = deployment.engine_of(f.engine, run.engine, run.owned_by)
-    tp, tp_src = f.tp, "--tp"
-    if tp is None and run.server_info and isinstance(run.server_info.get("tp_size"), int):
-        tp, tp_src = run.server_info["tp_size"], "sglang server info tp_size"
-    if tp is None and f.gpu == "local":
-        tp, tp_src = 1, "one local device"
-    dtype, dtype_src = f.dtype, "--dtype"
-    if dtype is None and run.config_dtype:
-        dtype, dtype_src = run.config_dtype, "config.json torch_dtype (the engine's --dtype auto)"
-    return {
-        "engine": engine, "engine_source": engine_src,
-        "engine_version": f.engine_version or run.engine_version,
-        "model_source": run.model_source, "gpu": f.gpu, "tp": tp, "tp_source": tp_src if tp else "not given (--tp)",
-        "dtype": dtype, "dtype_source": dtype_src if dtype else "not given (--dtype)",
-        "scheduler": deployment.scheduler_limits(engine, f, run.cache_info, run.server_info),
-        "max_model_len": run.max_model_len, "kv_capacity_tokens": run.kv_capacity_tokens,
-        "missing_for_plan": deployment.missing_for_plan(run.model_meta, f.gpu, tp, dtype, run.ceilings),
-    }
-
-
-def _device(run: _Run, d: dict) -> dict:
-    """The header's device: the catalog GPU (its key, so calibration matches it), `local`, or unknown."""
-    host = urlsplit(run.base).hostname
-    if d["gpu"] and d["gpu"] != "local":
-        from planner.specs.catalog import load_catalog
-
-        g = load_catalog().gpus[d["gpu"]]
-        return {"name": g.name, "type": "remote", "catalog_key": g.key, "count": d["tp"], "memory_gb": g.memory_gb,
-                "driver": None, "host": host}
-    if d["gpu"] == "local":
-        return {"name": f"local ({host})", "type": "local", "catalog_key": None, "count": 1,
-                "memory_gb": run.flags.memory_gb, "driver": None, "host": host}
-    return {"name": f"endpoint {host}", "type": "remote", "catalog_key": None, "count": None, "memory_gb": None,
-            "driver": None, "host": host}
-
-
-def _save(run: _Run, out: Path, sweep: dict, complete: bool, stopped: str | None = None) -> Path:
-    failed = [r for r in run.records if r.error]
-    d = _describe(run)
-    meta = {
-        "kind": "endpoint",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
-        "complete": complete,
-        "device": _device(run, d),
-        "engine": {"name": d["engine"], "version": d["engine_version"], "url": _redact_url(run.base),
-                   "server_header": run.server_header},
-        "model": run.model_meta or {"name": run.model},
-        "dtype": d["dtype"] or "unknown",
-        "tp": d["tp"] or 1,
-        "ceilings": run.ceilings,
-        "deployment": d,
-        "kv_bytes_per_token": {"measured": None, "formula": None},
-        "utilization": {"available": False, "note": "utilization: not available (remote endpoint; "
-                                                    "the server's own metrics are in extra.server)"},
-        "extra": {
-            "sweep": sweep,
-            "server": {"metrics_url": _redact_url(run.metrics_url), "metrics_available": run.metrics_ok,
-                       "engine": run.engine, "kv_capacity_tokens": run.kv_capacity_tokens,
-                       "max_model_len": run.max_model_len, "cache_config_info": run.cache_info,
-                       "server_info": run.server_info, "points": run.points,
-                       "quantiles": "server_*_pNN_s are bucket-bounded: PromQL interpolation inside a histogram "
-                                    "bucket (its bounds in server_*_pNN_bucket_s; every edge in bucket_edges_s); "
-                                    "server_*_mean_s are exact (sum / count)",
-                       "bucket_edges_s": run.bucket_edges},
-            "tokenize_dialect": run.tokenizer, "usage_block": run.usage_ok,
-            "requests_total": len(run.records), "requests_failed": len(failed),
-            "failed": _failures(failed), "dropped": run.dropped,
-            "notes": run.notes, "stopped": stopped,
-            "requests": [r.to_dict() for r in run.records],
-        },
-    }
-    return save_profile(out, _scrub(meta, run.api_key), _scrub(run.samples, run.api_key))
-
-
-def _failures(failed: list) -> list:
-    """[{"error", "count", "sweep points"}], most frequent first."""
-    by: dict = {}
-    for r in failed:
-        e = by.setdefault(r.error, {"error": r.error, "count": 0, "points": []})
-        e["count"] += 1
-        if f"{r.sweep} {r.point}" not in e["points"]:
-            e["points"].append(f"{r.sweep} {r.point}")
-    return sorted(by.values(), key=lambda e: -e["count"])

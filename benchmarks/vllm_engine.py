@@ -175,10 +175,10 @@ def stage_a(py: Path, model: Path, url: str, a, run_dir: Path, profile_out: Path
     prof_cmd = planner_cmd("profile", "endpoint", "--url", url, "--prompt-lens", a.prompt_lens, "--concurrency", conc,
                            "--input-len", a.input_len, "--output-len", a.output_len,
                            "--requests-per-point", a.requests_per_point, "--gpu", "local", "--measure-ceilings",
-                           "--memory-gb", a.kv_gib, "--max-num-seqs", a.max_num_seqs,
+                           "--max-num-seqs", a.max_num_seqs,
                            "--max-num-batched-tokens", a.max_num_batched_tokens, "--out", profile_out, "--no-progress")
     t0 = time.time()
-    r = sh(prof_cmd, env={"PYTHONPATH": str(ROOT)}, check=False)
+    r = sh(prof_cmd, env={"PYTHONPATH": str(ROOT), "COLUMNS": "120"}, check=False)
     (run_dir / "profile.txt").write_text(r.stdout + r.stderr)
     print(r.stdout[-4000:], r.stderr[-2000:], sep="\n")
     if r.returncode != 0:

@@ -55,6 +55,7 @@ class FakeServerConfig:
     block_size: int = 16
     empty_text_every: int = 3  # like vLLM: every n-th token streams as a chunk with text "" (0: never)
     root: str | None = None  # /v1/models `root` (vLLM: the path it serves from)
+    token_ids: bool = True  # honour `return_token_ids` (False: a server that ignores it)
 
     def prefill_s(self, prompt_tokens: int) -> float:
         """Prefill time (s) of one prompt of `prompt_tokens` tokens."""
@@ -251,7 +252,7 @@ class FakeServer:
             if resp is not None:
                 await resp.write(b"data: " + json.dumps(doc).encode() + b"\n\n")
 
-        ids_wanted = bool(body.get("return_token_ids"))
+        ids_wanted = cfg.token_ids and bool(body.get("return_token_ids"))
 
         def chunk(i: int, finish=None) -> dict:
             empty = cfg.empty_text_every and i % cfg.empty_text_every == cfg.empty_text_every - 1

@@ -405,3 +405,17 @@ def test_served_ids_map_to_presets():
     assert preset_for("mistralai/Mistral-7B-Instruct-v0.3") == "mistral-7b"
     assert preset_for("Qwen/Qwen2.5-7B-Instruct") == "qwen2.5-7b"
     assert preset_for("my-finetune") is None
+
+
+def test_without_token_ids_the_usage_block_gives_the_count(tmp_path):
+    """A server that ignores return_token_ids: chunks with text "" carry no visible token, so
+    totals come from usage and decode steps from each request's TPOT, with a note."""
+    with start_fake_server(FakeServerConfig(token_ids=False)) as srv:
+        path = run_endpoint_profile(srv.url, out=tmp_path / "n.json", prompt_lens=[32], concurrency=[1, 2],
+                                    input_len=32, output_len=12, requests_per_point=2, progress=False)
+    prof = load_profile(path)
+    reqs = [r for r in prof.meta["extra"]["requests"] if r["sweep"] == "decode"]
+    assert all(r["output_tokens"] == 12 and r["output_tokens_source"] == "usage" for r in reqs)
+    assert all(r["token_events"] < 12 for r in reqs)  # the "" chunks were not seen as tokens
+    assert set(prof.samples[prof.samples.phase == "decode"].estimator) == {"median time per output token"}
+    assert any("no token ids per chunk" in n for n in prof.meta["extra"]["notes"])

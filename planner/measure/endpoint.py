@@ -8,10 +8,16 @@ Two sweeps over streamed `/v1/completions` (or `/v1/chat/completions`):
 
 Prompt lengths are the server's own token counts: prompts are built word by word and re-counted
 with its `/tokenize` (vLLM, SGLang, llama.cpp and TGI dialects) until exact, else read from the
-usage block of the response; never guessed from characters. Each request records its TTFT, every
-inter-token gap, its output tokens and its error (timeout, HTTP status, error event, stream cut).
+usage block of the response; never guessed from characters (planner.measure.prompts). Requests go
+through planner.measure.client: each records its TTFT, every inter-token gap, its output tokens
+counted by the token ids each chunk carries (else the usage block; vLLM streams chunks whose text is
+"") and its error (timeout, HTTP status, error event, stream cut).
 Around each point the server's Prometheus `/metrics` are scraped; histogram deltas give the
 server-side queue, prefill and decode times of just that point's requests (planner.measure.prometheus).
+
+What served it (engine, model shape, GPU type, tp, dtype, scheduler limits) is taken from flags or
+detected (planner.measure.deployment, planner.measure.discover) and written in the header
+(planner.measure.endpoint_file) with the lengths dropped and the requests failed.
 
 The result is one profile file (planner.measure.files, kind "endpoint"); whatever was measured is saved
 even when the run stops early (`"complete": false`). The API key is read from an environment
@@ -46,6 +52,8 @@ MAX_PROMPT_LEN = 2_000_000
 PREFILL_MAX_TOKENS = 2  # the prefill sweep only needs the first token; 2 keeps it a normal stream
 RETRY_DELAYS_S = (0.25, 1.0)  # connection refused before any byte: safe to resend, twice
 GIVE_UP_AFTER = 6  # consecutive requests that could not even connect: the server is gone
+
+
 @dataclass(frozen=True)
 class RequestResult:
     """One streamed request. Times in seconds from sending it; `gaps_s` are the times between
@@ -134,6 +142,7 @@ class _Run:
     extras_ok: bool = True  # the server accepts stream_options / ignore_eos
     kv_capacity_tokens: int | None = None
     flags: DeploymentFlags = field(default_factory=DeploymentFlags)
+    command: str | None = None  # the header's `command` (default: this process's command line)
     owned_by: str | None = None  # /v1/models card of the profiled model
     root: str | None = None  # vLLM: the path or id it was started with
     cache_info: dict | None = None  # vllm:cache_config_info labels
@@ -143,6 +152,7 @@ class _Run:
     model_meta: dict = field(default_factory=dict)  # the header's "model" (deployment.resolve_model)
     model_source: str | None = None
     config_dtype: str | None = None
+    local_device: dict | None = None  # --gpu local --measure-ceilings: this machine's name and memory
     ceilings: dict = field(default_factory=lambda: {"matmul_tflops": None, "mem_bw_gbps": None, "link_gbps": None})
     records: list = field(default_factory=list)
     samples: list = field(default_factory=list)
@@ -195,6 +205,7 @@ def run_endpoint_profile(
     quick: bool = False,
     progress: bool = True,
     deploy: DeploymentFlags | None = None,
+    command: str | None = None,
 ) -> Path:
     """Profile the server at `url` and write a profile file; returns its path.
 
@@ -230,7 +241,7 @@ def run_endpoint_profile(
     run = _Run(
         base=base, model=model, chat=chat, timeout_s=float(timeout_s),
         api_key=(os.environ.get(api_key_env) or None) if api_key_env else None, api_key_env=api_key_env,
-        metrics_url=(metrics_url or base + "/metrics").rstrip("/"), flags=deploy,
+        metrics_url=(metrics_url or base + "/metrics").rstrip("/"), flags=deploy, command=command,
     )
     sweep = {"prompt_lens": prompt_lens, "concurrency": concurrency, "input_len": input_len,
              "output_len": output_len, "requests_per_point": rpp, "chat": chat, "quick": quick,
@@ -339,7 +350,8 @@ async def _warmup(run: _Run) -> None:
         run.extras_ok = False
         r2 = await _request(run, "warmup", 0, prompt, None, 4)
         if r2.ok:
-            run.note(f"server refused stream_options/ignore_eos ({r.error}); sent plain requests")
+            run.note(f"server refused stream_options/ignore_eos/return_token_ids ({r.error}): sent plain requests; "
+                     "token times are chunks with text, totals from the usage block when there is one")
             r = r2
     run.records.append(r)
     if r.status == 404:
@@ -349,6 +361,9 @@ async def _warmup(run: _Run) -> None:
     if not r.ok:
         raise BadInput(f"{client.redact_url(run.gen_url)}: a minimal streamed request failed: {r.error}")
     run.usage_ok = r.prompt_tokens_source == "usage"
+    if run.extras_ok and r.output_tokens_source not in ("token_ids", "logprobs"):
+        run.note("the server sends no token ids per chunk: token times are chunks with text"
+                 + (", totals from the usage block" if r.output_tokens_source == "usage" else ""))
     if not run.usage_ok and not run.tokenizer:
         run.note("neither /tokenize nor usage: prompt token counts unknown, no prefill samples")
 

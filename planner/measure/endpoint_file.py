@@ -11,32 +11,35 @@ from everything written.
 from __future__ import annotations
 
 import datetime as _dt
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from planner.measure import deployment
 from planner.measure.client import redact_url, scrub
-from planner.measure.files import save_profile
+from planner.measure.files import command_line, save_profile
 
 
 def ceilings(run) -> None:
-    """`--gpu local`: the device's ceilings, given by flag or measured here (torch, seconds);
-    measured on this machine, so only right when the server runs on it too."""
+    """`--gpu local`: the device's ceilings, given by flag or measured here (torch, seconds; the
+    GPU when torch sees one, else the CPU), with its name and memory; measured on this machine, so
+    only right when the server runs on it too."""
     f = run.flags
     if f.gpu != "local":
         return
     if f.matmul_tflops and f.mem_bw_gbps:
         run.ceilings.update(matmul_tflops=f.matmul_tflops, mem_bw_gbps=f.mem_bw_gbps, source="--matmul-tflops/--mem-bw-gbps")
     elif f.measure_ceilings:
-        from planner.measure.ceilings import measure_ceilings, resolve_device
-
-        dtype = f.dtype or run.config_dtype or "bf16"
         import torch
 
+        from planner.measure.ceilings import device_info, measure_ceilings, resolve_device
+
+        dev = resolve_device("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = f.dtype or run.config_dtype or "bf16"
         tdt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(dtype, torch.bfloat16)
-        c = measure_ceilings(resolve_device("cpu"), tdt, quick=True).to_dict()
-        run.ceilings.update(c, source=f"measured on this machine's CPU ({dtype}) by --measure-ceilings")
+        run.ceilings.update(measure_ceilings(dev, tdt, quick=True).to_dict(),
+                            source=f"measured on this machine ({dev.type}, {dtype}) by --measure-ceilings")
+        info = device_info(dev)
+        run.local_device = {"name": info.get("name"), "memory_gb": info.get("memory_gb")}
 
 
 def describe(run) -> dict:
@@ -72,8 +75,9 @@ def device(run, d: dict) -> dict:
         return {"name": g.name, "type": "remote", "catalog_key": g.key, "count": d["tp"], "memory_gb": g.memory_gb,
                 "driver": None, "host": host}
     if d["gpu"] == "local":
-        return {"name": f"local ({host})", "type": "local", "catalog_key": None, "count": 1,
-                "memory_gb": run.flags.memory_gb, "driver": None, "host": host}
+        measured = run.local_device or {}
+        return {"name": measured.get("name") or f"local ({host})", "type": "local", "catalog_key": None, "count": 1,
+                "memory_gb": run.flags.memory_gb or measured.get("memory_gb"), "driver": None, "host": host}
     return {"name": f"endpoint {host}", "type": "remote", "catalog_key": None, "count": None, "memory_gb": None,
             "driver": None, "host": host}
 
@@ -84,7 +88,7 @@ def save(run, out: Path, sweep: dict, complete: bool, stopped: str | None = None
     meta = {
         "kind": "endpoint",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
+        "command": run.command or command_line(),
         "complete": complete,
         "device": device(run, d),
         "engine": {"name": d["engine"], "version": d["engine_version"], "url": redact_url(run.base),
@@ -94,7 +98,7 @@ def save(run, out: Path, sweep: dict, complete: bool, stopped: str | None = None
         "tp": d["tp"] or 1,
         "ceilings": run.ceilings,
         "deployment": d,
-        "kv_bytes_per_token": {"measured": None, "formula": None},
+        "kv_bytes_per_token": {"measured": None, "formula": _kv_formula(run.model_meta, d["dtype"])},
         "utilization": {"available": False, "note": "utilization: not available (remote endpoint; "
                                                     "the server's own metrics are in extra.server)"},
         "extra": {
@@ -126,3 +130,12 @@ def _failures(failed: list) -> list:
         if f"{r.sweep} {r.point}" not in e["points"]:
             e["points"].append(f"{r.sweep} {r.point}")
     return sorted(by.values(), key=lambda e: -e["count"])
+
+
+def _kv_formula(model: dict, dtype: str | None) -> int | None:
+    """KV bytes per token of the model shape in its dtype (planner.specs.models), or None."""
+    if not model.get("layers") or dtype is None:
+        return None
+    from planner.specs.models import spec_from_dict
+
+    return int(spec_from_dict(model).kv_bytes_per_token(dtype))

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,3 +169,14 @@ def load_profile(path: str | Path) -> Profile:
     df = pd.DataFrame(rows, columns=None if rows else list(REQUIRED_SAMPLE_COLUMNS))
     meta = {k: v for k, v in doc.items() if k != "samples"}
     return Profile(meta=meta, samples=df, path=path, raw_samples=rows)
+
+
+def command_line() -> str:
+    """The command as a user would retype it: `planner profile local ...` however it was launched."""
+    argv = list(sys.argv)
+    a0 = Path(argv[0]).as_posix() if argv else ""
+    if Path(a0).name == "planner" or a0.endswith("planner/__main__.py"):
+        argv[0] = "planner"
+    elif a0.endswith("planner/cli/profile.py"):  # python -m planner.cli.profile
+        argv[0:1] = ["planner", "profile"]
+    return shlex.join(argv)

@@ -292,7 +292,7 @@ def endpoint_summary(console, prof) -> None:
                   f"max_model_len: {srv.get('max_model_len') or 'not reported'}")
     pts = [p for p in srv.get("points") or [] if any(k.startswith("server_") for k in p)]
     if pts:
-        t = Table(title="server-side times (ms; mean exact, p50 bucket-bounded [bucket])", box=box.SIMPLE_HEAD)
+        t = Table(title="server-side times (ms; mean exact, p50 bucket-bounded \\[bucket])", box=box.SIMPLE_HEAD)
         for col in ("point", "n", "queue mean", "prefill mean", "TTFT mean", "TTFT p50", "ITL mean", "ITL p50"):
             t.add_column(col, justify="right")
         for p in pts:

@@ -170,68 +170,88 @@ def planner_cmd(*args) -> list:
     return [sys.executable, "-m", "planner", *map(str, args)]
 
 
-def stage_a(py: Path, model: Path, url: str, a, run_dir: Path, profile_out: Path) -> dict:
-    conc = ",".join(map(str, a.concurrency))
-    prof_cmd = planner_cmd("profile", "endpoint", "--url", url, "--prompt-lens", a.prompt_lens, "--concurrency", conc,
-                           "--input-len", a.input_len, "--output-len", a.output_len,
-                           "--requests-per-point", a.requests_per_point, "--gpu", "local", "--measure-ceilings",
-                           "--max-num-seqs", a.max_num_seqs,
-                           "--max-num-batched-tokens", a.max_num_batched_tokens, "--out", profile_out, "--no-progress")
-    t0 = time.time()
-    r = sh(prof_cmd, env={"PYTHONPATH": str(ROOT), "COLUMNS": "120"}, check=False)
-    (run_dir / "profile.txt").write_text(r.stdout + r.stderr)
-    print(r.stdout[-4000:], r.stderr[-2000:], sep="\n")
+def profile_endpoint(url: str, a, out: Path, prompt_lens: str, conc: str, log_to: Path) -> dict:
+    """`planner profile endpoint` with the deployment's flags; the profile written to `out`."""
+    cmd = planner_cmd("profile", "endpoint", "--url", url, "--prompt-lens", prompt_lens, "--concurrency", conc,
+                      "--input-len", a.input_len, "--output-len", a.output_len,
+                      "--requests-per-point", a.requests_per_point, "--gpu", "local", "--measure-ceilings",
+                      "--max-num-seqs", a.max_num_seqs, "--max-num-batched-tokens", a.max_num_batched_tokens,
+                      "--out", out, "--no-progress")
+    r = sh(cmd, env={"PYTHONPATH": str(ROOT), "COLUMNS": "120"}, check=False)
+    log_to.write_text(r.stdout + r.stderr)
     if r.returncode != 0:
-        raise SystemExit(f"profile endpoint failed (exit {r.returncode})")
-    log(f"profile endpoint: {time.time() - t0:.0f} s -> {profile_out}")
-    bench = {}
+        print(r.stdout[-3000:], r.stderr[-2000:], sep="\n")
+        raise SystemExit(f"profile endpoint failed (exit {r.returncode}); see {log_to}")
+    return json.loads(out.read_text())
+
+
+def bench_serve(py: Path, model: Path, url: str, a, c: int, out: Path, seed: int) -> dict:
+    """`vllm bench serve` at max concurrency c: the same lengths, greedy, a fresh random seed."""
+    cmd = [str(py), "-m", "vllm.entrypoints.cli.main", "bench", "serve", "--backend", "vllm", "--base-url", url,
+           "--endpoint", "/v1/completions", "--model", model.name, "--tokenizer", str(model),
+           "--dataset-name", "random", "--random-input-len", a.input_len, "--random-output-len", a.output_len,
+           "--num-prompts", max(a.requests_per_point, c), "--max-concurrency", c, "--ignore-eos", "--temperature", "0",
+           "--seed", seed, "--percentile-metrics", "ttft,tpot,itl", "--metric-percentiles", "50",
+           "--save-result", "--result-dir", out.parent, "--result-filename", out.name]
+    sh(list(map(str, cmd)), out.parent / "bench.log", env=OFFLINE)
+    return json.loads(out.read_text())
+
+
+def stage_a(py: Path, model: Path, url: str, a, run_dir: Path, profile_out: Path) -> dict:
+    """The full profile (saved), then per concurrency a profile of that point and `vllm bench
+    serve` right after it: on a machine shared with other work the load drifts over minutes, so
+    each pair is measured back to back."""
+    t0 = time.time()
+    full = profile_endpoint(url, a, profile_out, a.prompt_lens, ",".join(map(str, a.concurrency)), run_dir / "profile.txt")
+    print((run_dir / "profile.txt").read_text()[-4000:])
+    log(f"profile endpoint: {time.time() - t0:.0f} s -> {profile_out}; load average {os.getloadavg()[0]:.1f}")
+    pairs, bench, load = {}, {}, {}
     for i, c in enumerate(a.concurrency):
-        n = max(a.requests_per_point, c)
-        out = run_dir / f"bench-c{c}.json"
-        cmd = [str(py), "-m", "vllm.entrypoints.cli.main", "bench", "serve", "--backend", "vllm", "--base-url", url,
-               "--endpoint", "/v1/completions", "--model", model.name, "--tokenizer", str(model),
-               "--dataset-name", "random", "--random-input-len", a.input_len, "--random-output-len", a.output_len,
-               "--num-prompts", n, "--max-concurrency", c, "--ignore-eos", "--temperature", "0",
-               "--seed", int(time.time()) + i, "--percentile-metrics", "ttft,tpot,itl", "--metric-percentiles", "50",
-               "--save-result", "--result-dir", run_dir, "--result-filename", out.name]
-        sh(list(map(str, cmd)), run_dir / "bench.log", env=OFFLINE)
-        bench[c] = json.loads(out.read_text())
-        log(f"vllm bench serve c={c}: {bench[c]['completed']} completed, {bench[c].get('failed', 0)} failed")
-    return compare(json.loads(profile_out.read_text()), bench, a)
+        la = os.getloadavg()[0]
+        pairs[c] = profile_endpoint(url, a, run_dir / f"pair-c{c}.json", "16", str(c), run_dir / f"pair-c{c}.txt")
+        bench[c] = bench_serve(py, model, url, a, c, run_dir / f"bench-c{c}.json", int(time.time()) + i)
+        load[c] = (la, os.getloadavg()[0])
+        log(f"c={c}: profile {pairs[c]['extra']['requests_failed']} failed; vllm bench serve {bench[c]['completed']} "
+            f"completed, {bench[c].get('failed', 0)} failed; load average {la:.1f} -> {load[c][1]:.1f}")
+    return compare(full, pairs, bench, load, a)
 
 
-def compare(prof: dict, bench: dict, a) -> dict:
-    """Medians side by side: the profiler's per-request TTFT and TPOT and its inter-token gaps at
-    each concurrency (decode sweep), against `vllm bench serve`'s median TTFT, TPOT and ITL."""
-    reqs = prof["extra"]["requests"]
+def compare(full: dict, pairs: dict, bench: dict, load: dict, a) -> dict:
+    """Medians side by side: the profiler's per-request TTFT and TPOT ((e2e - TTFT) / (tokens - 1))
+    and its inter-token gaps at each concurrency (decode sweep), against `vllm bench serve`'s median
+    TTFT, TPOT and ITL (the same definitions)."""
     rows = []
     for c, b in bench.items():
-        mine = [r for r in reqs if r["sweep"] == "decode" and r["point"] == c]
+        mine = [r for r in pairs[c]["extra"]["requests"] if r["sweep"] == "decode" and r["point"] == c]
         ok = [r for r in mine if not r["error"]]
         gaps = [g for r in ok for g in r["gaps_s"]]
         tpot = [(r["e2e_s"] - r["ttft_s"]) / (r["output_tokens"] - 1) for r in ok if r["output_tokens"] > 1]
         short = [r for r in ok if r["output_tokens"] != a.output_len]
         row = {"concurrency": c, "profile_requests": len(mine), "profile_failed": len(mine) - len(ok),
-               "profile_short": len(short), "bench_completed": b["completed"], "bench_failed": b.get("failed", 0)}
+               "profile_short": len(short), "bench_completed": b["completed"], "bench_failed": b.get("failed", 0),
+               "load_avg": load[c]}
         for key, vals, bkey in (("ttft", [r["ttft_s"] for r in ok], "median_ttft_ms"),
                                 ("tpot", tpot, "median_tpot_ms"), ("itl", gaps, "median_itl_ms")):
             mine_ms = statistics.median(vals) * 1e3 if vals else None
             row[f"{key}_profile_ms"], row[f"{key}_bench_ms"] = mine_ms, b[bkey]
             row[f"{key}_ratio"] = mine_ms / b[bkey] if mine_ms and b[bkey] else None
         rows.append(row)
-    print("\n(a) planner profile endpoint vs vllm bench serve, same server, medians (ms), ratio = profile / bench")
+    print("\n(a) planner profile endpoint vs vllm bench serve, same server, each concurrency back to back; "
+          "medians (ms), ratio = profile / bench")
     print(f"{'conc':>4} | {'TTFT prof':>9} {'bench':>8} {'ratio':>6} | {'TPOT prof':>9} {'bench':>8} {'ratio':>6} | "
-          f"{'ITL prof':>8} {'bench':>8} {'ratio':>6} | requests prof ok/failed/short, bench ok/failed")
+          f"{'ITL prof':>8} {'bench':>8} {'ratio':>6} | requests prof ok/failed/short, bench ok/failed | load avg")
     f = lambda x, w, nd: f"{x:{w}.{nd}f}" if x is not None else f"{'-':>{w}}"  # noqa: E731
     for r in rows:
         cells = [f"{f(r[k + '_profile_ms'], 9, 1)} {f(r[k + '_bench_ms'], 8, 1)} {f(r[k + '_ratio'], 6, 3)}"
                  for k in ("ttft", "tpot")]
         cells.append(f"{f(r['itl_profile_ms'], 8, 1)} {f(r['itl_bench_ms'], 8, 1)} {f(r['itl_ratio'], 6, 3)}")
         print(f"{r['concurrency']:>4} | " + " | ".join(cells) + f" | {r['profile_requests'] - r['profile_failed']}/"
-              f"{r['profile_failed']}/{r['profile_short']}, {r['bench_completed']}/{r['bench_failed']}")
-    print(f"requests the profile dropped or failed overall: {prof['extra']['requests_failed']} of "
-          f"{prof['extra']['requests_total']}; prompt lengths dropped: {prof['extra']['dropped'] or 'none'}")
-    return {"rows": rows, "profile_failed": prof["extra"]["requests_failed"], "profile_total": prof["extra"]["requests_total"]}
+              f"{r['profile_failed']}/{r['profile_short']}, {r['bench_completed']}/{r['bench_failed']}"
+              f" | {r['load_avg'][0]:.1f} -> {r['load_avg'][1]:.1f}")
+    ex = full["extra"]
+    print(f"full profile: {ex['requests_failed']} of {ex['requests_total']} requests failed; "
+          f"prompt lengths dropped: {ex['dropped'] or 'none'}")
+    return {"rows": rows, "profile_failed": ex["requests_failed"], "profile_total": ex["requests_total"]}
 
 
 # ---- 4b, 4c --------------------------------------------------------------------------------

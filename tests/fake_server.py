@@ -331,8 +331,9 @@ def _error(status: int, message: str) -> web.Response:
 class RunningFakeServer:
     """A fake server on its own thread and event loop; `.url` is its base URL, `.stop()` ends it."""
 
-    def __init__(self, cfg: FakeServerConfig, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, cfg: FakeServerConfig, host: str = "127.0.0.1", port: int = 0, keepalive_s: float = 75.0):
         self.server = FakeServer(cfg)
+        self._keepalive_s = keepalive_s
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._runner: web.AppRunner | None = None
@@ -350,7 +351,8 @@ class RunningFakeServer:
         asyncio.set_event_loop(self._loop)
 
         async def start():
-            self._runner = web.AppRunner(self.server.app(), access_log=None, shutdown_timeout=1.0)
+            self._runner = web.AppRunner(self.server.app(), access_log=None, shutdown_timeout=1.0,
+                                         keepalive_timeout=self._keepalive_s)
             await self._runner.setup()
             site = web.TCPSite(self._runner, host, port)
             await site.start()
@@ -380,9 +382,10 @@ class RunningFakeServer:
 
 
 def start_fake_server(cfg: FakeServerConfig | None = None, host: str = "127.0.0.1",
-                      port: int = 0) -> RunningFakeServer:
-    """Start a fake server on a background thread (port 0: a free port); use as a context manager."""
-    return RunningFakeServer(cfg or FakeServerConfig(), host, port)
+                      port: int = 0, keepalive_s: float = 75.0) -> RunningFakeServer:
+    """Start a fake server on a background thread (port 0: a free port); use as a context manager.
+    `keepalive_s`: how long it keeps an idle connection open (uvicorn, which serves vLLM: 5 s)."""
+    return RunningFakeServer(cfg or FakeServerConfig(), host, port, keepalive_s)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -419,3 +419,18 @@ def test_without_token_ids_the_usage_block_gives_the_count(tmp_path):
     assert all(r["token_events"] < 12 for r in reqs)  # the "" chunks were not seen as tokens
     assert set(prof.samples[prof.samples.phase == "decode"].estimator) == {"median time per output token"}
     assert any("no token ids per chunk" in n for n in prof.meta["extra"]["notes"])
+
+
+def test_a_connection_closed_while_idle_is_reopened(tmp_path, monkeypatch):
+    """The server closes idle keep-alive connections (uvicorn after 5 s) while the profiler is
+    busy elsewhere (measuring ceilings blocks the loop): the next request must not fail on the
+    stale connection (it used to cost the /tokenize dialect against vLLM)."""
+    from planner.measure import endpoint_file
+
+    monkeypatch.setattr(endpoint_file, "ceilings", lambda run: time.sleep(0.4))
+    with start_fake_server(FakeServerConfig(), keepalive_s=0.1) as srv:
+        path = run_endpoint_profile(srv.url, out=tmp_path / "k.json", prompt_lens=[32], concurrency=[1],
+                                    input_len=16, output_len=4, requests_per_point=1, progress=False)
+    extra = load_profile(path).meta["extra"]
+    assert extra["tokenize_dialect"] == "vllm" and extra["requests_failed"] == 0
+    assert extra["server"]["metrics_available"]

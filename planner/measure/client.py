@@ -184,7 +184,8 @@ async def stream(session, url: str, body: dict, timeout_s: float = 60.0, headers
     """POST `body` to `url` (the full completions or chat URL) and stream the answer into
     `result` (a new one when None), which is returned. The server's faults never raise: they
     become `result.error`. A connection refused, or HTTP 429/502/503, before any byte is resent
-    after each of `retry_delays_s` (nothing was generated). Cancellation (Ctrl-C) is recorded as
+    after each of `retry_delays_s` (nothing was generated); a connection the server dropped before
+    answering is tried once more (a stale keep-alive connection). Cancellation (Ctrl-C) is recorded as
     "interrupted" and re-raised, so a caller holding `result` keeps what was measured.
     `timeout_s`: seconds without a byte before the request counts as timed out."""
     import aiohttp
@@ -222,6 +223,12 @@ async def stream(session, url: str, body: dict, timeout_s: float = 60.0, headers
                     continue
                 r.error = f"cannot connect: {why(e)}"
                 return r
+            except aiohttp.ServerDisconnectedError:
+                # Before any byte came back, on the first try: a pooled keep-alive connection the
+                # server had closed while idle; the request never ran. Once more on a fresh one.
+                if r.status is None and r.attempts == 1:
+                    continue
+                raise
             break
         if r.error is None and not r.event_times_s and "event-stream" not in r.content_type:
             r.error = f"response not streamed (Content-Type {r.content_type or 'missing'})"

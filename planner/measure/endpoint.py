@@ -404,12 +404,11 @@ async def _scrape(run: _Run):
     import aiohttp
 
     try:
-        async with run.session.get(run.metrics_url, headers=run.headers(run.metrics_url),
-                                   timeout=aiohttp.ClientTimeout(total=min(run.timeout_s, 10.0))) as r:
-            if r.status != 200:
-                raise aiohttp.ClientError(f"HTTP {r.status}")
-            return prometheus.parse(await r.text())
-    except (aiohttp.ClientError, asyncio.TimeoutError, UnicodeDecodeError) as e:
+        status, _, text, _ = await prompts.get_json(run, run.metrics_url, timeout=aiohttp.ClientTimeout(total=min(run.timeout_s, 10.0)))
+        if status != 200:
+            raise aiohttp.ClientError(f"HTTP {status}")
+        return prometheus.parse(text)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
         run.metrics_ok = False
         why = f"{client.redact_url(run.metrics_url)} ({e or type(e).__name__})"
         run.note(f"Prometheus metrics stopped answering at {why}: no server-side times from there on" if run.points

@@ -137,14 +137,25 @@ async def prompt(run, n: int, seed: str, exact: bool) -> tuple[str, int | None, 
     return best
 
 
-async def get_json(run, url: str, body=None):
-    """(status, parsed JSON or None, text, Server header) of a GET (body None) or POST."""
+async def get_json(run, url: str, body=None, timeout=None, limit: int = 1 << 24):
+    """(status, parsed JSON or None, text, Server header) of a GET (body None) or POST. A pooled
+    connection the server closed while idle (its keep-alive timeout, e.g. while ceilings were
+    measured) fails before any byte: tried once more on a fresh one."""
+    import aiohttp
+
     method = run.session.get if body is None else run.session.post
     kw = {} if body is None else {"json": body}
-    async with method(url, headers=run.headers(url), **kw) as r:
-        text = (await r.content.read(1 << 20)).decode("utf-8", "replace")
+    if timeout is not None:
+        kw["timeout"] = timeout
+    for attempt in (1, 2):
         try:
-            doc = json.loads(text)
-        except ValueError:
-            doc = None
-        return r.status, doc, text, r.headers.get("Server")
+            async with method(url, headers=run.headers(url), **kw) as r:
+                text = (await r.content.read(limit)).decode("utf-8", "replace")
+                try:
+                    doc = json.loads(text)
+                except ValueError:
+                    doc = None
+                return r.status, doc, text, r.headers.get("Server")
+        except aiohttp.ServerDisconnectedError:
+            if attempt == 2:
+                raise

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -251,3 +253,14 @@ def profile_engine(prof) -> dict:
     name = eng.get("name") if isinstance(eng, dict) else eng
     return {"name": str(name or "unknown"), "version": eng.get("version") if isinstance(eng, dict) else None,
             "max_num_seqs": limit("max_num_seqs"), "max_num_batched_tokens": limit("max_num_batched_tokens")}
+
+
+def command_line() -> str:
+    """The command as a user would retype it: `planner profile local ...` however it was launched."""
+    argv = list(sys.argv)
+    a0 = Path(argv[0]).as_posix() if argv else ""
+    if Path(a0).name == "planner" or a0.endswith("planner/__main__.py"):
+        argv[0] = "planner"
+    elif a0.endswith("planner/cli/profile.py"):  # python -m planner.cli.profile
+        argv[0:1] = ["planner", "profile"]
+    return shlex.join(argv)

@@ -19,8 +19,6 @@ not after minutes of measuring. An interrupted sweep still writes what it measur
 from __future__ import annotations
 
 import datetime as dt
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ import numpy as np
 
 from planner.errors import BadInput, shown
 from planner.measure.ceilings import device_info, free_memory_bytes, nvml_index, resolve_device
-from planner.measure.files import check_writable, save_profile
+from planner.measure.files import check_writable, command_line, save_profile
 from planner.specs.models import ModelSpec, resolve_model
 
 #: Default sweeps, (quick, device type) -> grid. Quick on a 2-core CPU with `tiny` takes ~20 s.
@@ -132,17 +130,6 @@ def default_output(model: str, device: str) -> Path:
     name = Path(model).parent.name if model.endswith(".json") else Path(model).name
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("profiles") / f"{name}-{device.replace(':', '')}-{stamp}.json"
-
-
-def command_line() -> str:
-    """The command as a user would retype it: `planner profile local ...` however it was launched."""
-    argv = list(sys.argv)
-    a0 = Path(argv[0]).as_posix() if argv else ""
-    if Path(a0).name == "planner" or a0.endswith("planner/__main__.py"):
-        argv[0] = "planner"
-    elif a0.endswith("planner/cli/profile.py"):  # python -m planner.cli.profile
-        argv[0:1] = ["planner", "profile"]
-    return shlex.join(argv)
 
 
 @dataclass(frozen=True)

@@ -354,7 +354,8 @@ def _calibration_section(r: PlanResult) -> list[str]:
         if k in fitted:
             g = fitted[k]
             err = "; ".join(f"{ph} median error {g[ph]['median_abs_error_pct']}% (max {g[ph]['max_abs_error_pct']}%)" for ph in ("prefill", "decode") if ph in g)
-            rows.append([k, "calibrated", f"fit to {g.get('device', '?')}: {err}"])
+            by = f" (calibrated by {g['measured_by']})" if g.get("measured_by") else ""
+            rows.append([k, "calibrated", f"fit to {g.get('device', '?')}{by}: {err}"])
         elif "*" in effs:
             rows.append([k, "extrapolated", f"fitted efficiencies ({effs['*'].source}) moved to {k} through its datasheet specs"])
         else:

@@ -151,7 +151,8 @@ def calibration_lines(r: PlanResult) -> list[str]:
         errs = ", ".join(f"{ph} median {g[ph]['median_abs_error_pct']:.1f}% / max {g[ph]['max_abs_error_pct']:.1f}% over {g[ph]['points']} points"
                          for ph in ("prefill", "decode") if ph in g)
         e = g.get("efficiency", {})
-        out.append(f"  {key} ({g.get('device', '')}): calibrated; fit error {errs}; compute {e.get('compute', 0):.2f}, memory {e.get('memory', 0):.2f} of the ceilings")
+        by = f" by {g['measured_by']}" if g.get("measured_by") else ""
+        out.append(f"  {key} ({g.get('device', '')}): calibrated{by}; fit error {errs}; compute {e.get('compute', 0):.2f}, memory {e.get('memory', 0):.2f} of the ceilings")
         if g.get("step_times"):
             out.append(f"    step times on {key}: {g['step_times']}")
     out.append(f"  {cal.get('extrapolated', '')}")

@@ -121,7 +121,11 @@ def calibrate_from_profiles(paths, catalog) -> Calibration:
     effs, locals_, measured, rep = {}, [], {}, {"status": "calibrated", "profiles": [], "gpus": {}}
     for path in paths:
         prof = load_profile(path)
-        gpu = match_catalog_gpu(prof.device_name, catalog)
+        missing = (prof.meta.get("deployment") or {}).get("missing_for_plan")
+        if missing:  # an endpoint profile that does not say what served it
+            raise BadInput(f"{path}: the endpoint profile does not say what served it: re-run `planner profile endpoint` with {', '.join(missing)}")
+        key = (prof.meta.get("device") or {}).get("catalog_key")
+        gpu = catalog.gpus.get(key) if key else match_catalog_gpu(prof.device_name, catalog)
         ceil = prof.ceilings
         if gpu is None:
             if not (ceil.get("matmul_tflops") and ceil.get("mem_bw_gbps")):
@@ -138,8 +142,10 @@ def calibrate_from_profiles(paths, catalog) -> Calibration:
         measured.setdefault(gpu.key, prof)
         if not gpu.measured:
             effs.setdefault("*", eff)
+        eng = prof.meta.get("engine") or {}
+        by = f"the endpoint's measurements ({eng.get('name')} {eng.get('version') or ''})".rstrip() if prof.kind == "endpoint" else None
         rep["profiles"].append({"path": str(path), "device": prof.device_name, "gpu": gpu.key, "scope": scope, "fit": fit})
-        rep["gpus"][gpu.key] = {"status": "calibrated", "device": prof.device_name, **fit,
+        rep["gpus"][gpu.key] = {"status": "calibrated", "device": prof.device_name, "measured_by": by, **fit,
                                 "step_times": f"measured points for {(prof.model or {}).get('name')} at tp {prof.tp or 1}, {prof.dtype}; "
                                               "the fitted roofline for other models, tp and dtypes"}
     rep["extrapolated"] = "every other GPU type: " + ("fitted efficiencies moved by datasheet specs" if "*" in effs else "default efficiencies")

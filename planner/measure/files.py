@@ -150,7 +150,10 @@ def _check_header(path: Path, doc: dict) -> None:
     if dev.get("memory_gb") is not None and not (_is_num(dev["memory_gb"]) and 0 < dev["memory_gb"] <= 1e6):
         bad("device.memory_gb", dev["memory_gb"], "a positive number of GB")
     for k, v in (doc.get("ceilings") or {}).items():
-        if v is not None and not (_is_num(v) and 0 < v <= 1e9):
+        if k in ("source", "note"):  # where the ceilings came from: text
+            if v is not None and not isinstance(v, str):
+                bad(f"ceilings.{k}", v, "a string")
+        elif v is not None and not (_is_num(v) and 0 < v <= 1e9):
             bad(f"ceilings.{k}", v, "a positive number (or null)")
     model = doc.get("model") or {}
     if not isinstance(model.get("name", ""), str):
@@ -204,6 +207,10 @@ def _check_sample(path: Path, i: int, r, max_tokens: int) -> None:
             continue
         if c in ("p10_s", "p90_s") and v is not None and not (_is_num(v) and 0 <= v <= MAX_SECONDS):
             raise BadInput(f"{where}.{c} must be a finite number of seconds >= 0 (or null), got {shown(v)}")
+        if c.endswith("_bucket_s") and isinstance(v, list):  # a histogram bucket's edges [lo, hi] (s)
+            if not (len(v) == 2 and all(x is None or (_is_num(x) and x >= 0) for x in v)):
+                raise BadInput(f"{where}.{c} must be a bucket's [low, high] edges in seconds, got {shown(v)}")
+            continue
         if not (v is None or isinstance(v, (bool, str)) or _is_num(v)):
             raise BadInput(f"{where}.{c} must be a number, string or null, got {shown(v)}")
 

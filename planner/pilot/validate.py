@@ -87,6 +87,83 @@ class PredictOnly:
                 "equivalent_plan": self.plan_command(self.calibration.get("path", "PROFILE"))}
 
 
+def _check_flags(requests, duration_s, endpoint, compare_colocated, roofline, predict_only, engine) -> None:
+    """Refuse contradictory flags before minutes of profiling, not after."""
+    if requests is not None and requests < 1:
+        raise BadInput(f"--requests must be >= 1, got {requests}")
+    if requests is None and not (duration_s and duration_s > 0):
+        raise BadInput(f"--duration must be > 0 s, got {duration_s}")
+    if endpoint and compare_colocated:
+        raise BadInput("--compare-colocated starts local pilots: it cannot be combined with --endpoint")
+    if roofline not in STEP_TIME_MODELS:  # before minutes of profiling, not after
+        raise BadInput(f"--roofline {roofline!r}: expected {', '.join(STEP_TIME_MODELS)}")
+    if predict_only and endpoint:
+        raise BadInput("--predict-only predicts a local pilot from its profile: it cannot be combined with --endpoint")
+    if endpoint is None and engine not in (None, "planner"):
+        raise BadInput(f"--engine {engine!r}: a local pilot runs this project's runtime (planner serve); "
+                       "give --endpoint URL to validate another engine")
+
+
+def _local_side(spec, model, device, pilot, d, profile, roofline, predict_only, nice, notes, say) -> tuple:
+    """(replica, calibration) of a local pilot: a profile of this device (given, cached, or
+    measured now with the pilot's threads per worker) and what it says about its own quality."""
+    if nice:  # the profile's times must not be other processes' either
+        notes.extend(set_priority([os.getpid()], nice))
+    if predict_only and profile is None:
+        cached = cached_profile_path(model, device, pilot.threads_per_worker, pilot.dtype, profile_grid(d, pilot.max_seqs))
+        if not cached.exists():
+            raise BadInput("--predict-only runs nothing: give --profile FILE (a `planner profile local` profile of this device)")
+    try:
+        path = ensure_profile(model, device, pilot.threads_per_worker, pilot.dtype, profile_grid(d, pilot.max_seqs), profile, say)
+    finally:
+        if nice:
+            set_priority([os.getpid()], 0)
+    rep, calibration = local_replica(spec, path, roofline)
+    noisy = profile_noise(path)
+    if noisy is not None and noisy > 0.3:
+        notes.append(f"the profile is noisy: its points' p10-p90 spread is {noisy:.0%} of the median (median over points); "
+                     "a busy machine? delete it and measure again when idle")
+    t_prof = calibration.get("torch_threads")
+    if device == "cpu" and t_prof and t_prof != pilot.threads_per_worker:
+        notes.append(f"the profile ran {t_prof} torch threads, each pilot worker runs {pilot.threads_per_worker}: "
+                     "step times are extrapolated")
+    return rep, calibration
+
+
+def _with_rate(pilot: Pilot, cap: float, limit: str, pilot_rate: float | None, traffic_rps: float | None) -> Pilot:
+    """The pilot at its rate: --pilot-rate, or its load fraction of the predicted capacity `cap`
+    (req/s, bound by `limit`), with the share of production traffic that is."""
+    if pilot_rate is not None:
+        rate = float(pilot_rate)
+        kept = tuple(x for x in pilot.why if not x.startswith("load:"))
+        pilot = replace(pilot, why=kept + (f"rate {rate:.3g} req/s given (--pilot-rate)",))
+    else:
+        if cap <= 0:
+            raise BadInput("cannot choose a pilot rate: no predicted capacity (give --pilot-rate)")
+        rate = pilot.load_frac * cap
+    pilot = replace(pilot, rate_rps=rate, capacity_rps=cap, load_frac=rate / cap if cap > 0 else pilot.load_frac,
+                    traffic_share=rate / traffic_rps if traffic_rps else None,
+                    why=pilot.why + (f"predicted capacity {cap:.3g} req/s (bound: {limit}); pilot rate {rate:.3g} req/s",))
+    if pilot.traffic_share is not None:
+        pilot = replace(pilot, why=pilot.why + (f"the pilot carries {pilot.traffic_share:.3g} of the workload's {traffic_rps:.4g} req/s "
+                                                "(on this device; the plan's replicas are other hardware)",))
+    return pilot
+
+
+def _schedule(workload, rate: float, requests, duration_s, min_requests, replay_trace: bool, seed: int, cap_len: int, notes: list):
+    """What the replay sends: the trace's own timing scaled to `rate` (req/s), or Poisson arrivals;
+    a slow pilot replays at least `min_requests` (percentiles of a dozen requests are noise)."""
+    from planner.pilot import replay as rp
+
+    if min_requests and requests is None and duration_s and rate * duration_s < min_requests:
+        requests = int(min_requests)
+        notes.append(f"{requests} requests replayed (more than {duration_s:g} s of arrivals at {rate:.3g} req/s): --min-requests")
+    if workload.timestamps_s is not None and replay_trace:
+        notes.append("arrivals: the trace's own timestamps, scaled to the pilot rate")
+        return rp.trace_schedule(workload, rate, requests, None if requests else duration_s, cap_len)
+    return rp.poisson_schedule(workload, rate, requests, None if requests else duration_s, seed, cap_len)
+
+
 def _endpoint_side(spec, model, engine, profile, roofline, mode, plan, prefill_workers, decode_workers, workers,
                    load_frac, notes) -> tuple:
     """(replica, calibration, pilot) for a pilot at --endpoint: predicted from a profile of that
@@ -148,19 +225,7 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
         traffic_rps = plan["workload"].rate_rps
     if workload is None:
         workload = plan["workload"] if plan else workload_from_flags(rate=1.0, input_len=DEFAULT_INPUT_LEN, output_len=DEFAULT_OUTPUT_LEN)
-    if requests is not None and requests < 1:
-        raise BadInput(f"--requests must be >= 1, got {requests}")
-    if requests is None and not (duration_s and duration_s > 0):
-        raise BadInput(f"--duration must be > 0 s, got {duration_s}")
-    if endpoint and compare_colocated:
-        raise BadInput("--compare-colocated starts local pilots: it cannot be combined with --endpoint")
-    if roofline not in STEP_TIME_MODELS:  # before minutes of profiling, not after
-        raise BadInput(f"--roofline {roofline!r}: expected {', '.join(STEP_TIME_MODELS)}")
-    if predict_only and endpoint:
-        raise BadInput("--predict-only predicts a local pilot from its profile: it cannot be combined with --endpoint")
-    if endpoint is None and engine not in (None, "planner"):
-        raise BadInput(f"--engine {engine!r}: a local pilot runs this project's runtime (planner serve); "
-                       "give --endpoint URL to validate another engine")
+    _check_flags(requests, duration_s, endpoint, compare_colocated, roofline, predict_only, engine)
     pilot = None if endpoint else derive_pilot(model, device, workload, plan, max_workers, mode, prefill_workers, decode_workers,
                                                workers, load_frac, max_seqs, max_batch_tokens, chunked_prefill)
     notes: list = []
@@ -177,26 +242,7 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
         rep, calibration, pilot = _endpoint_side(spec, model, engine, profile, roofline, mode, plan, prefill_workers,
                                                  decode_workers, workers, load_frac, notes)
     else:
-        if nice:  # the profile's times must not be other processes' either
-            notes.extend(set_priority([os.getpid()], nice))
-        if predict_only and profile is None:
-            cached = cached_profile_path(model, device, pilot.threads_per_worker, pilot.dtype, profile_grid(d, pilot.max_seqs))
-            if not cached.exists():
-                raise BadInput("--predict-only runs nothing: give --profile FILE (a `planner profile local` profile of this device)")
-        try:
-            path = ensure_profile(model, device, pilot.threads_per_worker, pilot.dtype, profile_grid(d, pilot.max_seqs), profile, say)
-        finally:
-            if nice:
-                set_priority([os.getpid()], 0)
-        rep, calibration = local_replica(spec, path, roofline)
-        noisy = profile_noise(path)
-        if noisy is not None and noisy > 0.3:
-            notes.append(f"the profile is noisy: its points' p10-p90 spread is {noisy:.0%} of the median (median over points); "
-                         "a busy machine? delete it and measure again when idle")
-        t_prof = calibration.get("torch_threads")
-        if device == "cpu" and t_prof and t_prof != pilot.threads_per_worker:
-            notes.append(f"the profile ran {t_prof} torch threads, each pilot worker runs {pilot.threads_per_worker}: "
-                         "step times are extrapolated")
+        rep, calibration = _local_side(spec, model, device, pilot, d, profile, roofline, predict_only, nice, notes, say)
 
     if pilot.mode == "disaggregated" and not pilot.prefill_workers and endpoint is None:
         total = max_workers or default_max_workers(device)
@@ -210,44 +256,21 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
         if contention is not None:
             calibration = {**calibration, "contention": contention.to_dict()}
     cap, limit = contended_capacity(pilot, rep, d, contention) if rep is not None else (0.0, "unknown")
-    if pilot_rate is not None:
-        rate = float(pilot_rate)
-        kept = tuple(x for x in pilot.why if not x.startswith("load:"))
-        pilot = replace(pilot, why=kept + (f"rate {rate:.3g} req/s given (--pilot-rate)",))
-    else:
-        if cap <= 0:
-            raise BadInput("cannot choose a pilot rate: no predicted capacity (give --pilot-rate)")
-        rate = pilot.load_frac * cap
-    pilot = replace(pilot, rate_rps=rate, capacity_rps=cap, load_frac=rate / cap if cap > 0 else pilot.load_frac,
-                    traffic_share=rate / traffic_rps if traffic_rps else None,
-                    why=pilot.why + (f"predicted capacity {cap:.3g} req/s (bound: {limit}); pilot rate {rate:.3g} req/s",))
-    if pilot.traffic_share is not None:
-        pilot = replace(pilot, why=pilot.why + (f"the pilot carries {pilot.traffic_share:.3g} of the workload's {traffic_rps:.4g} req/s "
-                                                "(on this device; the plan's replicas are other hardware)",))
-
+    pilot = _with_rate(pilot, cap, limit, pilot_rate, traffic_rps)
+    rate = pilot.rate_rps
     if predict_only:
         from planner.sizing.current import split_link_bytes_s
 
         # The KV path plan assumes for these devices (nothing is measured): the contract with plan.
         link = split_link_bytes_s(rep.gpu, 1, rep.gpu, 1) if pilot.mode == "disaggregated" else None
         return PredictOnly(pilot, predict(pilot, rep, d, link), workload, calibration, notes)
-    if min_requests and requests is None and duration_s and rate * duration_s < min_requests:
-        requests = int(min_requests)  # a slow pilot runs longer: percentiles of a dozen requests are noise
-        notes.append(f"{requests} requests replayed (more than {duration_s:g} s of arrivals at {rate:.3g} req/s): --min-requests")
-    # The schedule, then a context just long enough for it (less KV cache to allocate).
-    if workload.timestamps_s is not None and replay_trace:
-        schedule = rp.trace_schedule(workload, rate, requests, None if requests else duration_s, cap_len)
-        notes.append("arrivals: the trace's own timestamps, scaled to the pilot rate")
-    else:
-        schedule = rp.poisson_schedule(workload, rate, requests, None if requests else duration_s, seed, cap_len)
+    schedule = _schedule(workload, rate, requests, duration_s, min_requests, replay_trace, seed, cap_len, notes)
     longest = max(r.prompt_tokens + r.output_tokens for r in schedule)
-    pilot = replace(pilot, max_model_len=min(cap_len, int(math.ceil((longest + 1) / 64) * 64)))
-
+    pilot = replace(pilot, max_model_len=min(cap_len, int(math.ceil((longest + 1) / 64) * 64)))  # less KV cache to allocate
     transport = {}
     if pilot.mode == "disaggregated" and rep is not None and endpoint is None:
         layer_bytes = int(d.mean_prompt * rep.kv_bytes_per_token / spec.layers)
-        bw = measure_transport(layer_bytes)
-        transport = {"kind": "zeromq tcp loopback", "message_bytes": layer_bytes, "measured_bytes_per_s": bw,
+        transport = {"kind": "zeromq tcp loopback", "message_bytes": layer_bytes, "measured_bytes_per_s": measure_transport(layer_bytes),
                      "note": "PUSH->PULL of one mean KV layer message, unloaded: the wire-time ceiling"}
     if endpoint is None and device == "cpu":
         busy = machine_busy_cores(1.0)

@@ -430,6 +430,10 @@ NASTY_FILES = {
     "empty.yaml": "",
     "strings-in-empirical.yaml": "rate_rps: 1\ninput: {kind: empirical, values: [1, a, '[/x]']}\noutput: 10\n",
     "inf-length.yaml": "rate_rps: 1\ninput: .inf\noutput: 10\n",
+    # found by the hypothesis tests above, kept as regressions:
+    "bool-slo.yaml": _dump_yaml({**WORKLOAD, "slo": {"ttft_ms": True}}),  # YAML true was read as 1 ms
+    "long-key-nan.yaml": f"rate_rps: 1\ninput: 1\noutput: 1\n{'B' * 300}: .nan\n",  # the field path was quoted whole
+    "long-unknown-key.yaml": f"rate_rps: 1\ninput: 1\noutput: 1\n{'C' * 300}: 1\n",
 }
 NASTY_JSON = {
     "deep.json": "[" * 100000 + "]" * 100000,
@@ -444,6 +448,9 @@ NASTY_JSON = {
     "huge-int.json": '{"format": "planner-profile/1", "tp": ' + "9" * 5000 + "}",
     "truncated.json": json.dumps(PROFILE)[:500],
     "markup.json": json.dumps({**PROFILE, "device": {"name": "[/x]"}, "created": "[b]"}),
+    # found by test_fuzz_profile_in_plan: a model without 'heads' was a TypeError in plan --profile
+    "model-without-heads.json": json.dumps({**PROFILE, "model": {k: v for k, v in PROFILE["model"].items() if k != "heads"}}),
+    "long-device-name.json": json.dumps({**PROFILE, "device": {**PROFILE["device"], "name": LONG}}),
 }
 NASTY_CONFIGS = {
     "heads-5000.json": {**CONFIG, "num_attention_heads": 5000, "hidden_size": 5000 * 16},
@@ -528,10 +535,45 @@ def test_corpus_messages_say_what_is_wrong(tmp_path):
         "string-heads.json": "'8'", "extra-field.csv": "line 2: 3 fields", "extra-field-one-row.csv": "line 3",
         "ts-1e300.csv": "more than a year", "ts-negative.csv": "more than a year", "tokens-1e300.csv": "token count",
         "markup-cell.csv": "'[/x]' is not a number", "strings-in-empirical.yaml": "empirical",
+        "bool-slo.yaml": "slo.ttft_ms must be a number, got True", "model-without-heads.json": "lacks heads",
+        "long-device-name.json": "device.name", "long-unknown-key.yaml": "unknown key CCC",
     }
     for name, needle in expect.items():
         code, out, err = run_cli(first[name])
         assert code == 2 and needle in err and err.count("\n") == 1, (name, err)
+
+
+def test_plain_click_usage_errors_are_one_line_too(monkeypatch):
+    """typer 0.29 raises its vendored click's exceptions; a plain click one (another typer, a
+    click callback) must end the same way: one line, exit 2."""
+    import click
+
+    import planner.cli.main as cli
+
+    for exc in (click.exceptions.NoSuchOption("--x"), click.BadParameter("bad", param_hint="'--rate'"),
+                click.UsageError("No such command 'x'.")):
+        def boom(*a, exc=exc, **k):
+            raise exc
+        monkeypatch.setattr(cli, "app", boom)
+        code, _, err = run_cli(["plan"])
+        CASES["CLI usage"] += 1
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_shown_is_bounded_for_any_value():
+    """errors.shown quotes <= 200 characters with bounded work, even for what an alias bomb builds."""
+    import time
+
+    from planner.errors import shown
+
+    bomb = ["lol"] * 9
+    for _ in range(10):  # 9^11 = 3e10 strings if expanded
+        bomb = [bomb] * 9
+    t = time.perf_counter()
+    for v in (bomb, LONG, {LONG: bomb}, b"x" * 10 ** 6, 10 ** 4000 if sys.version_info < (3, 11) else 10 ** 300):
+        assert len(shown(v)) <= 230
+    assert time.perf_counter() - t < 1.0
+    assert shown("[/x]") == "'[/x]'" and shown(5) == "5"
 
 
 # ---- output paths ----------------------------------------------------------------------------------

@@ -434,6 +434,7 @@ NASTY_FILES = {
     "bool-slo.yaml": _dump_yaml({**WORKLOAD, "slo": {"ttft_ms": True}}),  # YAML true was read as 1 ms
     "long-key-nan.yaml": f"rate_rps: 1\ninput: 1\noutput: 1\n{'B' * 300}: .nan\n",  # the field path was quoted whole
     "long-unknown-key.yaml": f"rate_rps: 1\ninput: 1\noutput: 1\n{'C' * 300}: 1\n",
+    "hourly-1e300.yaml": _dump_yaml({"hourly_rps": [1e300] + [1] * 23, "input": 100, "output": 10}),  # was exit 3
 }
 NASTY_JSON = {
     "deep.json": "[" * 100000 + "]" * 100000,
@@ -536,7 +537,7 @@ def test_corpus_messages_say_what_is_wrong(tmp_path):
         "ts-1e300.csv": "more than a year", "ts-negative.csv": "more than a year", "tokens-1e300.csv": "token count",
         "markup-cell.csv": "'[/x]' is not a number", "strings-in-empirical.yaml": "empirical",
         "bool-slo.yaml": "slo.ttft_ms must be a number, got True", "model-without-heads.json": "lacks heads",
-        "long-device-name.json": "device.name", "long-unknown-key.yaml": "unknown key CCC",
+        "long-device-name.json": "device.name", "long-unknown-key.yaml": "unknown key CCC", "hourly-1e300.yaml": "hourly_rps must",
     }
     for name, needle in expect.items():
         code, out, err = run_cli(first[name])

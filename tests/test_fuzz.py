@@ -113,6 +113,9 @@ def check(kind: str, argv: list[str], names: list[str], allow_ok: bool = True) -
             pytest.fail(f"{kind}: {why}\nargv: {argv}\nstderr: {err[-3000:]}")
         BROKEN.append((kind, argv, why))
     lines = [x for x in err.splitlines() if x.strip()]
+    if os.environ.get("FUZZ_LINES") and code:  # for reading the messages themselves
+        with open(os.environ["FUZZ_LINES"], "a") as f:
+            f.write(f"{kind}\t{code}\t{lines[-1] if lines else ''}\n")
     return code, lines[-1] if lines and code else ""
 
 
@@ -530,7 +533,8 @@ def test_corpus_messages_say_what_is_wrong(tmp_path):
     expect = {
         "bomb.yaml": "aliases", "deep.yaml": "nesting depth", "deep-block.yaml": "nest", "recursive.yaml": "refers to itself",
         "inf-length.yaml": "not a finite number", "1e999.yaml": "must be finite", "huge-int.yaml": "more than 4,300 digits",
-        "nan.json": "NaN", "inf.json": "Infinity", "batch-1e9.json": "samples[0].batch", "context-beyond.json": "max_position",
+        "nan.json": "field samples[0].seconds: nan is not a finite number", "inf.json": "samples[0].seconds: inf",
+        "1e999.json": "samples[0].seconds: inf", "batch-1e9.json": "samples[0].batch", "context-beyond.json": "max_position",
         "deep.json": "nested deeper", "heads-5000.json": "num_attention_heads", "kv-zero.json": "num_key_value_heads",
         "kv-not-dividing.json": "not a multiple of num_key_value_heads", "hidden-not-dividing.json": "head_dim",
         "string-heads.json": "'8'", "extra-field.csv": "line 2: 3 fields", "extra-field-one-row.csv": "line 3",

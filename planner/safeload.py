@@ -114,39 +114,35 @@ def _why(e: Exception) -> str:
     return shown(str(e))[1:-1]
 
 
-def _finite_float(text: str) -> float:
-    x = float(text)
-    if not math.isfinite(x):
-        raise ValueError(f"number {text[:40]} is out of range")
-    return x
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a number (JSON has no NaN or Infinity)")
-
-
 def load_json(text: str, label: str):
     """The value in `text` (JSON, finite numbers only); BadInput naming `label` on any problem."""
     try:
-        doc = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+        doc = json.loads(text)  # NaN, Infinity and 1e999 parse (as nan/inf): found below, with their field
     except json.JSONDecodeError as e:
         raise BadInput(f"{label}: not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
     except RecursionError:
         raise BadInput(f"{label}: nested deeper than {MAX_DEPTH} levels") from None
-    except ValueError as e:  # our parse hooks, or an integer of more than 4300 digits
+    except ValueError as e:  # an integer of more than 4300 digits
         raise BadInput(f"{label}: {_why(e)}") from None
-    _check_json_depth(doc, label)
+    _check_json(doc, label)
     return doc
 
 
-def _check_json_depth(doc, label: str) -> None:
-    stack = [(doc, 1)]
+def _check_json(doc, label: str) -> None:
+    """Depth and non-finite numbers of a parsed JSON value (iterative), naming the field."""
+    stack = [(doc, 1, "")]
     while stack:
-        v, d = stack.pop()
+        v, d, where = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            field = f" field {clip(where)}:" if where else ""
+            raise BadInput(f"{label}:{field} {v} is not a finite number (JSON has no NaN or Infinity)")
         if isinstance(v, (dict, list)):
             if d > MAX_DEPTH:
                 raise BadInput(f"{label}: nested deeper than {MAX_DEPTH} levels")
-            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+            if isinstance(v, dict):
+                stack.extend((x, d + 1, f"{where}.{k}" if where else str(k)) for k, x in v.items())
+            else:
+                stack.extend((x, d + 1, f"{where}[{i}]") for i, x in enumerate(v))
 
 
 def read_text(path, label: str, what: str = "file", max_bytes: int = 1 << 30) -> str:

@@ -23,6 +23,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -113,6 +114,9 @@ def check(kind: str, argv: list[str], names: list[str], allow_ok: bool = True) -
             pytest.fail(f"{kind}: {why}\nargv: {argv}\nstderr: {err[-3000:]}")
         BROKEN.append((kind, argv, why))
     lines = [x for x in err.splitlines() if x.strip()]
+    if os.environ.get("FUZZ_LINES") and code:  # for reading the messages themselves
+        with open(os.environ["FUZZ_LINES"], "a") as f:
+            f.write(f"{kind}\t{code}\t{lines[-1] if lines else ''}\n")
     return code, lines[-1] if lines and code else ""
 
 
@@ -130,7 +134,7 @@ def _contract(code: int, err: str, names: list[str], allow_ok: bool) -> str:
     line = lines[0]
     if not line.startswith("error: "):
         return "not an 'error: ' line"
-    if "A" * 201 in line or len(line) > 2500:
+    if re.search(r"(.)\1{200}", line) or len(line) > 2500:  # a long value quoted whole
         return f"message length: {len(line)} characters"
     if code == 2 and names and not any(n in line for n in names):
         return "does not name the input"
@@ -430,6 +434,11 @@ NASTY_FILES = {
     "empty.yaml": "",
     "strings-in-empirical.yaml": "rate_rps: 1\ninput: {kind: empirical, values: [1, a, '[/x]']}\noutput: 10\n",
     "inf-length.yaml": "rate_rps: 1\ninput: .inf\noutput: 10\n",
+    # found by the hypothesis tests above, kept as regressions:
+    "bool-slo.yaml": _dump_yaml({**WORKLOAD, "slo": {"ttft_ms": True}}),  # YAML true was read as 1 ms
+    "long-key-nan.yaml": f"rate_rps: 1\ninput: 1\noutput: 1\n{'B' * 300}: .nan\n",  # the field path was quoted whole
+    "long-unknown-key.yaml": f"rate_rps: 1\ninput: 1\noutput: 1\n{'C' * 300}: 1\n",
+    "hourly-1e300.yaml": _dump_yaml({"hourly_rps": [1e300] + [1] * 23, "input": 100, "output": 10}),  # was exit 3
 }
 NASTY_JSON = {
     "deep.json": "[" * 100000 + "]" * 100000,
@@ -444,6 +453,9 @@ NASTY_JSON = {
     "huge-int.json": '{"format": "planner-profile/1", "tp": ' + "9" * 5000 + "}",
     "truncated.json": json.dumps(PROFILE)[:500],
     "markup.json": json.dumps({**PROFILE, "device": {"name": "[/x]"}, "created": "[b]"}),
+    # found by test_fuzz_profile_in_plan: a model without 'heads' was a TypeError in plan --profile
+    "model-without-heads.json": json.dumps({**PROFILE, "model": {k: v for k, v in PROFILE["model"].items() if k != "heads"}}),
+    "long-device-name.json": json.dumps({**PROFILE, "device": {**PROFILE["device"], "name": LONG}}),
 }
 NASTY_CONFIGS = {
     "heads-5000.json": {**CONFIG, "num_attention_heads": 5000, "hidden_size": 5000 * 16},
@@ -522,16 +534,52 @@ def test_corpus_messages_say_what_is_wrong(tmp_path):
     expect = {
         "bomb.yaml": "aliases", "deep.yaml": "nesting depth", "deep-block.yaml": "nest", "recursive.yaml": "refers to itself",
         "inf-length.yaml": "not a finite number", "1e999.yaml": "must be finite", "huge-int.yaml": "more than 4,300 digits",
-        "nan.json": "NaN", "inf.json": "Infinity", "batch-1e9.json": "samples[0].batch", "context-beyond.json": "max_position",
+        "nan.json": "field samples[0].seconds: nan is not a finite number", "inf.json": "samples[0].seconds: inf",
+        "1e999.json": "samples[0].seconds: inf", "batch-1e9.json": "samples[0].batch", "context-beyond.json": "max_position",
         "deep.json": "nested deeper", "heads-5000.json": "num_attention_heads", "kv-zero.json": "num_key_value_heads",
         "kv-not-dividing.json": "not a multiple of num_key_value_heads", "hidden-not-dividing.json": "head_dim",
         "string-heads.json": "'8'", "extra-field.csv": "line 2: 3 fields", "extra-field-one-row.csv": "line 3",
         "ts-1e300.csv": "more than a year", "ts-negative.csv": "more than a year", "tokens-1e300.csv": "token count",
         "markup-cell.csv": "'[/x]' is not a number", "strings-in-empirical.yaml": "empirical",
+        "bool-slo.yaml": "slo.ttft_ms must be a number, got True", "model-without-heads.json": "lacks heads",
+        "long-device-name.json": "device.name", "long-unknown-key.yaml": "unknown key CCC", "hourly-1e300.yaml": "hourly_rps must",
     }
     for name, needle in expect.items():
         code, out, err = run_cli(first[name])
         assert code == 2 and needle in err and err.count("\n") == 1, (name, err)
+
+
+def test_plain_click_usage_errors_are_one_line_too(monkeypatch):
+    """typer 0.29 raises its vendored click's exceptions; a plain click one (another typer, a
+    click callback) must end the same way: one line, exit 2."""
+    import click
+
+    import planner.cli.main as cli
+
+    for exc in (click.exceptions.NoSuchOption("--x"), click.BadParameter("bad", param_hint="'--rate'"),
+                click.UsageError("No such command 'x'.")):
+        def boom(*a, exc=exc, **k):
+            raise exc
+        monkeypatch.setattr(cli, "app", boom)
+        code, _, err = run_cli(["plan"])
+        CASES["CLI usage"] += 1
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_shown_is_bounded_for_any_value():
+    """errors.shown quotes <= 200 characters with bounded work, even for what an alias bomb builds."""
+    import time
+
+    from planner.errors import shown
+
+    bomb = ["lol"] * 9
+    for _ in range(10):  # 9^11 = 3e10 strings if expanded
+        bomb = [bomb] * 9
+    t = time.perf_counter()
+    for v in (bomb, LONG, {LONG: bomb}, b"x" * 10 ** 6, 10 ** 4000 if sys.version_info < (3, 11) else 10 ** 300):
+        assert len(shown(v)) <= 230
+    assert time.perf_counter() - t < 1.0
+    assert shown("[/x]") == "'[/x]'" and shown(5) == "5"
 
 
 # ---- output paths ----------------------------------------------------------------------------------

@@ -145,8 +145,8 @@ def _check_header(path: Path, doc: dict) -> None:
         if doc.get(k) is not None and not isinstance(doc[k], dict):
             bad(k, doc[k], "an object")
     dev = doc.get("device") or {}
-    if not isinstance(dev.get("name", ""), str):
-        bad("device.name", dev["name"], "a string")
+    if not isinstance(dev.get("name", ""), str) or len(dev.get("name", "")) > 256:
+        bad("device.name", dev["name"], "a string of at most 256 characters")
     if dev.get("memory_gb") is not None and not (_is_num(dev["memory_gb"]) and 0 < dev["memory_gb"] <= 1e6):
         bad("device.memory_gb", dev["memory_gb"], "a positive number of GB")
     for k, v in (doc.get("ceilings") or {}).items():
@@ -156,8 +156,8 @@ def _check_header(path: Path, doc: dict) -> None:
         elif v is not None and not (_is_num(v) and 0 < v <= 1e9):
             bad(f"ceilings.{k}", v, "a positive number (or null)")
     model = doc.get("model") or {}
-    if not isinstance(model.get("name", ""), str):
-        bad("model.name", model["name"], "a string")
+    if not isinstance(model.get("name", ""), str) or len(model.get("name", "")) > 256:
+        bad("model.name", model["name"], "a string of at most 256 characters")
     for k in _SPEC_INTS:
         v = model.get(k)
         if v is not None and not (_is_num(v) and float(v).is_integer() and 1 <= v <= MAX_TOKENS * 64):

@@ -381,4 +381,7 @@ def _hourly(p: Path, v) -> tuple[float, ...] | None:
     rates = tuple(_number(x, f"{p}: hourly_rps[{i}]") for i, x in enumerate(v))
     if min(rates) < 0 or max(rates) <= 0:
         raise BadInput(f"{p}: hourly_rps must be >= 0 with at least one hour > 0")
+    if max(rates) > MAX_RATE_RPS or sum(rates) / 24 < MIN_RATE_RPS:
+        raise BadInput(f"{p}: hourly_rps must average at least {MIN_RATE_RPS:g} req/s and stay under {MAX_RATE_RPS:g} req/s, "
+                       f"got {min(rates):g}..{max(rates):g}")
     return rates

@@ -19,7 +19,14 @@ def validate_command(r: Recipe, endpoint: str) -> str:
     """The `planner validate` line that replays the plan's workload at the pilot's rate against
     `endpoint` (an OpenAI-compatible URL) and prints measured TTFT/TPOT beside the plan's."""
     args = ["planner", "validate", "--endpoint", endpoint, "--served-model", r.model_id, "--plan", r.source,
-            "--mode", r.side, "--pilot-rate", f"{r.pilot_rate_rps:.4g}", "--duration", "300"]
+            "--mode", r.side]
+    # What serves the endpoint is never assumed by validate: the pilot's instances, per role.
+    if r.side == "disaggregated":
+        args += ["--prefill-workers", str(sum(d.replicas for d in r.of("prefill"))),
+                 "--decode-workers", str(sum(d.replicas for d in r.of("decode")))]
+    else:
+        args += ["--workers", str(sum(d.replicas for d in r.of("colocated")))]
+    args += ["--pilot-rate", f"{r.pilot_rate_rps:.4g}", "--duration", "300"]
     return " ".join(shlex.quote(a) for a in args)
 
 

@@ -9,7 +9,10 @@ its live requests, the same quantity the worker's admission counts). Colocated: 
 the fewest reserved tokens.
 
 Tokens come back tagged with their output index and are delivered in order (the first token comes
-from the prefill worker, the rest from the decode worker, on different connections).
+from the prefill worker, the rest from the decode worker, on different connections). A request is
+held by its prefill worker until the decode worker reports its whole KV received, so a prefill
+worker that dies between sending the first token and the last KV message fails the request
+instead of leaving the decode worker waiting for KV that will never come.
 
 Faults: a local worker's death is seen at once (its process sentinel becomes readable); a remote
 one's when its stats (every 0.25 s) stop for `heartbeat_timeout_s`, or when a send to it fails.
@@ -86,6 +89,7 @@ class Request:
     next_index: int = 0
     pending: dict = field(default_factory=dict)
     done: bool = False
+    prefilled: bool = False  # its prompt has left the prefill queue (the first token came back)
 
     @property
     def reserve_tokens(self) -> int:
@@ -213,9 +217,14 @@ class Router:
         elif t == "first":
             req = self.requests.get(str(msg["id"]))
             if req is not None:
-                if w.role == "prefill":
+                if w.role == "prefill" and not req.prefilled:
+                    req.prefilled = True
                     w.load_tokens -= len(req.prompt)
-                    self._drop_holder(req, name)
+                    # With a decode worker, the prefill worker still holds the request until the
+                    # decode worker has its whole KV ("kv_received"): dying before its last
+                    # message left, it would leave the decode worker waiting for it forever.
+                    if req.decode is None or msg.get("finish"):
+                        self._drop_holder(req, name)
                 self.metrics.observe(self.metrics.queue, float(msg.get("queue_s", 0.0)))
                 self.metrics.observe(self.metrics.prefill, float(msg.get("prefill_s", 0.0)))
                 self._deliver(req, 0, int(msg["token"]), msg.get("finish"))
@@ -224,6 +233,11 @@ class Router:
                 req = self.requests.get(str(rid))
                 if req is not None:
                     self._deliver(req, int(index), int(tok), finish)
+        elif t == "kv_received":
+            req = self.requests.get(str(msg["id"]))
+            if req is not None:
+                for holder in [n for n in req.workers if n in self.workers and self.workers[n].role == "prefill"]:
+                    self._drop_holder(req, holder)
         elif t == "admitted":
             self.metrics.observe(self.metrics.kv_s, float(msg.get("kv_s", 0.0)))
             self.metrics.observe(self.metrics.kv_wait, float(msg.get("wait_s", 0.0)))
@@ -358,7 +372,7 @@ class Router:
     def _release(self, req: Request) -> None:
         for name in list(req.workers):
             w = self.workers.get(name)
-            if w is not None and w.role == "prefill" and req.id in w.requests:
+            if w is not None and w.role == "prefill" and req.id in w.requests and not req.prefilled:
                 w.load_tokens -= len(req.prompt)
                 w.requests.discard(req.id)
             self._drop_holder(req, name)

@@ -194,19 +194,7 @@ class Router:
             return
         w.last_seen = time.monotonic()
         if t == "ready":
-            w.state, w.kv_addr, w.load_s = "ready", msg.get("kv_addr"), float(msg.get("load_s", 0.0))
-            w.kv_budget = int(msg.get("kv_budget_tokens", 0))
-            self.metrics.up.set(1, worker=name, role=w.role)
-            if w.role != "prefill":
-                self.metrics.cache_info.set(1, worker=name, block_size="1", num_gpu_blocks=str(w.kv_budget))
-            log.info("worker %s (%s, pid %s) ready after %.1f s", name, w.role, w.pid, w.load_s)
-            if w.restarts:
-                log.info("worker %s serving again %.1f s after its death", name, time.monotonic() - w.t_died)
-            if w.role == "decode" and w.kv_addr:  # a new decode worker may reuse a dead one's port
-                for p in self.ready_workers("prefill"):
-                    await self.send(p, {"type": "peer_ready", "name": name, "kv_addr": w.kv_addr})
-            if all(x.state == "ready" for x in self.workers.values()) and self.can_serve():
-                self.ready_event.set()
+            await self._on_ready(w, msg)
         elif t == "stats":
             w.running, w.waiting = int(msg["running"]), int(msg["waiting"])
             w.kv_reserved, w.kv_budget = int(msg.get("kv_reserved_tokens", 0)), int(msg.get("kv_budget_tokens", 0))
@@ -256,6 +244,22 @@ class Router:
                 w.state = "stopped"
                 self._clear_load(w)
                 self._fail_held(w, f"worker {name} stopped")
+
+    async def _on_ready(self, w: WorkerInfo, msg: dict) -> None:
+        """A worker loaded and warmed up (at start, or after a restart): it can take requests."""
+        w.state, w.kv_addr, w.load_s = "ready", msg.get("kv_addr"), float(msg.get("load_s", 0.0))
+        w.kv_budget = int(msg.get("kv_budget_tokens", 0))
+        self.metrics.up.set(1, worker=w.name, role=w.role)
+        if w.role != "prefill":
+            self.metrics.cache_info.set(1, worker=w.name, block_size="1", num_gpu_blocks=str(w.kv_budget))
+        log.info("worker %s (%s, pid %s) ready after %.1f s", w.name, w.role, w.pid, w.load_s)
+        if w.restarts:
+            log.info("worker %s serving again %.1f s after its death", w.name, time.monotonic() - w.t_died)
+        if w.role == "decode" and w.kv_addr:  # a new decode worker may reuse a dead one's port
+            for p in self.ready_workers("prefill"):
+                await self.send(p, {"type": "peer_ready", "name": w.name, "kv_addr": w.kv_addr})
+        if all(x.state == "ready" for x in self.workers.values()) and self.can_serve():
+            self.ready_event.set()
 
     # ---- requests ---------------------------------------------------------------------------------
     def new_id(self, prefix: str) -> str:

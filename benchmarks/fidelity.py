@@ -37,7 +37,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.pilot import validate as v  # noqa: E402
+from planner.pilot import compare, device
+from planner.pilot import predict as pilot_predict
+from planner.pilot import run as pilot_run
+from planner.pilot import validate as v
 from planner.queueing.models import Demand  # noqa: E402
 from planner.specs.models import resolve_model  # noqa: E402
 from planner.workload.workload import workload_from_flags  # noqa: E402
@@ -57,16 +60,16 @@ def grid(quick: bool) -> list[tuple[str, str, float]]:
     return [(m, mode, f) for m in MIXES for mode in ("disaggregated", "colocated") for f in (0.3, 0.6, 0.9)]
 
 
-def alt_errors(res: v.ValidateResult, workload, other: str) -> dict:
+def alt_errors(res: compare.ValidateResult, workload, other: str) -> dict:
     """The same run's errors under the other step-time model (re-predicted, same measurement)."""
     run = res.run
     spec = resolve_model(run.pilot.model)
-    rep, _ = v.local_replica(spec, Path(res.calibration["path"]), other)
+    rep, _ = device.local_replica(spec, Path(res.calibration["path"]), other)
     d = Demand.from_workload(workload)
     bw = (res.transport or {}).get("measured_bytes_per_s")
-    rep, _ = v.pilot_replica(run.pilot, rep, d, run.contention, run.pilot.rate_rps, bw)
-    pred = v.predict(run.pilot, rep, d, bw)
-    alt = replace(run, prediction=pred, throughput_pred=v.predicted_throughput(run.schedule, pred.e2e_s_mean, run.pilot.capacity_rps))
+    rep, _ = pilot_predict.pilot_replica(run.pilot, rep, d, run.contention, run.pilot.rate_rps, bw)
+    pred = pilot_predict.predict(run.pilot, rep, d, bw)
+    alt = replace(run, prediction=pred, throughput_pred=pilot_predict.predicted_throughput(run.schedule, pred.e2e_s_mean, run.pilot.capacity_rps))
     return {k: e["rel_error"] for k, e in alt.metrics().items()}
 
 
@@ -75,8 +78,8 @@ def wait_quiet(limit_s: float) -> float:
     shared machine a pilot measures everyone's work: better late than spoiled."""
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < limit_s:
-        busy = v.machine_busy_cores(1.0)
-        if busy is None or busy < v.CONTENTION_CORES / 2:
+        busy = pilot_run.machine_busy_cores(1.0)
+        if busy is None or busy < pilot_run.CONTENTION_CORES / 2:
             break
     return time.perf_counter() - t0
 
@@ -118,7 +121,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="6 pilots of 15 s")
     ap.add_argument("--duration", type=float, default=None, help="seconds of arrivals per pilot (default 20, quick 15)")
-    ap.add_argument("--roofline", default="profile", choices=list(v.STEP_TIME_MODELS), help="step-time model of the main figures")
+    ap.add_argument("--roofline", default="profile", choices=list(device.STEP_TIME_MODELS), help="step-time model of the main figures")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-requests", type=int, default=60,
                     help="a slow pilot replays at least this many requests (a p90 of 20 requests is mostly noise)")
@@ -130,9 +133,9 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     duration = a.duration or (15.0 if a.quick else 20.0)
     if a.nice:
-        for p in v.set_priority([os.getpid()], a.nice):  # this session's autogroup: the pilots inherit it
+        for p in pilot_run.set_priority([os.getpid()], a.nice):  # this session's autogroup: the pilots inherit it
             print(f"warning: {p}", file=sys.stderr)
-    others = [m for m in v.STEP_TIME_MODELS if m != a.roofline]
+    others = [m for m in device.STEP_TIME_MODELS if m != a.roofline]
     rows = []
     t0 = time.perf_counter()
     for i, (mix, mode, frac) in enumerate(grid(a.quick)):

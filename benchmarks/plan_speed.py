@@ -11,7 +11,9 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 
 def main():
@@ -20,14 +22,19 @@ def main():
     a = ap.parse_args()
 
     walls = {}
+    # The JSON goes to a scratch folder: never `--json /dev/null` (an output path is replaced by a
+    # rename; planner now refuses devices, but older versions replaced /dev/null itself as root).
+    scratch = tempfile.TemporaryDirectory(prefix="plan_speed.")
+    out = str(Path(scratch.name) / "plan.json")
     for label, extra in (("plan (defaults, with Pareto front)", []), ("plan --no-pareto", ["--no-pareto"]),
                          ("plan blog scenario", ["--model", "llama-2-7b", "--rate", "100", "--input-len", "100", "--output-len", "500"])):
         ts = []
         for _ in range(a.repeat):
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "planner", "plan", "--json", "/dev/null", *extra], check=True, capture_output=True)
+            subprocess.run([sys.executable, "-m", "planner", "plan", "--json", out, *extra], check=True, capture_output=True)
             ts.append(time.perf_counter() - t)
         walls[label] = ts
+    scratch.cleanup()
 
     from planner.api import plan
     from planner.specs.catalog import load_catalog

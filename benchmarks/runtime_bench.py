@@ -168,7 +168,7 @@ def bench_decode(quick: bool, device: str, threads: int) -> list[dict]:
     from planner.runtime.model import build_model, decode_step
     from planner.runtime.config import make_config
     from planner.runtime.protocol import dumps, loads, pack
-    from planner.runtime.worker import _spawn_entry
+    from planner.runtime.launch import _spawn_entry
     from planner.specs.models import PRESETS
 
     spec = PRESETS[MODEL]
@@ -270,7 +270,7 @@ def _pct(xs, q):
 
 def bench_tpot(quick: bool) -> list[dict]:
     from planner.runtime import start_server
-    from planner.runtime.client import run_many
+    from planner.measure.client import run_many
 
     rng = np.random.default_rng(0)
     n = 20 if quick else 40
@@ -294,12 +294,12 @@ def bench_tpot(quick: bool) -> list[dict]:
             t0 = time.perf_counter()
             res = run_many(h.url, payloads, concurrency=n, timeout_s=600, arrivals_s=arrivals)
             wall = time.perf_counter() - t0
-        errors = sum(1 for r in res if r["error"])
-        ok = [r for r in res if not r["error"]]
-        ttft = [r["ttft_s"] for r in ok]
-        tpot = [statistics.mean(r["gaps_s"]) for r in ok if r["gaps_s"]]
-        gaps = [g for r in ok for g in r["gaps_s"]]
-        toks = sum(len(r["token_ids"]) for r in ok)
+        errors = sum(1 for r in res if r.error)
+        ok = [r for r in res if not r.error]
+        ttft = [r.ttft_s for r in ok]
+        tpot = [statistics.mean(r.gaps_s) for r in ok if r.gaps_s]
+        gaps = [g for r in ok for g in r.gaps_s]
+        toks = sum(len(r.token_ids) for r in ok)
         rows.append({"setup": name, "errors": errors, "ttft_p50_s": _pct(ttft, 50), "ttft_p99_s": _pct(ttft, 99),
                      "tpot_p50_ms": 1e3 * _pct(tpot, 50), "tpot_p99_ms": 1e3 * _pct(tpot, 99),
                      "itl_p50_ms": 1e3 * _pct(gaps, 50), "itl_p99_ms": 1e3 * _pct(gaps, 99),

@@ -1,20 +1,21 @@
 """planner: measure an LLM deployment, then size the cheapest prefill/decode split.
 
-The package is the pipeline; read it in this order:
+The package is the pipeline; its folders follow the data:
 
-    specs      model shapes -> params, FLOPs per token, KV bytes per token
-    catalog    GPU specs and prices (gpu_catalog.yaml), validated on load
-    workload   arrival rate, length distributions, traces, SLOs
-    roofline   time of one prefill / one decode step on (GPU type, tp)
-    queueing   latency percentiles and capacity of a pool under load
-    simulate   discrete-event check of the same pools
-    optimizer  cheapest disaggregated vs colocated plan (scipy milp)
-    report     terminal, Markdown and JSON output
-    profiles   measured profiles on disk; calibrate fits the roofline to them
-    model      the torch decoder (profile and runtime share it)
-    profile/   measure locally (torch) or an existing OpenAI-compatible endpoint
-    runtime/   a minimal disaggregated server (router, prefill and decode workers)
-    validate   run a pilot and put measured beside predicted
+    specs/      model shapes (params, FLOPs, KV bytes per token) and the GPU catalog (specs, prices)
+    workload/   arrival rate, length distributions, SLOs; request traces
+    steptime/   how long one replica's prefill / decode step takes: roofline, measured points,
+                calibration to profiles, adjustments a serving stack adds (contention, padding)
+    queueing/   one replica and whole pools under load: TTFT/TPOT percentiles, capacity, with the
+                serving engine's behaviour as options (engine.py)
+    simulate/   discrete-event simulation of the same pools: the check on the closed forms
+    sizing/     candidates, the MILP per pool, the daily schedule, fixed deployments (--current)
+    api.py      plan(): workload -> step times -> queueing -> sizing -> PlanResult
+    report/     terminal, Markdown and HTML reports
+    measure/    `planner profile`: profile files, local torch engine, endpoints, NVML, Prometheus
+    pilot/      `planner validate`: derive, predict (with plan's model), run, compare
+    runtime/    `planner serve`: the torch model and a minimal disaggregated server
+    cli/        the command line: parse, call one function, render, set the exit code
 
 Nothing imported here pulls in torch: `planner plan` must stay light.
 """

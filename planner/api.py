@@ -8,15 +8,15 @@ is the JSON contract documented in the README.
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass, field, replace
 
-from planner.errors import BadInput, Infeasible, PlannerError
+from planner.errors import BadInput, Infeasible, PlannerError, named, shown
 from planner.sizing.optimizer import (
     KV_TRANSFER_WARN_MS,
     NETWORK_MAX_UTIL,
     Pool,
+    TP_SIZES,
     SearchSpace,
     candidates,
     cheapest_pool,
@@ -24,9 +24,12 @@ from planner.sizing.optimizer import (
     price_or_none,
     single_type_pools,
 )
-from planner.queueing.models import ColocatedModel, Demand
-from planner.steptime.roofline import Replica, valid_tp
+from planner.queueing.engine import engine_named
+from planner.queueing.models import Demand
+from planner.sizing.current import evaluate_current, evaluate_split
+from planner.steptime.roofline import ACTIVATION_RESERVE_BYTES, KV_COMPRESSION_FACTOR, USABLE_MEMORY_FRACTION, Efficiency, Replica, valid_tp
 from planner.specs.models import ModelSpec, resolve_model
+from planner.workload.workload import DEFAULT_SLO_PERCENTILE, DEFAULT_TPOT_SLO_MS, DEFAULT_TTFT_SLO_MS
 
 HOURS_PER_MONTH = 730.0
 
@@ -92,6 +95,7 @@ class PlanResult:
     weight_dtype: str = "bf16"
     kv_dtype: str = "bf16"
     schedule: dict | None = None  # hourly sizing when the workload has a daily profile (planner.sizing.schedule)
+    current_split: dict | None = None  # --current-split: a fixed disaggregated deployment (planner.sizing.current)
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -124,6 +128,8 @@ class PlanResult:
             "recommendation": self.recommendation,
             "savings_pct": _r(self.savings_pct) if self.savings_pct is not None else None,
             "current": self.current,
+            "current_split": self.current_split,
+            "engine": self.space.engine.to_dict() if self.space else None,
             "runner_ups": self.runner_ups,
             "pareto": self.pareto,
             "calibration": self.calibration,
@@ -144,21 +150,42 @@ def _r(x, nd=4):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _side_from_pools(kind: str, pools: dict, d: Demand, why: str = "") -> PlanSide:
+def _pool_prediction(kind: str, pools: dict, d: Demand, space: SearchSpace):
+    """The pools model's prediction (planner.queueing.pools) of single-type pools at their rate, for
+    an engine whose pools differ from their replicas (smoother decode arrivals, per-request TPOT);
+    None otherwise (the replica evaluations are then the prediction)."""
+    from planner.queueing.pools import predict_colocated, predict_split
+    from planner.sizing.current import split_link_bytes_s
+
+    eng = space.engine
+    if (eng.tpot, eng.decode_arrivals) == ("per-step", "poisson") or any(len(p.items) != 1 for p in pools.values()):
+        return None
+    if kind == "colocated":
+        (c, n), = pools["pool"].items
+        return predict_colocated(c.replica, d, eng, n, pools["pool"].lam_rps, c.qmodel.chunk)
+    (cp, np_), (cd, nd) = pools["prefill"].items[0], pools["decode"].items[0]
+    link = split_link_bytes_s(cp.gpu, cp.tp, cd.gpu, cd.tp)
+    return predict_split(cp.replica, cd.replica, d, eng, np_, nd, pools["decode"].lam_rps, link, compression=space.kv_compression)
+
+
+def _side_from_pools(kind: str, pools: dict, d: Demand, why: str = "", space: SearchSpace | None = None) -> PlanSide:
     if any(p is None for p in pools.values()):
         missing = [r for r, p in pools.items() if p is None]
         return PlanSide(kind, False, {r: p for r, p in pools.items() if p}, math.inf, why_infeasible=why or f"no {'/'.join(missing)} replica meets the SLOs on the allowed GPUs")
     evals = {r: evaluate_pool(p) for r, p in pools.items()}
     cost = sum(p.usd_per_hour for p in pools.values())
+    pp = _pool_prediction(kind, pools, d, space) if space is not None else None
     if kind == "disaggregated":
         pe, de = evals["prefill"], evals["decode"]
         binding = _binding_of(pools)
         xfer = [c.kv_transfer_ms for c, _ in pools["prefill"].items]
-        return PlanSide(kind, pe.feasible and de.feasible, pools, cost, pe.ttft_ms, de.tpot_ms, binding,
+        ttft, tpot = (pp.ttft_ms, pp.tpot_ms) if pp is not None and pp.feasible else (pe.ttft_ms, de.tpot_ms)
+        return PlanSide(kind, pe.feasible and de.feasible, pools, cost, ttft, tpot, binding,
                         {"prefill": pe.utilization, "decode": de.utilization}, float(max(xfer)))
     e = evals["pool"]
     modes = sorted({c.mode for c, _ in pools["pool"].items})
-    return PlanSide(kind, e.feasible, pools, cost, e.ttft_ms, e.tpot_ms, _binding_of(pools), {"pool": e.utilization}, None, ", ".join(modes))
+    ttft, tpot = (pp.ttft_ms, pp.tpot_ms) if pp is not None and pp.feasible else (e.ttft_ms, e.tpot_ms)
+    return PlanSide(kind, e.feasible, pools, cost, ttft, tpot, _binding_of(pools), {"pool": e.utilization}, None, ", ".join(modes))
 
 
 def _binding_of(pools: dict) -> str:
@@ -168,48 +195,62 @@ def _binding_of(pools: dict) -> str:
     return f"{c.binding} ({role} {c.label()})" if role != "pool" else f"{c.binding} ({c.label()})"
 
 
-def _parse_current(spec: str, catalog, model: ModelSpec):
-    """'8xa100-40gb', '8 x h100:tp2', '2xl40s/tp=2' -> (GPU, count, tp or None)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*([A-Za-z0-9._ -]+?)\s*(?:[:/,]\s*tp\s*=?\s*(\d+))?\s*", spec or "")
-    if not m:
-        raise BadInput(f"--current {spec!r}: expected COUNTxGPU[:tpN], e.g. 8xa100-40gb or 8xh100:tp2")
-    count, gpu, tp = int(m.group(1)), catalog.resolve(m.group(2)), int(m.group(3)) if m.group(3) else None
-    if count <= 0:
-        raise BadInput(f"--current {spec!r}: GPU count must be > 0")
-    if tp is not None and (count % tp or not valid_tp(model, gpu, tp)):
-        raise BadInput(f"--current {spec!r}: tp {tp} must divide the count {count} and the {model.heads} heads, within {gpu.gpus_per_node} GPUs per node")
-    return gpu, count, tp
+def _profiled_limits(engine: str, profiles) -> tuple[int | None, int | None]:
+    """The scheduler limits an endpoint profile of `engine` recorded (what that server ran with)."""
+    from planner.measure.files import profile_engine
+
+    for prof in profiles:
+        e = profile_engine(prof)
+        if e["name"] == engine and (e["max_num_seqs"] or e["max_num_batched_tokens"]):
+            return e["max_num_seqs"], e["max_num_batched_tokens"]
+    return None, None
 
 
-def evaluate_current(spec: str, catalog, model, d: Demand, w, space: SearchSpace) -> dict:
-    """Does today's colocated setup meet the SLOs at this load, and what does it cost?"""
-    gpu, count, tp_given = _parse_current(spec, catalog, model)
-    price = gpu.price(space.provider)
-    best = None
-    for tp in ([tp_given] if tp_given else [t for t in (1, 2, 4, 8) if valid_tp(model, gpu, t) and count % t == 0]):
-        rep = space.replica(model, gpu, tp)
-        if not rep.fits:
-            continue
-        replicas = count // tp
-        for chunk in (None, 512, 2048):
-            e = ColocatedModel(rep, d, chunk).eval(w.rate_rps / replicas)
-            score = (e.feasible, -(e.tpot_ms.at(d.q) if e.tpot_ms else math.inf))
-            if best is None or score > best[0]:
-                best = (score, tp, replicas, e, chunk)
-    usd = price.usd_per_gpu_hour * count
-    out = {"spec": spec, "gpu": gpu.key, "gpus": count, "usd_per_hour": _r(usd), "usd_per_month": _r(usd * HOURS_PER_MONTH), "provider": price.provider}
-    if best is None:
-        return {**out, "feasible": False, "tp": tp_given, "replicas": 0, "why": f"{model.name} does not fit on {gpu.key} at any tp that divides {count}", "predicted": None}
-    _, tp, replicas, e, chunk = best
-    return {**out, "tp": tp, "replicas": replicas, "mode": "unchunked" if chunk is None else f"chunked {chunk}",
-            "feasible": e.feasible, "why": "" if e.feasible else f"fails {e.binding or 'throughput'} at {w.rate_rps / replicas:.3g} req/s per replica",
-            "predicted": {"ttft_ms": e.ttft_ms.to_dict() if e.ttft_ms else None, "tpot_ms": e.tpot_ms.to_dict() if e.tpot_ms else None}}
+def _engine(name: str, max_num_seqs: int | None, max_num_batched_tokens: int | None):
+    """The engine modelled, with the limits the user pinned (each checked: a positive integer)."""
+    for flag, v in (("--max-num-seqs", max_num_seqs), ("--max-num-batched-tokens", max_num_batched_tokens)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1_000_000):
+            raise BadInput(f"{flag} {v!r}: expected an integer between 1 and 1000000")
+    eng = engine_named(name)
+    if max_num_batched_tokens is not None and max_num_seqs is None and eng.name != "planner" and max_num_batched_tokens <= eng.max_num_seqs:
+        max_num_seqs = max_num_batched_tokens - 1  # a step must hold its decodes and at least one prompt token
+    return eng.with_limits(max_num_seqs, max_num_batched_tokens)
+
+
+def _with_local(cat, local_gpus):
+    """The catalog plus the profiled local devices, so `--current 2xlocal` resolves."""
+    if not local_gpus:
+        return cat
+    from types import MappingProxyType
+
+    return replace(cat, gpus=MappingProxyType({**cat.gpus, **{g.key: g for g in local_gpus}}))
+
+
+def _names(w) -> dict:
+    """What to call the workload's inputs in a message: the flags, or the file's fields."""
+    if w.source == "flags":
+        return {"input": "--input-len", "output": "--output-len", "ttft": "--ttft-slo", "tpot": "--tpot-slo"}
+    return {"input": f"{w.source}: input", "output": "output", "ttft": f"{w.source}: slo.ttft_ms (or --ttft-slo)",
+            "tpot": f"{w.source}: slo.tpot_ms (or --tpot-slo)"}
+
+
+def check_lengths(model: ModelSpec, w) -> None:
+    """A mean request longer than the model's context is a mistake in the lengths, not an SLO
+    to miss: say so naming the lengths' source (the flags, a workload file or a trace)."""
+    names = _names(w)
+    ctx = model.max_position
+    if w.input.mean >= ctx:
+        raise BadInput(f"{names['input']}: mean prompt of {w.input.mean:,.0f} tokens does not fit in {model.name}'s context "
+                       f"of {ctx:,} tokens (max_position)")
+    if w.input.mean + w.output.mean > ctx:
+        raise BadInput(f"{names['input']} + {names['output']}: mean prompt + output of {w.input.mean + w.output.mean:,.0f} tokens does not fit in "
+                       f"{model.name}'s context of {ctx:,} tokens (max_position)")
 
 
 def check_floor(model: ModelSpec, w, space: SearchSpace, gpus: list) -> None:
     """An SLO below what physics allows on every allowed GPU is a user mistake: say the floor.
     A model that fits on none of them is infeasible (exit 3), whatever the SLOs."""
-    fitting = [space.replica(model, g, tp) for g in gpus for tp in (1, 2, 4, 8) if valid_tp(model, g, tp)]
+    fitting = [space.replica(model, g, tp) for g in gpus for tp in TP_SIZES if valid_tp(model, g, tp)]
     fitting = [r for r in fitting if r.fits]
     if not fitting:
         big = max(gpus, key=lambda g: g.memory_gb * g.gpus_per_node)
@@ -222,14 +263,14 @@ def check_floor(model: ModelSpec, w, space: SearchSpace, gpus: list) -> None:
     one = Replica(model, fastest, 1, space.weight_dtype)
     if w.slo.tpot_ms < best.decode_step_s(1, ctx) * 1e3:
         raise BadInput(
-            f"--tpot-slo {w.slo.tpot_ms:g} ms is below the physical floor: a decode step must read the "
+            f"{_names(w)['tpot']} {w.slo.tpot_ms:g} ms is below the physical floor: a decode step must read the "
             f"{model.weight_bytes(space.weight_dtype) / 1e9:.1f} GB of {space.weight_dtype} weights, which takes "
             f"{one.weight_read_floor_s * 1e3:.2f} ms on one {fastest.name} at full bandwidth; the fastest allowed setup "
             f"({best.label()}) needs {best.decode_step_s(1, ctx) * 1e3:.2f} ms per step even alone")
     lq = w.input.percentile(w.slo.percentile)
     pf = min(r.prefill_time_s([lq]) for r in fitting)
     if w.slo.ttft_ms < pf * 1e3:
-        raise BadInput(f"--ttft-slo {w.slo.ttft_ms:g} ms is below the physical floor: a p{w.slo.percentile} prompt of {lq:.0f} tokens "
+        raise BadInput(f"{_names(w)['ttft']} {w.slo.ttft_ms:g} ms is below the physical floor: a p{w.slo.percentile} prompt of {lq:.0f} tokens "
                        f"takes at least {pf * 1e3:.1f} ms to prefill on the fastest allowed setup")
 
 
@@ -243,7 +284,7 @@ def solve(model: ModelSpec, w, space: SearchSpace, d: Demand | None = None, reus
     d = d or Demand.from_workload(w)
     reuse = reuse or {}
     lam = w.rate_rps
-    kv_rate = lam * d.mean_prompt * model.kv_bytes_per_token(space.kv_dtype) * (0.5 if space.kv_compression != "none" else 1.0)
+    kv_rate = lam * d.mean_prompt * model.kv_bytes_per_token(space.kv_dtype) * KV_COMPRESSION_FACTOR[space.kv_compression]
     need_net = kv_rate / NETWORK_MAX_UTIL
     dec_c = reuse.get("decode") or candidates("decode", model, d, space, space.decode_gpus or space.gpus)
     dec_pool = cheapest_pool(dec_c, lam, need_net)
@@ -257,8 +298,8 @@ def solve(model: ModelSpec, w, space: SearchSpace, d: Demand | None = None, reus
     pre_pool = cheapest_pool(pre_c, lam, need_net)
     col_c = reuse.get("colocated") or candidates("colocated", model, d, space, space.gpus)
     col_pool = cheapest_pool(col_c, lam)
-    dis = _side_from_pools("disaggregated", {"prefill": pre_pool, "decode": dec_pool}, d)
-    col = _side_from_pools("colocated", {"pool": col_pool}, d)
+    dis = _side_from_pools("disaggregated", {"prefill": pre_pool, "decode": dec_pool}, d, space=space)
+    col = _side_from_pools("colocated", {"pool": col_pool}, d, space=space)
     return dis, col, {"prefill": pre_c, "decode": dec_c, "colocated": col_c}
 
 
@@ -271,9 +312,9 @@ def plan(
     peak_factor: float = 1.0,
     input_len="1000",
     output_len="250",
-    ttft_slo_ms: float = 1000.0,
-    tpot_slo_ms: float = 50.0,
-    percentile: int = 90,
+    ttft_slo_ms: float = DEFAULT_TTFT_SLO_MS,
+    tpot_slo_ms: float = DEFAULT_TPOT_SLO_MS,
+    percentile: int = DEFAULT_SLO_PERCENTILE,
     catalog=None,
     gpus: list[str] | str | None = None,
     prefill_gpus: list[str] | str | None = None,
@@ -287,25 +328,31 @@ def plan(
     kv_compression: str = "none",
     pareto: bool = True,
     schedule: bool | None = None,
+    engine: str = "generic",
+    current_split: str | None = None,
+    max_num_seqs: int | None = None,
+    max_num_batched_tokens: int | None = None,
 ) -> PlanResult:
     """Size the cheapest disaggregated and colocated deployments for a workload (see module doc)."""
     from planner.specs.catalog import Catalog, load_catalog
     from planner.workload.workload import workload_from_flags
 
     t0 = time.perf_counter()
-    spec = model if isinstance(model, ModelSpec) else resolve_model(model)
+    with named("--model"):
+        spec = model if isinstance(model, ModelSpec) else resolve_model(model)
     if workload is None:
         if rate is None and requests_per_day is None:
             rate = 10.0
         workload = workload_from_flags(rate=rate, requests_per_day=requests_per_day, peak_factor=peak_factor, input_len=input_len,
                                        output_len=output_len, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms, percentile=percentile)
     w = workload
-    cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
+    with named("--catalog"):
+        cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
     for name, v in (("--weight-dtype", weight_dtype), ("--kv-dtype", kv_dtype)):
         if v not in ("fp32", "bf16", "fp16", "fp8", "int8", "int4"):
-            raise BadInput(f"{name} {v!r}: expected fp32, bf16, fp16, fp8, int8 or int4")
+            raise BadInput(f"{name} {shown(v)}: expected fp32, bf16, fp16, fp8, int8 or int4")
     if kv_compression not in ("none", "fp8", "int8"):
-        raise BadInput(f"--kv-compression {kv_compression!r}: expected none, fp8 or int8")
+        raise BadInput(f"--kv-compression {shown(kv_compression)}: expected none, fp8 or int8")
 
     calibration = {"status": "uncalibrated", "profiles": [], "gpus": {}}
     efficiencies: dict = {}
@@ -314,28 +361,39 @@ def plan(
     if profiles:
         from planner.steptime.calibrate import calibrate_from_profiles
 
-        cal = calibrate_from_profiles(profiles, cat)
+        with named("--profile"):
+            cal = calibrate_from_profiles(profiles, cat)
         efficiencies, extra_gpus, calibration, measured = cal.efficiencies, cal.local_gpus, cal.report, cal.measured
+        if max_num_seqs is None and max_num_batched_tokens is None:
+            max_num_seqs, max_num_batched_tokens = _profiled_limits(engine, cal.measured.values())
 
-    def pick(names):
-        if not names:
+    def pick(names, flag):
+        if names is None:
             return None
         names = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+        if not names:
+            raise BadInput(f"{flag}: no GPU types given: known: {', '.join(cat.keys())}")
         out = []
         for n in names:
             if n.lower() == "local" and not extra_gpus:
-                raise BadInput("--gpus local needs --profile FILE: a profile of this device (not a catalog GPU) gives its measured speeds")
+                raise BadInput(f"{flag} local needs --profile FILE: a profile of this device (not a catalog GPU) gives its measured speeds")
             loc = [g for g in extra_gpus if n.lower() in ("local", g.key, g.name.lower())]
-            out.extend(loc if loc else cat.select([n]))
+            try:
+                out.extend(loc if loc else cat.select([n]))
+            except BadInput as e:
+                raise BadInput(f"{flag}: {e}") from None
         return out
 
-    all_gpus = pick(gpus) or list(cat)
-    space = SearchSpace(all_gpus, pick(prefill_gpus), pick(decode_gpus), provider, weight_dtype, kv_dtype, kv_compression, efficiencies,
-                        measured=measured)
-    if provider:
+    all_gpus = pick(gpus, "--gpus") or list(cat)
+    space = SearchSpace(all_gpus, pick(prefill_gpus, "--prefill-gpus"), pick(decode_gpus, "--decode-gpus"), provider, weight_dtype,
+                        kv_dtype, kv_compression, efficiencies, measured=measured, engine=_engine(engine, max_num_seqs, max_num_batched_tokens))
+    check_lengths(spec, w)
+    if provider is not None:
+        if not provider.strip():
+            raise BadInput("--provider '': empty; give a provider name as the catalog spells it (see `planner gpus`)")
         priced = [g for g in all_gpus if price_or_none(g, provider) is not None]
         if not priced:
-            raise BadInput(f"--provider {provider!r}: none of the allowed GPUs has a price from it")
+            raise BadInput(f"--provider {shown(provider)}: none of the allowed GPUs has a price from it")
         space.skipped = [(g.key, f"no {provider} price") for g in all_gpus if g not in priced]
     check_floor(spec, w, space, all_gpus)
     t1 = time.perf_counter()
@@ -353,19 +411,25 @@ def plan(
         rec, savings = "none", None
 
     runner_ups = {role: [_pool_summary(p) for p in single_type_pools(cs, w.rate_rps)] for role, cs in cands.items()}
-    cur = evaluate_current(current, cat, spec, d, w, space) if current else None
-    if cur:
-        best = dis if rec == "disaggregated" else col
+    cur = evaluate_current(current, _with_local(cat, extra_gpus), spec, d, w, space) if current else None
+    cur_split = evaluate_split(current_split, _with_local(cat, extra_gpus), spec, d, w, space) if current_split else None
+    best = dis if rec == "disaggregated" else col
+    for c in (cur, cur_split):
+        if not c:
+            continue
         for side, name in ((dis, "disaggregated"), (col, "colocated")):
-            cur[f"savings_pct_vs_{name}"] = _r((cur["usd_per_hour"] - side.usd_per_hour) / cur["usd_per_hour"] * 100) if side.feasible else None
-        cur["savings_pct_recommended"] = cur.get(f"savings_pct_vs_{rec}") if best.feasible else None
+            # A local device is priced $0 unless told: then there is no saving to state.
+            ok = side.feasible and c["usd_per_hour"] > 0
+            c[f"savings_pct_vs_{name}"] = _r((c["usd_per_hour"] - side.usd_per_hour) / c["usd_per_hour"] * 100) if ok else None
+        c["savings_pct_recommended"] = c.get(f"savings_pct_vs_{rec}") if best.feasible else None
     t3 = time.perf_counter()
     front = pareto_front(spec, w, space, cands, (dis, col)) if pareto and (dis.feasible or col.feasible) else []
     t4 = time.perf_counter()
 
     warnings, assumptions = _notes(spec, w, space, dis, col, cat, calibration)
     result = PlanResult(spec, w, dis, col, rec, savings, runner_ups, front, cur, assumptions, warnings, calibration,
-                        {"setup": t1 - t0, "optimizer": t2 - t1, "runner_ups_and_current": t3 - t2, "pareto": t4 - t3}, None, space, weight_dtype, kv_dtype)
+                        {"setup": t1 - t0, "optimizer": t2 - t1, "runner_ups_and_current": t3 - t2, "pareto": t4 - t3}, None, space, weight_dtype, kv_dtype,
+                        current_split=cur_split)
     if simulate:
         from planner.simulate.check import simulate_plan
 
@@ -423,15 +487,21 @@ def pareto_front(model, w, space: SearchSpace, cands: dict, chosen=(), factors=(
 
 def _notes(spec, w, space: SearchSpace, dis: PlanSide, col: PlanSide, cat, calibration) -> tuple[list, list]:
     warnings, assumptions = [], []
+    eff0, eng = Efficiency(), space.engine
     assumptions += list(getattr(w, "notes", ()) or ())
     assumptions += [
         f"model {spec.name}: {spec.params_total / 1e9:.2f} B params ({spec.params_active / 1e9:.2f} B active), weights {space.weight_dtype}, KV cache {space.kv_dtype} ({spec.kv_bytes_per_token(space.kv_dtype)} B/token)",
         "routing: each pool splits arrivals between replicas in proportion to capacity (random split of a Poisson stream); join-shortest-queue does better, so latencies are conservative",
-        "roofline efficiencies: " + ("calibrated from profiles for " + ", ".join(sorted(calibration.get('gpus', {}))) if calibration.get("gpus") else "defaults from public H100 measurements (compute 66% of dense peak, bandwidth 75%, 2 ms per prefill batch, 0.3 ms per decode step), moved to other GPUs by their datasheet specs"),
-        "memory: 90% of device memory usable, 2 GB per GPU reserved for activations; a decode replica runs at most 256 sequences",
-        "prefill batches up to 8192 tokens; TTFT in disaggregated mode includes the KV transfer to the decode pool",
+        "roofline efficiencies: " + ("calibrated from profiles for " + ", ".join(sorted(calibration.get('gpus', {}))) if calibration.get("gpus") else
+                                     f"defaults from public H100 measurements (compute {eff0.compute:.0%} of dense peak, bandwidth {eff0.memory:.0%}, "
+                                     f"{eff0.prefill_overhead_s * 1e3:g} ms per prefill batch, {eff0.decode_overhead_s * 1e3:g} ms per decode step), "
+                                     "moved to other GPUs by their datasheet specs"),
+        f"memory: {USABLE_MEMORY_FRACTION:.0%} of device memory usable, {ACTIVATION_RESERVE_BYTES / 1e9:g} GB per GPU reserved for activations",
+        "serving " + eng.describe(),
+        "TTFT in disaggregated mode includes the KV transfer to the decode pool" if eng.kv_transfer == "whole"
+        else "KV moves layer by layer during the prefill: the last layer's transfer delays the second token, not the first",
         "KV transfer between pools goes over the node network (each replica gets its share of the node NIC: NIC * tp / GPUs per node) plus 1 ms latency",
-        "tensor parallelism stays within one node; tp in {1, 2, 4, 8}",
+        f"tensor parallelism stays within one node; tp in {{{', '.join(map(str, TP_SIZES))}}}",
         f"prices: {'provider ' + space.provider if space.provider else 'cheapest listed on-demand price per GPU type'}; check them on the provider's page before buying",
         "cost per million output tokens is at the sizing rate; $/month = $/hour x 730",
     ]

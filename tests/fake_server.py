@@ -8,7 +8,8 @@ It streams completions (and chat completions) the way vLLM does, but its speed i
 so a test can check that `planner profile endpoint` recovers these numbers. It also exposes what a
 profiler meets in the wild: vLLM-style `/metrics` histograms (or SGLang names, or none),
 `/tokenize` in the vLLM or llama.cpp dialect (or none), an optional API key, and injected faults
-(streams cut mid-way, error events, HTTP 500s). Its tokenizer is a toy: BOS + one token per 4
+(streams cut mid-way, error events, HTTP 500s), and chunks whose text is "" (a token that decodes
+to nothing yet, as vLLM streams them), with the token ids when `return_token_ids` asks. Its tokenizer is a toy: BOS + one token per 4
 characters of each whitespace-separated word, so prompt building has to re-tokenize to be exact.
 
 Run one by hand: `python -m fake_server --port 8000`.
@@ -52,6 +53,9 @@ class FakeServerConfig:
     fault_every: int = 0
     kv_blocks: int = 1024
     block_size: int = 16
+    empty_text_every: int = 3  # like vLLM: every n-th token streams as a chunk with text "" (0: never)
+    root: str | None = None  # /v1/models `root` (vLLM: the path it serves from)
+    token_ids: bool = True  # honour `return_token_ids` (False: a server that ignores it)
 
     def prefill_s(self, prompt_tokens: int) -> float:
         """Prefill time (s) of one prompt of `prompt_tokens` tokens."""
@@ -140,7 +144,8 @@ class FakeServer:
         return web.json_response({"version": "fake-0.1"})
 
     async def models(self, request):
-        card = {"id": self.cfg.model, "object": "model", "max_model_len": self.cfg.max_model_len}
+        card = {"id": self.cfg.model, "object": "model", "max_model_len": self.cfg.max_model_len,
+                "owned_by": "vllm", "root": self.cfg.root or self.cfg.model}
         return web.json_response({"object": "list", "data": [card]})
 
     async def tokenize(self, request):
@@ -188,8 +193,8 @@ class FakeServer:
                       f"sglang:max_total_num_tokens{{{label}}} {float(capacity)}"]
         else:
             lines += [f"{p}kv_cache_usage_perc{{{label}}} {self.kv_tokens / capacity!r}",
-                      f'{p}cache_config_info{{block_size="{self.cfg.block_size}",'
-                      f'num_gpu_blocks="{self.cfg.kv_blocks}"}} 1.0']
+                      f'{p}cache_config_info{{block_size="{self.cfg.block_size}",enable_prefix_caching="True",'
+                      f'engine="0",num_gpu_blocks="{self.cfg.kv_blocks}"}} 1.0']
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def completions(self, request):
@@ -247,9 +252,14 @@ class FakeServer:
             if resp is not None:
                 await resp.write(b"data: " + json.dumps(doc).encode() + b"\n\n")
 
+        ids_wanted = cfg.token_ids and bool(body.get("return_token_ids"))
+
         def chunk(i: int, finish=None) -> dict:
-            text = f" tok{i}"
+            empty = cfg.empty_text_every and i % cfg.empty_text_every == cfg.empty_text_every - 1
+            text = "" if empty else f" tok{i}"
             choice = {"index": 0, "finish_reason": finish}
+            if ids_wanted:
+                choice["token_ids"] = [] if finish is not None else [100 + i]
             if chat:
                 choice["delta"] = {"content": text} if finish is None else {}
             else:
@@ -321,8 +331,9 @@ def _error(status: int, message: str) -> web.Response:
 class RunningFakeServer:
     """A fake server on its own thread and event loop; `.url` is its base URL, `.stop()` ends it."""
 
-    def __init__(self, cfg: FakeServerConfig, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, cfg: FakeServerConfig, host: str = "127.0.0.1", port: int = 0, keepalive_s: float = 75.0):
         self.server = FakeServer(cfg)
+        self._keepalive_s = keepalive_s
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._runner: web.AppRunner | None = None
@@ -340,7 +351,8 @@ class RunningFakeServer:
         asyncio.set_event_loop(self._loop)
 
         async def start():
-            self._runner = web.AppRunner(self.server.app(), access_log=None, shutdown_timeout=1.0)
+            self._runner = web.AppRunner(self.server.app(), access_log=None, shutdown_timeout=1.0,
+                                         keepalive_timeout=self._keepalive_s)
             await self._runner.setup()
             site = web.TCPSite(self._runner, host, port)
             await site.start()
@@ -370,9 +382,10 @@ class RunningFakeServer:
 
 
 def start_fake_server(cfg: FakeServerConfig | None = None, host: str = "127.0.0.1",
-                      port: int = 0) -> RunningFakeServer:
-    """Start a fake server on a background thread (port 0: a free port); use as a context manager."""
-    return RunningFakeServer(cfg or FakeServerConfig(), host, port)
+                      port: int = 0, keepalive_s: float = 75.0) -> RunningFakeServer:
+    """Start a fake server on a background thread (port 0: a free port); use as a context manager.
+    `keepalive_s`: how long it keeps an idle connection open (uvicorn, which serves vLLM: 5 s)."""
+    return RunningFakeServer(cfg or FakeServerConfig(), host, port, keepalive_s)
 
 
 def main(argv: list[str] | None = None) -> None:

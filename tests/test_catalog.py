@@ -261,6 +261,6 @@ def test_missing_file(tmp_path):
 def test_non_finite_number_rejected(tmp_path):
     path = tmp_path / "nan.yaml"
     path.write_text(yaml.safe_dump({"gpus": [GPU]}).replace("mem_bw_gbps: 2000", "mem_bw_gbps: .nan"))
-    with pytest.raises(BadInput, match=r"gpus\[0\] \(x1\): field 'mem_bw_gbps' must be a number") as e:
+    with pytest.raises(BadInput, match=r"field gpus\[0\]\.mem_bw_gbps: '\.nan' is not a finite number \(line \d+") as e:
         load_catalog(path)
     assert "nan" in str(e.value)

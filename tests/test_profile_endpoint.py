@@ -283,6 +283,7 @@ def test_tokens_read_together_share_the_gap_instead_of_zero():
     assert result([0.1, 0.1, 0.3]).step_gaps_s() == pytest.approx([0.2])  # read with the first: dropped
 
 
+@pytest.mark.e2e
 def test_against_this_projects_runtime(tmp_path):
     """The real thing: `planner serve` (tiny model, CPU) profiled end to end."""
     pytest.importorskip("torch")
@@ -302,3 +303,135 @@ def test_against_this_projects_runtime(tmp_path):
     assert all(pre.server_prefill_mean_s <= pre.seconds)  # server prefill is inside client TTFT
     assert extra["server"]["kv_capacity_tokens"] > 0
     assert sorted(prof.samples[prof.samples.phase == "decode"].batch) == [1, 2]
+
+
+# ---- deployment facts and planning from an endpoint profile ----------------------------------
+def _plan(args, capsys):
+    from planner.cli.main import main
+
+    code = 0
+    try:
+        main(args)
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_empty_text_chunks_are_counted_by_token_ids(profiled):
+    """The fake streams every third token as text "" (as vLLM does): none may be dropped."""
+    _, prof, _ = profiled
+    reqs = [r for r in prof.meta["extra"]["requests"] if r["sweep"] == "decode"]
+    assert CFG.empty_text_every == 3
+    assert all(r["output_tokens_source"] == "token_ids" and r["output_tokens"] == OUTPUT_LEN for r in reqs)
+    assert all(r["token_events"] == OUTPUT_LEN for r in reqs)  # the "" chunks are token events too
+    assert prof.meta["extra"]["failed"] == [] and prof.meta["extra"]["dropped"] == []
+
+
+def test_deployment_detected_and_missing_facts_named(profiled, tmp_path, capsys):
+    path, prof, _ = profiled
+    d = prof.meta["deployment"]
+    assert d["engine"] == "vllm" and d["engine_source"] == "/metrics prefix"
+    assert d["scheduler"]["block_size"] == {"value": CFG.block_size, "source": "vllm:cache_config_info block_size"}
+    assert d["scheduler"]["prefix_caching"]["value"] is True
+    assert d["scheduler"]["chunked_prefill"]["value"] is True  # vLLM V1
+    assert d["scheduler"]["max_num_seqs"] == {"value": None, "source": "not given (--max-num-seqs)"}
+    assert "--gpu KEY|local" in d["missing_for_plan"] and "--model-shape PRESET|config.json" in d["missing_for_plan"]
+    code, _, err = _plan(["plan", "--profile", str(path), "--gpus", "h100-sxm", "--no-pareto"], capsys)
+    assert code == 2 and "--gpu KEY|local" in err and "re-run `planner profile endpoint`" in err
+
+
+def test_server_percentiles_keep_their_bucket(profiled):
+    _, prof, _ = profiled
+    row = prof.samples[prof.samples.phase == "decode"].iloc[0]
+    lo, hi = row.server_itl_p50_bucket_s
+    assert lo <= row.server_itl_p50_s <= hi  # the interpolated value lies in its bucket
+    edges = prof.meta["extra"]["server"]["bucket_edges_s"]["vllm:inter_token_latency_seconds"]
+    assert hi in edges and lo in [0.0] + edges
+    assert "bucket-bounded" in prof.meta["extra"]["server"]["quantiles"]
+
+
+def test_lengths_over_max_model_len_are_listed_as_dropped(tmp_path, capsys):
+    from planner.measure.show import print_endpoint_summary
+
+    with start_fake_server(FakeServerConfig(max_model_len=300)) as srv:
+        path = run_endpoint_profile(srv.url, out=tmp_path / "d.json", prompt_lens=[64, 1000], concurrency=[1],
+                                    input_len=32, output_len=4, requests_per_point=1, progress=False)
+    dropped = load_profile(path).meta["extra"]["dropped"]
+    assert [(x["what"], x["tokens"]) for x in dropped] == [("prompt length", 1000)]
+    print_endpoint_summary(path)
+    out = capsys.readouterr().out
+    assert "dropped: prompt length 1000" in out and "0 failed" in out
+
+
+def test_plan_from_an_endpoint_profile_uses_its_measurements(tmp_path, capsys):
+    from planner.measure.deployment import DeploymentFlags
+
+    deploy = DeploymentFlags(model_shape="tiny", gpu="local", dtype="fp32", matmul_tflops=0.2, mem_bw_gbps=40.0,
+                             memory_gb=8.0, scheduler={"max_num_seqs": 64})
+    with start_fake_server(FakeServerConfig(model="tiny-served")) as srv:
+        path = run_endpoint_profile(srv.url, out=tmp_path / "p.json", prompt_lens=[32, 128, 256], concurrency=[1, 2, 4],
+                                    input_len=64, output_len=8, requests_per_point=2, progress=False, deploy=deploy)
+    prof = load_profile(path)
+    assert prof.meta["deployment"]["missing_for_plan"] == [] and prof.tp == 1  # tp 1 on one local device
+    assert prof.meta["device"]["type"] == "local" and prof.model["layers"] == 6
+    assert prof.meta["deployment"]["scheduler"]["max_num_seqs"] == {"value": 64, "source": "--max-num-seqs"}
+    pre = prof.samples[prof.samples.phase == "prefill"]
+    assert all(pre.seconds <= pre.client_ttft_s)  # the server's queue time is taken out
+    code, out, err = _plan(["plan", "--profile", str(path), "--gpus", "local", "--model", "tiny", "--rate", "1",
+                            "--input-len", "128", "--output-len", "16", "--weight-dtype", "fp32", "--kv-dtype", "fp32",
+                            "--ttft-slo", "2000", "--tpot-slo", "200", "--no-pareto"], capsys)
+    assert code in (0, 3), err
+    flat = " ".join(out.split())  # the terminal wraps long lines
+    assert "calibrated by the endpoint's measurements (vllm fake-0.1)" in flat
+    assert "step times on local: measured points" in flat
+
+
+def test_bad_deployment_flags_fail_before_measuring(tmp_path):
+    from planner.measure.deployment import DeploymentFlags
+
+    for deploy, match in [(DeploymentFlags(gpu="h900"), "--gpu 'h900'"), (DeploymentFlags(engine="trt"), "--engine 'trt'"),
+                          (DeploymentFlags(dtype="int3"), "--dtype 'int3'"),
+                          (DeploymentFlags(measure_ceilings=True), "add --gpu local"),
+                          (DeploymentFlags(model_shape="no-such-model"), "unknown model")]:
+        with pytest.raises(BadInput, match=match):
+            run_endpoint_profile("http://127.0.0.1:9", out=tmp_path / "x.json", progress=False, deploy=deploy)
+
+
+def test_served_ids_map_to_presets():
+    from planner.measure.deployment import preset_for
+
+    assert preset_for("meta-llama/Meta-Llama-3.1-8B-Instruct") == "llama-3.1-8b"
+    assert preset_for("meta-llama/Llama-3.1-70B") == "llama-3.1-70b"
+    assert preset_for("mistralai/Mistral-7B-Instruct-v0.3") == "mistral-7b"
+    assert preset_for("Qwen/Qwen2.5-7B-Instruct") == "qwen2.5-7b"
+    assert preset_for("my-finetune") is None
+
+
+def test_without_token_ids_the_usage_block_gives_the_count(tmp_path):
+    """A server that ignores return_token_ids: chunks with text "" carry no visible token, so
+    totals come from usage and decode steps from each request's TPOT, with a note."""
+    with start_fake_server(FakeServerConfig(token_ids=False)) as srv:
+        path = run_endpoint_profile(srv.url, out=tmp_path / "n.json", prompt_lens=[32], concurrency=[1, 2],
+                                    input_len=32, output_len=12, requests_per_point=2, progress=False)
+    prof = load_profile(path)
+    reqs = [r for r in prof.meta["extra"]["requests"] if r["sweep"] == "decode"]
+    assert all(r["output_tokens"] == 12 and r["output_tokens_source"] == "usage" for r in reqs)
+    assert all(r["token_events"] < 12 for r in reqs)  # the "" chunks were not seen as tokens
+    assert set(prof.samples[prof.samples.phase == "decode"].estimator) == {"median time per output token"}
+    assert any("no token ids per chunk" in n for n in prof.meta["extra"]["notes"])
+
+
+def test_a_connection_closed_while_idle_is_reopened(tmp_path, monkeypatch):
+    """The server closes idle keep-alive connections (uvicorn after 5 s) while the profiler is
+    busy elsewhere (measuring ceilings blocks the loop): the next request must not fail on the
+    stale connection (it used to cost the /tokenize dialect against vLLM)."""
+    from planner.measure import endpoint_file
+
+    monkeypatch.setattr(endpoint_file, "ceilings", lambda run: time.sleep(0.4))
+    with start_fake_server(FakeServerConfig(), keepalive_s=0.1) as srv:
+        path = run_endpoint_profile(srv.url, out=tmp_path / "k.json", prompt_lens=[32], concurrency=[1],
+                                    input_len=16, output_len=4, requests_per_point=1, progress=False)
+    extra = load_profile(path).meta["extra"]
+    assert extra["tokenize_dialect"] == "vllm" and extra["requests_failed"] == 0
+    assert extra["server"]["metrics_available"]

@@ -69,11 +69,14 @@ def test_prompt_ids_deterministic_exact_length_in_range():
     assert len(rp.prompt_ids(-1, 5)) == 5  # warm-up indices are negative
 
 
-def test_event_tokens_counts_ids_then_text():
-    assert rp._event_tokens({"choices": [{"text": "", "token_ids": [5, 6]}]}) == 2
-    assert rp._event_tokens({"choices": [{"text": "ab"}]}) == 1
-    assert rp._event_tokens({"choices": [{"text": ""}]}) == 0
-    assert rp._event_tokens({"choices": [], "usage": {"completion_tokens": 3}}) == 0
+def test_chunk_tokens_counts_ids_then_logprobs_then_text():
+    from planner.measure.client import chunk_tokens
+
+    assert chunk_tokens({"text": "", "token_ids": [5, 6]}) == (2, "token_ids")  # vLLM's "" chunk still counts
+    assert chunk_tokens({"text": "", "logprobs": {"tokens": ["a"]}}) == (1, "logprobs")
+    assert chunk_tokens({"delta": {"content": ""}, "logprobs": {"content": [{}, {}]}}) == (2, "logprobs")
+    assert chunk_tokens({"text": "ab"}) == (1, "text")
+    assert chunk_tokens({"text": ""}) == (0, None)
 
 
 def test_summary_percentiles_known_answer():

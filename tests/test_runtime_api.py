@@ -11,7 +11,9 @@ pytest.importorskip("zmq")
 pytest.importorskip("aiohttp")
 
 from planner.runtime import start_server  # noqa: E402
-from planner.runtime.client import get, post_json, run_many  # noqa: E402
+from planner.measure.client import get, post_json, run_many  # noqa: E402
+
+pytestmark = pytest.mark.e2e  # starts servers or kernels: not in the fast set (-m "not e2e")
 
 MAX_LEN = 96
 
@@ -38,12 +40,12 @@ def test_fifty_concurrent_streams_all_complete(server):
     payloads = [{"prompt": f"request number {i}: " + "x" * (i % 7), "max_tokens": 4 + i % 5, "temperature": 0.0}
                 for i in range(50)]
     results = run_many(server.url, payloads, concurrency=50, timeout_s=120)
-    assert [r["error"] for r in results] == [None] * 50
-    assert [len(r["token_ids"]) for r in results] == [p["max_tokens"] for p in payloads]
-    assert all(r["finish_reason"] == "length" and r["usage"]["completion_tokens"] == len(r["token_ids"]) for r in results)
+    assert [r.error for r in results] == [None] * 50
+    assert [len(r.token_ids) for r in results] == [p["max_tokens"] for p in payloads]
+    assert all(r.finish_reason == "length" and r.usage["completion_tokens"] == len(r.token_ids) for r in results)
     # identical prompts give identical outputs whatever batch they landed in
     again = run_many(server.url, payloads[:3], concurrency=3)
-    assert [r["token_ids"] for r in again] == [r["token_ids"] for r in results[:3]]
+    assert [r.token_ids for r in again] == [r.token_ids for r in results[:3]]
     status, text = get(server.url + "/metrics")
     assert status == 200
     assert _metric(text, "planner:time_to_first_token_seconds_count") >= 53

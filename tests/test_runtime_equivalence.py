@@ -14,8 +14,10 @@ pytest.importorskip("aiohttp")
 
 from planner.runtime.model import build_model, generate  # noqa: E402
 from planner.runtime import start_server  # noqa: E402
-from planner.runtime.client import run_many  # noqa: E402
+from planner.measure.client import run_many  # noqa: E402
 from planner.specs.models import PRESETS  # noqa: E402
+
+pytestmark = pytest.mark.e2e  # starts servers or kernels: not in the fast set (-m "not e2e")
 
 LENGTHS = [3, 41, 17, 64, 9]
 MAX_TOKENS = [10, 4, 14, 8, 12]
@@ -38,8 +40,8 @@ def cases():
 def _serve_and_run(payloads, **opts):
     with start_server(**COMMON, **opts) as h:
         results = run_many(h.url, payloads, concurrency=len(payloads), timeout_s=120)
-    assert all(r["error"] is None for r in results), [r["error"] for r in results]
-    return [r["token_ids"] for r in results]
+    assert all(r.error is None for r in results), [r.error for r in results]
+    return [r.token_ids for r in results]
 
 
 def test_reference_is_not_trivial(cases):
@@ -70,8 +72,8 @@ def test_int8_kv_transfer_is_close(cases):
     payloads, want = cases
     with start_server(**COMMON, mode="disaggregated", prefill_workers=1, decode_workers=1, kv_compression="int8") as h:
         results = run_many(h.url, payloads, concurrency=len(payloads), timeout_s=120)
-    assert all(r["error"] is None for r in results)
-    got = [r["token_ids"] for r in results]
+    assert all(r.error is None for r in results)
+    got = [r.token_ids for r in results]
     assert [g[0] for g in got] == [w[0] for w in want]
     agree = sum(a == b for g, w in zip(got, want) for a, b in zip(g, w)) / sum(len(w) for w in want)
     assert agree >= 0.5, agree

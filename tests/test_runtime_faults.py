@@ -13,7 +13,9 @@ pytest.importorskip("zmq")
 pytest.importorskip("aiohttp")
 
 from planner.runtime import start_server  # noqa: E402
-from planner.runtime.client import get, post_json, run_many  # noqa: E402
+from planner.measure.client import get, post_json, run_many  # noqa: E402
+
+pytestmark = pytest.mark.e2e  # starts servers or kernels: not in the fast set (-m "not e2e")
 
 COMMON = dict(model="tiny", max_model_len=160, max_seqs=8, threads_per_worker=1)
 
@@ -61,13 +63,13 @@ def test_kill_decode_then_prefill_worker_mid_run():
         os.kill(pids["decode-0"], signal.SIGKILL)
         t.join(60)
         res = box["res"]
-        failed = [r for r in res if r["error"]]
-        ok = [r for r in res if not r["error"]]
+        failed = [r for r in res if r.error]
+        ok = [r for r in res if not r.error]
         # the router spread the 4 requests over both decode workers: 2 die with decode-0, 2 finish
-        assert len(failed) == 2 and len(ok) == 2, [r["error"] for r in res]
-        assert all("decode-0" in r["error"] for r in failed)
-        assert all(r["t_end"] - t_kill < 5.0 for r in failed), [r["t_end"] - t_kill for r in failed]
-        assert all(len(r["token_ids"]) == 140 for r in ok)
+        assert len(failed) == 2 and len(ok) == 2, [r.error for r in res]
+        assert all("decode-0" in r.error for r in failed)
+        assert all(r.ended_s - t_kill < 5.0 for r in failed), [r.ended_s - t_kill for r in failed]
+        assert all(len(r.token_ids) == 140 for r in ok)
 
         health = h.health()
         state = {w["name"]: w["state"] for w in health["workers"]}
@@ -124,7 +126,7 @@ def test_sigterm_drains_in_flight_requests_and_leaves_no_orphans():
     t.join(60)
     assert h.proc.wait(30) == 0
     r = box["res"][0]
-    assert r["error"] is None and len(r["token_ids"]) == 60  # the in-flight request finished
+    assert r.error is None and len(r.token_ids) == 60  # the in-flight request finished
     assert _wait_gone(pids, 10) == []
 
 

@@ -23,7 +23,7 @@ pytest.importorskip("zmq")
 pytest.importorskip("aiohttp")
 
 from planner.runtime import start_server  # noqa: E402
-from planner.runtime.client import get, post_json, run_many  # noqa: E402
+from planner.measure.client import get, post_json, run_many  # noqa: E402
 from planner.runtime.supervisor import restart_delay  # noqa: E402
 
 COMMON = dict(model="tiny", max_model_len=160, max_seqs=8, threads_per_worker=1)
@@ -98,20 +98,20 @@ def _kill_under_load(h, name: str, n: int = 4) -> dict:
     assert not t.is_alive(), "a stream hung after the kill"
     res = box["res"]
     for r in res:  # each ended: complete, or with the error event naming the dead worker
-        if r["status"] != 200:  # sent after the kill, while the role had no ready worker
-            assert r["status"] == 503, r
+        if r.status != 200:  # sent after the kill, while the role had no ready worker
+            assert r.status == 503, r
             continue
-        if r["error"]:
-            assert name in r["error"] and r["t_end"] - t_kill < FAIL_WITHIN_S, (r["error"], r["t_end"] - t_kill)
+        if r.error:
+            assert name in r.error and r.ended_s - t_kill < FAIL_WITHIN_S, (r.error, r.ended_s - t_kill)
         else:
-            assert len(r["token_ids"]) == MAX_TOKENS and r["finish_reason"] == "length", r
+            assert len(r.token_ids) == MAX_TOKENS and r.finish_reason == "length", r
 
     w = _worker(h, name)
     assert w["state"] == "ready" and w["pid"] != old_pid and w["restarts"] >= 1, w
     # the new worker takes its share of new work: a few concurrent streams all complete
     again = run_many(h.url, [{"prompt": f"after {i}", "max_tokens": 8} for i in range(4)], concurrency=4, timeout_s=60)
-    assert [r["error"] for r in again] == [None] * 4
-    return {"recovered_s": recovered_s, "failed": sum(1 for r in res if r["error"]), "pid": w["pid"]}
+    assert [r.error for r in again] == [None] * 4
+    return {"recovered_s": recovered_s, "failed": sum(1 for r in res if r.error), "pid": w["pid"]}
 
 
 @pytest.mark.e2e

@@ -1,7 +1,6 @@
 """The discrete-event simulator against exact recursions, closed-form queueing and hand timelines."""
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -254,23 +253,19 @@ def test_colocated_stalls_and_chunking_tails():
     assert un.percentile("ttft_s", 50) < ch.percentile("ttft_s", 50)  # chunking pays in TTFT
 
 
-def test_same_seed_same_results_and_20k_requests_are_fast():
-    n = 20_000
+def test_same_seed_same_results():
+    """Seeded: the same seed gives the same run, another seed another (timing: benchmarks/scale.py)."""
+    n = 5_000
     p, o = _workload(n, seed=7)
     kw = dict(rate_rps=10.0, n_prefill=2, n_decode=2, routing="random", seed=11)
-    t = time.perf_counter()
     a = simulate_disaggregated(p, o, _prefill, _step, lambda l: 0.001 + 1e-6 * l, **kw)
-    elapsed = time.perf_counter() - t
-    print(f"20k requests, disaggregated: {elapsed:.2f} s")
     b = simulate_disaggregated(p, o, _prefill, _step, lambda l: 0.001 + 1e-6 * l, **kw)
     assert isinstance(a, SimResult) and a.summary() == b.summary()
     np.testing.assert_array_equal(a.tpot_max_s, b.tpot_max_s)
     c = simulate_disaggregated(p, o, _prefill, _step, lambda l: 0.001 + 1e-6 * l, **{**kw, "seed": 12})
     assert not np.array_equal(a.arrival_s, c.arrival_s)
-    t = time.perf_counter()
-    simulate_colocated(p, o, _prefill, _step, rate_rps=10.0, n_replicas=3, chunked=True, seed=11)
-    print(f"20k requests, colocated chunked: {time.perf_counter() - t:.2f} s")
-    assert elapsed < 2.0
+    x = simulate_colocated(p, o, _prefill, _step, rate_rps=10.0, n_replicas=3, chunked=True, seed=11)
+    assert x.summary() == simulate_colocated(p, o, _prefill, _step, rate_rps=10.0, n_replicas=3, chunked=True, seed=11).summary()
     s = a.summary()
     assert s["throughput_rps"] == pytest.approx(10.0, rel=0.05)
     assert s["output_tokens_per_s"] == pytest.approx(10.0 * o.mean(), rel=0.05)

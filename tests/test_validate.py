@@ -18,10 +18,17 @@ import numpy as np
 import pytest
 
 from planner.pilot import replay as rp
+from planner.pilot import compare, derive, device
+from planner.pilot import predict as pilot_predict
+from planner.pilot import run as pilot_run
 from planner.pilot import validate as v
+from planner.queueing.pools import PoolPrediction
 from planner.errors import BadInput
 from planner.measure.files import save_profile
+from planner.queueing import arrivals, greedy
 from planner.queueing.models import Demand, Pcts
+from planner.queueing.pools import role_model
+from planner.steptime.adjust import Adjusted, longest_context_pad
 from planner.specs.models import resolve_model
 from planner.workload.workload import workload_from_flags
 
@@ -48,7 +55,7 @@ def profile_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rep(profile_path):
-    return v.local_replica(resolve_model("tiny"), profile_path)[0]
+    return device.local_replica(resolve_model("tiny"), profile_path)[0]
 
 
 def _demand(inp="uniform:64-192", out="uniform:32-96"):
@@ -57,31 +64,31 @@ def _demand(inp="uniform:64-192", out="uniform:32-96"):
 
 # ---- pilot derivation ------------------------------------------------------------------------------
 def test_split_for_ratio_known_answers():
-    assert v.split_for_ratio(0.5, 2) == (1, 1)
-    assert v.split_for_ratio(0.25, 4) == (1, 3)
-    assert v.split_for_ratio(0.6, 5) == (3, 2)
-    assert v.split_for_ratio(0.1, 3) == (1, 2)  # at least one of each
+    assert derive.split_for_ratio(0.5, 2) == (1, 1)
+    assert derive.split_for_ratio(0.25, 4) == (1, 3)
+    assert derive.split_for_ratio(0.6, 5) == (3, 2)
+    assert derive.split_for_ratio(0.1, 3) == (1, 2)  # at least one of each
 
 
 def test_workers_and_threads_from_cores():
-    assert v.default_max_workers("cpu", 2) == 2  # one prefill + one decode on a 2-core machine
-    assert v.default_max_workers("cpu", 16) == 7
-    assert v.default_max_workers("cuda", 64) == 2
-    assert v.threads_per_worker("cpu", 2, 2) == 1
-    assert v.threads_per_worker("cpu", 7, 16) == 2
+    assert derive.default_max_workers("cpu", 2) == 2  # one prefill + one decode on a 2-core machine
+    assert derive.default_max_workers("cpu", 16) == 7
+    assert derive.default_max_workers("cuda", 64) == 2
+    assert derive.threads_per_worker("cpu", 2, 2) == 1
+    assert derive.threads_per_worker("cpu", 7, 16) == 2
 
 
 def test_derive_pilot_model_only():
     w = workload_from_flags(rate=1.0, **SHORT)
-    p = v.derive_pilot("tiny", "cpu", w, cores=2)
+    p = derive.derive_pilot("tiny", "cpu", w, cores=2)
     assert p.mode == "disaggregated" and p.threads_per_worker == 1 and p.load_frac == 0.6
     assert p.dtype == "fp32" and any("2 workers fit" in x for x in p.why)
-    c = v.derive_pilot("tiny", "cpu", w, mode="colocated", cores=2)
+    c = derive.derive_pilot("tiny", "cpu", w, mode="colocated", cores=2)
     assert c.mode == "colocated" and c.workers == 2 and c.n_workers == 2
     with pytest.raises(BadInput):
-        v.derive_pilot("tiny", "cpu", w, load_frac=0.0, cores=2)
+        derive.derive_pilot("tiny", "cpu", w, load_frac=0.0, cores=2)
     with pytest.raises(BadInput):
-        v.derive_pilot("tiny", "cpu", w, mode="sideways", cores=2)
+        derive.derive_pilot("tiny", "cpu", w, mode="sideways", cores=2)
 
 
 def test_plan_json_gives_ratio_load_and_workload():
@@ -89,7 +96,7 @@ def test_plan_json_gives_ratio_load_and_workload():
 
     doc = json.loads(json.dumps(plan("llama-3.1-8b", rate=40.0, input_len="lognormal:mean=1500,sigma=0.6", output_len="300",
                                      gpus="h100-sxm", pareto=False).to_dict(), default=str))
-    s = v.plan_summary(doc, "plan.json")
+    s = derive.plan_summary(doc, "plan.json")
     dis = doc["disaggregated"]
     n_p = sum(p["replicas"] for p in dis["prefill"])
     n_d = sum(p["replicas"] for p in dis["decode"])
@@ -98,22 +105,22 @@ def test_plan_json_gives_ratio_load_and_workload():
     assert s["disaggregated"]["load"]["decode"] == pytest.approx(40.0 / cap_d)
     w = s["workload"]
     assert w.rate_rps == pytest.approx(40.0) and w.input.mean == pytest.approx(doc["workload"]["input"]["mean"])
-    p = v.derive_pilot("llama-3.1-8b", "cpu", w, s, max_workers=6, mode="disaggregated", cores=16)
-    assert (p.prefill_workers, p.decode_workers) == v.split_for_ratio(n_p / (n_p + n_d), 6)
+    p = derive.derive_pilot("llama-3.1-8b", "cpu", w, s, max_workers=6, mode="disaggregated", cores=16)
+    assert (p.prefill_workers, p.decode_workers) == derive.split_for_ratio(n_p / (n_p + n_d), 6)
     assert p.load_frac == pytest.approx(max(x for x in s["disaggregated"]["load"].values()))
     with pytest.raises(BadInput):
-        v.plan_summary({"nope": 1}, "x.json")
+        derive.plan_summary({"nope": 1}, "x.json")
 
 
 # ---- prediction ------------------------------------------------------------------------------------
 def _pilot(mode="disaggregated", rate=1.0, **kw):
-    base = v.Pilot("tiny", "cpu", mode, prefill_workers=1, decode_workers=1, workers=2 if mode == "colocated" else 0,
+    base = derive.Pilot("tiny", "cpu", mode, prefill_workers=1, decode_workers=1, workers=2 if mode == "colocated" else 0,
                    rate_rps=rate)
     return replace(base, **kw)
 
 
 def test_lifetime_variance_factor_known_values():
-    f = v.lifetime_var_factor(np.array([1e-6, 1.0, 100.0]), 1.0)
+    f = arrivals.lifetime_var_factor(np.array([1e-6, 1.0, 100.0]), 1.0)
     assert f[0] == pytest.approx(1.0, abs=1e-3)
     assert f[1] == pytest.approx(2 * math.exp(-1), rel=1e-6)  # 2 (x - 1 + e^-x) / x^2 at x = 1
     assert f[2] == pytest.approx(2 * (99 + math.exp(-100)) / 1e4)
@@ -121,11 +128,11 @@ def test_lifetime_variance_factor_known_values():
 
 def test_prediction_at_light_load_is_service_time(rep):
     d = _demand()
-    p = v.predict(_pilot(rate=1e-3), rep, d, transport_bytes_s=1e9)
-    pm = v.models_for(_pilot(), rep, d)["prefill"]
+    p = pilot_predict.predict(_pilot(rate=1e-3), rep, d, transport_bytes_s=1e9)
+    pm = role_model("prefill", rep, d, pilot_predict.pilot_engine(_pilot()))
     assert p.feasible
     assert p.ttft_ms.p50 == pytest.approx(float(np.median(pm.s1)) * 1e3, rel=0.02)  # no queue: own prefill
-    dm = v.models_for(_pilot(), rep, d)["decode"]
+    dm = role_model("decode", rep, d, pilot_predict.pilot_engine(_pilot()))
     assert p.tpot_ms.p50 == pytest.approx(dm.t(1) * 1e3, rel=0.05)  # alone in the batch
     # KV: one layer on the wire (+0.1 ms); an idle decode worker adds no step residual
     layer_ms = d.mean_prompt * rep.kv_bytes_per_token / 6 / 1e9 * 1e3
@@ -135,20 +142,20 @@ def test_prediction_at_light_load_is_service_time(rep):
 
 def test_prediction_grows_with_load_and_fails_past_capacity(rep):
     d = _demand()
-    cap, limit = v.pilot_capacity(_pilot(), rep, d)
+    cap, limit = pilot_predict.pilot_capacity(_pilot(), rep, d)
     assert cap > 0 and limit.split()[0] in ("prefill", "decode")
-    lo, hi = (v.predict(_pilot(rate=f * cap), rep, d, 1e9) for f in (0.3, 0.9))
+    lo, hi = (pilot_predict.predict(_pilot(rate=f * cap), rep, d, 1e9) for f in (0.3, 0.9))
     assert hi.ttft_ms.p90 > lo.ttft_ms.p90 and hi.tpot_ms.p50 > lo.tpot_ms.p50
     assert hi.batch_mean["decode"] > lo.batch_mean["decode"] > 0
     assert hi.kv_transfer_ms_mean > lo.kv_transfer_ms_mean  # the decode worker is busier
-    over = v.predict(_pilot(rate=3 * cap), rep, d, 1e9)
+    over = pilot_predict.predict(_pilot(rate=3 * cap), rep, d, 1e9)
     assert not over.feasible and over.tpot_ms is None
 
 
 def test_colocated_prediction_and_capacity(rep):
     d = _demand()
-    cap, _ = v.pilot_capacity(_pilot("colocated"), rep, d)
-    p = v.predict(_pilot("colocated", rate=0.5 * cap), rep, d)
+    cap, _ = pilot_predict.pilot_capacity(_pilot("colocated"), rep, d)
+    p = pilot_predict.predict(_pilot("colocated", rate=0.5 * cap), rep, d)
     assert p.feasible and p.ttft_ms.p50 > 0 and p.tpot_ms.p50 > 0
     assert p.kv_transfer_ms_mean is None and 0 < p.utilization["colocated"] <= 1
 
@@ -156,13 +163,13 @@ def test_colocated_prediction_and_capacity(rep):
 def test_balance_split_follows_capacities(rep):
     # Long outputs load decode: more decode workers; long prompts and short outputs: more prefill.
     p = _pilot()
-    assert v.balance_split(p, rep, _demand("16", "400"), 4) == (1, 3)
-    assert v.balance_split(p, rep, _demand("1000", "2"), 4) == (3, 1)
+    assert pilot_predict.balance_split(p, rep, _demand("16", "400"), 4) == (1, 3)
+    assert pilot_predict.balance_split(p, rep, _demand("1000", "2"), 4) == (3, 1)
 
 
 def test_profiled_replica_reproduces_the_measured_points(profile_path):
     """--roofline profile: on the profiled device the measurements themselves are the step times."""
-    r, _ = v.local_replica(resolve_model("tiny"), profile_path, "profile")
+    r, _ = device.local_replica(resolve_model("tiny"), profile_path, "profile")
     assert r.decode_step_s(4, 32) == pytest.approx(0.008 + 0.0015 * 4)  # a grid point
     assert r.decode_step_s(6, 48) == pytest.approx(0.008 + 0.0015 * 6)  # bilinear inside the grid
     assert r.decode_step_s(64, 64) > r.decode_step_s(32, 64)  # off the grid: the roofline's slope
@@ -186,7 +193,7 @@ def test_profiled_replica_ignores_a_noisy_point(tmp_path):
                             "p10_s": t * 0.99, "p90_s": t * (2.0 if noisy else 1.01)})
     meta = {"kind": "local", "device": {"name": "test cpu", "type": "cpu", "memory_gb": 16.0, "torch_threads": 1},
             "model": spec.to_dict(), "dtype": "fp32", "tp": 1, "ceilings": {"matmul_tflops": 0.1, "mem_bw_gbps": 20.0, "link_gbps": None}}
-    r, _ = v.local_replica(spec, save_profile(tmp_path / "noisy.json", meta, samples), "profile")
+    r, _ = device.local_replica(spec, save_profile(tmp_path / "noisy.json", meta, samples), "profile")
     assert r.decode_step_s(4, 200) == pytest.approx(0.010 + 0.008 + 4e-5 * 200, rel=0.02)  # the line, not the outlier
     assert r.decode_step_s(1, 150) == pytest.approx(0.012 + 1e-5 * 150, rel=1e-6)  # between contexts: on the line
     assert r.decode_step_s(3, 100) == pytest.approx((r.decode_step_s(2, 100) + r.decode_step_s(4, 100)) / 2, rel=0.02)
@@ -195,34 +202,34 @@ def test_profiled_replica_ignores_a_noisy_point(tmp_path):
 def test_contention_scales_times_by_the_neighbours_busy_share(rep):
     from planner.pilot.probe import Contention
 
-    s = v.PilotReplica(rep, 0.2, 0.1)
+    s = Adjusted(rep, 0.2, 0.1)
     assert s.prefill_time_s(np.array([64.0])) == pytest.approx(1.2 * rep.prefill_time_s(np.array([64.0])))
     assert s.decode_step_s(4, 100) == pytest.approx(1.1 * rep.decode_step_s(4, 100))
     assert s.kv_bytes_per_token == rep.kv_bytes_per_token and s.model is rep.model  # the rest falls through
     d = _demand()
-    p = replace(v.Pilot("tiny", "cpu", "disaggregated"), rate_rps=2.0)
-    same, slow = v.pilot_replica(p, rep, d, None, 2.0)
-    assert same.base is rep and same.pad is not None and slow == {"prefill": 0.0, "decode": 0.0}
+    p = replace(derive.Pilot("tiny", "cpu", "disaggregated"), rate_rps=2.0)
+    same, slow = pilot_predict.pilot_replica(p, rep, d, None, 2.0)
+    assert same is rep and slow == {"prefill": 0.0, "decode": 0.0}
     k = Contention(prefill=0.3, decode=0.2)
-    r2, slow = v.pilot_replica(p, rep, d, k, 2.0)
-    u = v.predict(p, r2, d).utilization
+    r2, slow = pilot_predict.pilot_replica(p, rep, d, k, 2.0)
+    u = pilot_predict.predict(p, r2, d).utilization
     # each role slowed by kappa x the other's predicted busy share (the fixed point)
     assert slow["prefill"] == pytest.approx(0.3 * u["decode"], rel=0.05) and 0 < slow["prefill"] < 0.3
     assert slow["decode"] == pytest.approx(0.2 * u["prefill"], rel=0.05) and 0 < slow["decode"] < 0.2
-    assert v.predict(p, r2, d).ttft_ms.p50 > v.predict(p, rep, d).ttft_ms.p50
+    assert pilot_predict.predict(p, r2, d).ttft_ms.p50 > pilot_predict.predict(p, rep, d).ttft_ms.p50
 
-    assert v.contended_capacity(p, rep, d, k)[0] < v.pilot_capacity(p, rep, d)[0]
-    one = replace(v.Pilot("tiny", "cpu", "colocated", workers=1), rate_rps=2.0)
-    assert v.pilot_replica(one, rep, d, Contention(colocated=0.5), 2.0)[1] == {"prefill": 0.0, "decode": 0.0}
+    assert pilot_predict.contended_capacity(p, rep, d, k)[0] < pilot_predict.pilot_capacity(p, rep, d)[0]
+    one = replace(derive.Pilot("tiny", "cpu", "colocated", workers=1), rate_rps=2.0)
+    assert pilot_predict.pilot_replica(one, rep, d, Contention(colocated=0.5), 2.0)[1] == {"prefill": 0.0, "decode": 0.0}
     two = replace(one, workers=2)
-    assert v.pilot_replica(two, rep, d, Contention(colocated=0.5), 2.0)[1]["decode"] > 0
+    assert pilot_predict.pilot_replica(two, rep, d, Contention(colocated=0.5), 2.0)[1]["decode"] > 0
 
 
 def test_padded_attention_reads_the_longest_context(rep):
     """The runtime's decode attention reads every row up to the batch's longest context: the
     pad is 0 for one sequence, grows with the batch, and never passes the longest possible."""
     d = _demand("uniform:64-192", "uniform:32-96")
-    pad = v.longest_context_pad(d, 32)
+    pad = longest_context_pad(d, 32)
     assert pad(1) == pytest.approx(0.0, abs=2.0)
     assert 0 < pad(2) < pad(8) < pad(32) < (192 + 96) - d.mean_context
     # two sequences: E[max] - E[one] = E|X - Y| / 2 for i.i.d. contexts
@@ -232,27 +239,27 @@ def test_padded_attention_reads_the_longest_context(rep):
     x, y = d.prompt[i] + rng.random(20000) * d.output[i], d.prompt[j] + rng.random(20000) * d.output[j]
     assert pad(2) == pytest.approx(np.abs(x - y).mean() / 2, rel=0.05)
     assert pad(np.array([1.0, 4.0]))[1] == pytest.approx(pad(4))
-    assert v.PilotReplica(rep, pad=pad).decode_step_s(8, 100.0) == pytest.approx(rep.decode_step_s(8, 100.0 + pad(8)))
+    assert Adjusted(rep, pad=pad).decode_step_s(8, 100.0) == pytest.approx(rep.decode_step_s(8, 100.0 + pad(8)))
 
 
 def test_decode_arrivals_smoother_than_poisson_known_values():
     """QNA rules: an idle prefill worker passes Poisson on; a saturated one with constant
     service spaces decodes evenly; a least-loaded split over n workers divides the SCV by n."""
-    assert v.decode_arrival_scv("disaggregated", 0.0, 0.3, 1, 1, 1) == pytest.approx(1.0)
-    assert v.decode_arrival_scv("disaggregated", 1.0, 0.0, 1, 1, 1) == pytest.approx(0.0)
-    assert v.decode_arrival_scv("disaggregated", 0.5, 0.2, 1, 1, 1) == pytest.approx(0.25 * 0.2 + 0.75)
-    assert v.decode_arrival_scv("disaggregated", 0.0, 0.3, 1, 2, 1) == pytest.approx(0.5)
-    assert v.decode_arrival_scv("disaggregated", 1.0, 0.0, 4, 1, 1) == pytest.approx(0.75)  # merged: toward Poisson
-    assert v.decode_arrival_scv("colocated", 0.0, 0.3, 1, 1, 2) == pytest.approx(0.5)
+    assert arrivals.decode_arrival_scv("disaggregated", 0.0, 0.3, 1, 1, 1) == pytest.approx(1.0)
+    assert arrivals.decode_arrival_scv("disaggregated", 1.0, 0.0, 1, 1, 1) == pytest.approx(0.0)
+    assert arrivals.decode_arrival_scv("disaggregated", 0.5, 0.2, 1, 1, 1) == pytest.approx(0.25 * 0.2 + 0.75)
+    assert arrivals.decode_arrival_scv("disaggregated", 0.0, 0.3, 1, 2, 1) == pytest.approx(0.5)
+    assert arrivals.decode_arrival_scv("disaggregated", 1.0, 0.0, 4, 1, 1) == pytest.approx(0.75)  # merged: toward Poisson
+    assert arrivals.decode_arrival_scv("colocated", 0.0, 0.3, 1, 1, 2) == pytest.approx(0.5)
     # GI/G/inf: Poisson arrivals see b others; evenly spaced ones, with constant lives, one fewer
     life = np.full(1000, 0.3)
-    assert v.smooth_arrivals(1.0, life) == pytest.approx(0.0)
-    assert v.smooth_arrivals(0.0, life) == pytest.approx(-1.0)
-    assert -1.0 < v.smooth_arrivals(0.0, np.random.default_rng(0).exponential(0.3, 5000)) < -0.4  # beta = 1/2
+    assert arrivals.smooth_arrivals(1.0, life) == pytest.approx(0.0)
+    assert arrivals.smooth_arrivals(0.0, life) == pytest.approx(-1.0)
+    assert -1.0 < arrivals.smooth_arrivals(0.0, np.random.default_rng(0).exponential(0.3, 5000)) < -0.4  # beta = 1/2
     # alone all its life: Poisson -> e^-m e^-lam L; a binomial start (z < 1) is alone more often
-    assert v.alone_share(0.5, 1.0, 2.0, np.array([0.2]), 1.0)[0] == pytest.approx(math.exp(-0.5 - 0.4))
-    assert v.alone_share(0.5, 0.6, 2.0, np.array([0.2]), 0.5)[0] > v.alone_share(0.5, 1.0, 2.0, np.array([0.2]), 1.0)[0]
-    o = v.others_over_life(0.4, np.full(20000, 0.8), np.full(20000, 0.5), 20000)
+    assert arrivals.alone_share(0.5, 1.0, 2.0, np.array([0.2]), 1.0)[0] == pytest.approx(math.exp(-0.5 - 0.4))
+    assert arrivals.alone_share(0.5, 0.6, 2.0, np.array([0.2]), 0.5)[0] > arrivals.alone_share(0.5, 1.0, 2.0, np.array([0.2]), 1.0)[0]
+    o = arrivals.others_over_life(0.4, np.full(20000, 0.8), np.full(20000, 0.5), 20000)
     assert (o == 0).mean() == pytest.approx(0.5, abs=0.02) and o.mean() == pytest.approx(0.4, rel=0.05)
 
 
@@ -274,15 +281,15 @@ def test_greedy_prefill_batches_whatever_is_queued():
     the capacity at one prompt per service time; batching that is free multiplies it (up to the
     16 prompts a batch holds); at light load a prompt runs alone."""
     d = _demand("100", "10")
-    assert v.greedy_prefill_capacity(_BatchCost(0.1), d, 2048) == pytest.approx(10.0, rel=0.02)
-    assert v.greedy_prefill_capacity(_BatchCost(0.0, 0.1), d, 2048) > 50.0
-    light = v.greedy_prefill(_BatchCost(0.1), d, 0.05, 2048)
+    assert greedy.greedy_prefill_capacity(_BatchCost(0.1), d, 2048) == pytest.approx(10.0, rel=0.02)
+    assert greedy.greedy_prefill_capacity(_BatchCost(0.0, 0.1), d, 2048) > 50.0
+    light = greedy.greedy_prefill(_BatchCost(0.1), d, 0.05, 2048)
     assert light.busy == pytest.approx(0.005, rel=0.1) and np.median(light.ttft_s) == pytest.approx(0.1)
-    busy = v.greedy_prefill(_BatchCost(0.1), d, 8.0, 2048)
+    busy = greedy.greedy_prefill(_BatchCost(0.1), d, 8.0, 2048)
     assert busy.busy == pytest.approx(0.8, rel=0.02) and busy.batch_mean > 1.0
     # a prompt that finds a batch running waits for it, then runs with what queued meanwhile
     assert np.percentile(busy.ttft_s, 90) > 2 * 0.1 and (busy.wait_s > 0).mean() == pytest.approx(0.8, abs=0.03)
-    assert v.greedy_prefill(_BatchCost(0.1), d, 10.5, 2048) is None
+    assert greedy.greedy_prefill(_BatchCost(0.1), d, 10.5, 2048) is None
 
 
 def test_unknown_step_time_model_is_refused_before_profiling(tmp_path, monkeypatch):
@@ -294,27 +301,27 @@ def test_unknown_step_time_model_is_refused_before_profiling(tmp_path, monkeypat
 
 def test_predicted_throughput_over_the_makespan():
     sched = [rp.ReplayRequest(i, float(i), 10, 20) for i in range(11)]  # arrivals 0..10 s
-    assert v.predicted_throughput(sched, 1.0, 5.0) == pytest.approx((11 / 11.0, 220 / 11.0))
-    assert v.predicted_throughput(sched, None, 5.0) == pytest.approx((5.0, 100.0))  # overloaded: capacity
+    assert pilot_predict.predicted_throughput(sched, 1.0, 5.0) == pytest.approx((11 / 11.0, 220 / 11.0))
+    assert pilot_predict.predicted_throughput(sched, None, 5.0) == pytest.approx((5.0, 100.0))  # overloaded: capacity
 
 
 def test_rel_error():
-    assert v.rel_error(110.0, 100.0) == pytest.approx(0.1)
-    assert v.rel_error(90.0, 100.0) == pytest.approx(-0.1)
-    assert v.rel_error(None, 1.0) is None and v.rel_error(1.0, 0.0) is None and v.rel_error(1.0, None) is None
+    assert compare.rel_error(110.0, 100.0) == pytest.approx(0.1)
+    assert compare.rel_error(90.0, 100.0) == pytest.approx(-0.1)
+    assert compare.rel_error(None, 1.0) is None and compare.rel_error(1.0, 0.0) is None and compare.rel_error(1.0, None) is None
 
 
 def test_profile_grid_and_cache_path():
-    g = v.profile_grid(_demand(), 32)
+    g = device.profile_grid(_demand(), 32)
     assert g["batches"][-1] == 32 and g["prefill_batch_len"] == pytest.approx(128, abs=3)
     assert 64 <= g["prompt_lens"][0] <= g["prompt_lens"][-1] <= 192
-    a = v.cached_profile_path("tiny", "cpu", 1, "fp32", g)
+    a = device.cached_profile_path("tiny", "cpu", 1, "fp32", g)
     assert a.parent.name == "profiles" and "1t" in a.name
-    assert a != v.cached_profile_path("tiny", "cpu", 2, "fp32", g)
+    assert a != device.cached_profile_path("tiny", "cpu", 2, "fp32", g)
 
 
 def test_measure_transport_is_positive():
-    assert v.measure_transport(256 * 1024, n=10) > 1e7  # loopback moves > 10 MB/s
+    assert device.measure_transport(256 * 1024, n=10) > 1e7  # loopback moves > 10 MB/s
 
 
 # ---- the JSON contract ------------------------------------------------------------------------------
@@ -324,18 +331,18 @@ def _fake_run(failed=0):
         st.records[i] = rp.RequestRecord(i, 0.1 * i, 20, 11, sent_s=0.1 * i, ttft_s=0.05, e2e_s=0.55, output_tokens=11, done=True)
     for i in range(6, 6 + failed):
         st.records[i] = rp.RequestRecord(i, 0.1 * i, 20, 11, sent_s=0.1 * i, error="error event after 3 tokens: boom", done=True)
-    meas = v.Measurement(st, rp.summarize(st), {"server_kv_mean_s": 0.004, "server_kv_count": 6, "kv_bytes_total": 6e6},
+    meas = pilot_run.Measurement(st, rp.summarize(st), {"server_kv_mean_s": 0.004, "server_kv_count": 6, "kv_bytes_total": 6e6},
                          {"prefill": 0.2, "decode": 0.5}, {}, cpu={"foreign_cores": 0.0, "cores": 2})
-    pred = v.Prediction("disaggregated", True, "", Pcts(50.0, 60.0, 70.0), Pcts(50.0, 55.0, 60.0), 5.0, 1e6,
+    pred = PoolPrediction("disaggregated", True, "", Pcts(50.0, 60.0, 70.0), Pcts(50.0, 55.0, 60.0), 5.0, 1e6,
                         {"prefill": 0.25, "decode": 0.5}, {"prefill": 1.0, "decode": 2.0}, 1.0, 40.0, 0.55,
                         np.full(10, 50.0), np.full(10, 50.0))
-    return v.RunResult(_pilot(rate=10.0), pred, meas, (10.0, 110.0), workload_from_flags(rate=1.0).slo, 6 + failed)
+    return compare.RunResult(_pilot(rate=10.0), pred, meas, (10.0, 110.0), workload_from_flags(rate=1.0).slo, 6 + failed)
 
 
 def test_json_contract_fields_and_errors():
     d = _fake_run().to_dict()
-    assert set(v.METRICS) <= set(d["metrics"])
-    for k in v.METRICS:
+    assert set(compare.METRICS) <= set(d["metrics"])
+    for k in compare.METRICS:
         assert set(d["metrics"][k]) == {"predicted", "measured", "rel_error"}
     assert d["metrics"]["ttft_ms_p50"]["measured"] == pytest.approx(50.0)
     assert d["metrics"]["ttft_ms_p50"]["rel_error"] == pytest.approx(0.0)
@@ -368,14 +375,14 @@ def test_cpu_watch_sees_a_busy_child():
     import subprocess as sp
 
     child = sp.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<0.6: pass"])
-    w = v.CpuWatch({"child": child.pid})
+    w = pilot_run.CpuWatch({"child": child.pid})
     w.start()
     child.wait()
     time.sleep(0.05)
     out = w.stop()
     # a dead child cannot be read at the end: it is simply absent, not a crash
     assert set(out) >= {"wall_s", "process_cores", "run_queue_wait_share"}
-    me = v.CpuWatch({"me": os.getpid()})
+    me = pilot_run.CpuWatch({"me": os.getpid()})
     me.start()
     t = time.time()
     while time.time() - t < 0.3:
@@ -405,6 +412,7 @@ def _alive(pid: int) -> bool:
 
 
 
+@pytest.mark.e2e
 def test_end_to_end_tiny_pilot(profile_path, tmp_path):
     """The runtime must exist: this fails (never skips) if planner serve cannot start."""
     w = workload_from_flags(rate=1.0, **SHORT)
@@ -412,7 +420,7 @@ def test_end_to_end_tiny_pilot(profile_path, tmp_path):
     d = res.to_dict()
     assert d["requests"]["lost"] == 0 and d["requests"]["failed"] == 0
     assert d["requests"]["completed"] == d["requests"]["sent"] >= 5
-    for k in v.METRICS:
+    for k in compare.METRICS:
         assert d["metrics"][k]["measured"] is not None and d["metrics"][k]["predicted"] is not None, k
     # exact lengths: each request got its drawn output length
     for r in d["requests_detail"]:
@@ -428,15 +436,17 @@ def test_end_to_end_tiny_pilot(profile_path, tmp_path):
     assert len(pids) == 2 and not any(_alive(p) for p in pids)  # torn down
 
 
+@pytest.mark.e2e
 def test_contention_probe_of_a_colocated_pilot():
     """The colocated probe: one stream alone, then one per worker; the pilot is torn down."""
-    pilot = v.Pilot("tiny", "cpu", "colocated", workers=2, threads_per_worker=1)
-    c = v.measure_contention(pilot, _demand(SHORT["input_len"], SHORT["output_len"]), 2048, timeout_s=20.0, say=lambda m: None)
+    pilot = derive.Pilot("tiny", "cpu", "colocated", workers=2, threads_per_worker=1)
+    c = pilot_run.measure_contention(pilot, _demand(SHORT["input_len"], SHORT["output_len"]), 2048, timeout_s=20.0, say=lambda m: None)
     assert c is not None and c.prefill == 0 and c.decode == 0 and c.colocated >= 0
     assert c.detail["gap_one_stream_ms"] > 0 and c.detail["gap_two_streams_ms"] > 0
-    assert v.measure_contention(replace(pilot, workers=1), _demand(), 2048, say=lambda m: None) is None
+    assert pilot_run.measure_contention(replace(pilot, workers=1), _demand(), 2048, say=lambda m: None) is None
 
 
+@pytest.mark.e2e
 def test_worker_killed_mid_run_is_reported_invalid(profile_path):
     w = workload_from_flags(rate=1.0, **SHORT)
     killed = {}
@@ -456,6 +466,7 @@ def test_worker_killed_mid_run_is_reported_invalid(profile_path):
     assert not any(_alive(w["pid"]) for w in d["pilot"]["workers_detail"].values())
 
 
+@pytest.mark.e2e
 def test_ctrl_c_tears_down_and_saves_partial_report(profile_path, tmp_path):
     out = tmp_path / "partial.json"
     cmd = [sys.executable, "-m", "planner", "validate", "--model", "tiny", "--profile", str(profile_path),
@@ -481,6 +492,7 @@ def test_ctrl_c_tears_down_and_saves_partial_report(profile_path, tmp_path):
     assert pids and not any(_alive(p) for p in pids)
 
 
+@pytest.mark.e2e
 def test_endpoint_pilot_without_profile_measures_only(tmp_path):
     """--endpoint drives an external deployment (here the fake server); with no profile of its
     device there is nothing to predict, and the report says so instead of inventing numbers."""
@@ -490,13 +502,16 @@ def test_endpoint_pilot_without_profile_measures_only(tmp_path):
     w = workload_from_flags(rate=1.0, **SHORT)
     cfg = FakeServerConfig(prefill_base_s=0.005, decode_base_s=0.004, decode_s_per_seq=0.0, tokenize=None)
     with start_fake_server(cfg) as srv:
+        with pytest.raises(BadInput, match="--mode colocated"):  # what serves it is never assumed
+            v.validate("tiny", "cpu", w, endpoint=srv.url + "/v1", pilot_rate=10.0, requests=12, progress=False, say=lambda m: None)
         res = v.validate("tiny", "cpu", w, endpoint=srv.url + "/v1", served_model="fake-model", pilot_rate=10.0,
-                         requests=12, progress=False, say=lambda m: None)
+                         requests=12, progress=False, say=lambda m: None, mode="colocated")
     d = res.to_dict()
     assert d["requests"] == {"sent": 12, "completed": 12, "failed": 0, "lost": 0}
     assert d["metrics"]["ttft_ms_p50"]["predicted"] is None and d["metrics"]["ttft_ms_p50"]["measured"] > 4
     assert d["measured"]["server"]["server_ttft_count"] == 12  # vLLM-style histogram deltas
     assert any("no --profile" in n for n in d["notes"])
+    assert d["pilot"]["label"] == "colocated x1" and "machine" not in " ".join(d["pilot"]["why"])  # no local-worker talk
 
     class Quiet:
         def print(self, *a, **k):
@@ -505,3 +520,13 @@ def test_endpoint_pilot_without_profile_measures_only(tmp_path):
     write_outputs(d, str(tmp_path / "r.json"), tmp_path / "r.html", Quiet())
     assert json.loads((tmp_path / "r.json").read_text())["requests"]["lost"] == 0
     assert "<html" in (tmp_path / "r.html").read_text().lower()
+
+
+def test_endpoint_prediction_refuses_a_profile_of_another_engine(profile_path):
+    """A local profile times this project's torch engine: it cannot predict a server at --endpoint."""
+    w = workload_from_flags(rate=1.0, **SHORT)
+    with pytest.raises(BadInput, match="local profile"):
+        v.validate("tiny", "cpu", w, endpoint="http://127.0.0.1:9", profile=profile_path, mode="colocated", pilot_rate=1.0,
+                   requests=2, progress=False, say=lambda m: None, engine="vllm")
+    with pytest.raises(BadInput, match="--engine 'vllm': a local pilot"):
+        v.validate("tiny", "cpu", w, profile=profile_path, engine="vllm", say=lambda m: None)

@@ -3,7 +3,6 @@
 import json
 import math
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -148,8 +147,10 @@ def test_parse_length_specs():
     ("uniform:2000-100", "1 <= low <= high"),
     ("normal:mean=500", "normal needs mean and std"),
     ("normal:mean=-5000,std=1", "no mass"),
-    ("-5", "fixed length must be >= 1 token, got -5"),
-    ("0", "fixed length must be >= 1 token"),
+    ("-5", "fixed length must be between 1 and 16,777,216 tokens, got -5"),
+    ("0", "fixed length must be between 1 and"),
+    ("1e300", "fixed length must be between 1 and 16,777,216 tokens, got 1e+300"),
+    ("lognormal:mean=1000,sigma=40", "lognormal sigma must be in (0, 4]"),
     ("lognormal:mean", "expected key=value"),
 ])
 def test_parse_length_errors_name_the_flag(spec, needle):
@@ -180,7 +181,7 @@ def test_flags_defaults_and_notes():
     (dict(rate=1, ttft_slo_ms=0), "--ttft-slo-ms must be > 0, got 0"),
     (dict(rate=1, tpot_slo_ms=-3), "--tpot-slo-ms must be > 0, got -3"),
     (dict(rate=1, percentile=95), "--percentile must be one of 50, 90, 99, got 95"),
-    (dict(rate=1, output_len=0), "--output-len: fixed length must be >= 1 token"),
+    (dict(rate=1, output_len=0), "--output-len: fixed length must be between 1 and 16,777,216 tokens"),
     (dict(rate="fast"), "--rate must be a number, got 'fast'"),
     (dict(rate=1, arrival_cv2=-1), "--arrival-cv2 must be >= 0"),
 ])
@@ -317,7 +318,7 @@ def test_bad_traces_name_file_line_and_column(tmp_path):
     m = _bad(tmp_path, "a.csv", "input_tokens,output_tokens\n1,2\n3,x\n")
     assert "a.csv: line 3, column output_tokens: 'x' is not a number" in m
     m = _bad(tmp_path, "b.csv", "input_tokens,output_tokens\n1,2\n\n-3,4\n")
-    assert "b.csv: line 4, column input_tokens: token count must be >= 0, got -3" in m
+    assert "b.csv: line 4, column input_tokens: token count must be in 0..16,777,216, got -3" in m
     m = _bad(tmp_path, "c.csv", "input_tokens,foo\n1,2\n")
     assert "c.csv: no output-length column (have input_tokens, foo" in m
     assert "trace file is empty" in _bad(tmp_path, "d.csv", "")
@@ -327,7 +328,7 @@ def test_bad_traces_name_file_line_and_column(tmp_path):
     m = _bad(tmp_path, "g.csv", "timestamp,input_tokens,output_tokens\n2023-11-16 18:00:00,1,2\nyesterday,1,2\n")
     assert "g.csv: line 3, column timestamp: 'yesterday' is neither seconds nor an ISO 8601 datetime" in m
     m = _bad(tmp_path, "h.jsonl", '{"input_tokens": 1, "output_tokens": 2}\n{"input_tokens": 1, "output_tokens": \n')
-    assert "h.jsonl: line 2: bad JSON" in m
+    assert "h.jsonl: line 2: not valid JSON" in m
     m = _bad(tmp_path, "i.jsonl", '{"input_tokens": 1, "output_tokens": 2}\n[1, 2]\n')
     assert "i.jsonl: line 2: expected a JSON object per line, got list" in m
     m = _bad(tmp_path, "j.jsonl", '{"input_tokens": 1, "output_tokens": 2}\n\n{"input_tokens": 1}\n')
@@ -341,8 +342,9 @@ def test_bad_traces_name_file_line_and_column(tmp_path):
         load_trace(DATA / "trace_small.csv", time_scale=0)
 
 
-def test_million_row_csv_loads_fast(tmp_path):
-    n = 1_000_000
+def test_big_csv_loads_every_row(tmp_path):
+    """Azure-style timestamps over many rows (timing of a million rows: benchmarks/scale.py)."""
+    n = 100_000
     rng = np.random.default_rng(0)
     t = np.datetime64("2023-11-16T18:00:00", "us") + np.cumsum(rng.integers(1, 20_000, n)).astype("timedelta64[us]")
     ts = np.char.add(np.char.replace(np.datetime_as_string(t, unit="us"), "T", " "), "0")  # Azure's 7 digits
@@ -350,10 +352,8 @@ def test_million_row_csv_loads_fast(tmp_path):
     body = np.char.add(np.char.add(ts, ","), rng.integers(1, 4000, n).astype(str))
     body = np.char.add(np.char.add(body, ","), rng.integers(1, 600, n).astype(str))
     p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(body.tolist()) + "\n")
-    t0 = time.perf_counter()
     tr = load_trace(p)
-    elapsed = time.perf_counter() - t0
-    assert tr.n_requests == n and elapsed < 10.0, elapsed
+    assert tr.n_requests == n
     assert tr.span_s == pytest.approx((t[-1] - t[0]) / np.timedelta64(1, "s"), abs=1e-6)
 
 

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import typer
 
-from planner.errors import BadInput, Infeasible, PlannerError
+from planner.errors import BadInput, Infeasible, PlannerError, named, one_line, shown
 from planner.measure.files import _jsonable
 
 app = typer.Typer(
@@ -45,6 +45,10 @@ def plan_cmd(
     decode_gpus: Optional[str] = typer.Option(None, "--decode-gpus", help="GPU types for the decode pool only."),
     provider: Optional[str] = typer.Option(None, "--provider", help="Price from this provider [default: cheapest listed on-demand]."),
     current: Optional[str] = typer.Option(None, "--current", help="What you run today, colocated: COUNTxGPU[:tpN], e.g. 8xa100-40gb."),
+    current_split: Optional[str] = typer.Option(None, "--current-split", help="Evaluate a fixed split: PREFILLxGPU[:tpN]+DECODExGPU[:tpN], e.g. 2xh100+6xh100."),
+    engine: str = typer.Option("generic", "--engine", help="Serving engine whose scheduling the model takes: generic (the planner's original vLLM-like model), vllm (vLLM V1 `vllm serve` defaults per device) or planner (this project's runtime)."),
+    max_num_seqs: Optional[int] = typer.Option(None, "--max-num-seqs", help="Pin the engine's running-sequence limit per replica [default: the engine's own]."),
+    max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens", help="Pin the engine's token budget per step / prefill batch [default: the engine's own]."),
     profile: Optional[List[Path]] = typer.Option(None, "--profile", help="Profile file(s) from `planner profile` to calibrate the model."),
     simulate: bool = typer.Option(False, "--simulate", help="Check the chosen plans by discrete-event simulation."),
     weight_dtype: str = typer.Option("bf16", "--weight-dtype", help="Weights: bf16, fp16, fp8, int8, int4 (fp32: to match a CPU profile)."),
@@ -54,39 +58,52 @@ def plan_cmd(
     report: Optional[Path] = typer.Option(None, "--report", help="Write a sizing report: FILE.md (Markdown) or FILE.html."),
     pareto: bool = typer.Option(True, "--pareto/--no-pareto", help="Compute the cost-vs-SLO front."),
     schedule: Optional[bool] = typer.Option(None, "--schedule/--no-schedule", help="Size every hour of a daily profile (hourly_rps or a multi-hour trace) [default: on when the workload has one]."),
+    # --- emit (planner/emit/): launch recipes of the chosen plan ---
+    emit: Optional[List[str]] = typer.Option(None, "--emit", help="Write the launch recipe for vllm, sglang, dynamo, llm-d or all (repeatable) into --out."),
+    emit_out: Optional[Path] = typer.Option(None, "--out", help="Folder for --emit's recipes (and the plan.json they name)."),
+    pilot_fraction: Optional[float] = typer.Option(None, "--pilot-fraction", help="--emit a pilot for this share of traffic, e.g. 0.1 (default: the full plan)."),
 ):
     """Size the cheapest disaggregated (prefill/decode split) and colocated deployments for a workload."""
     from rich.console import Console
 
     from planner.api import plan
+    from planner.io import STREAMS, target
     from planner.report.terminal import render_markdown, render_terminal
+    from planner.workload import workload as W
     from planner.workload.workload import load_workload_file, slo_from_flags, workload_from_trace
 
+    for flag, out in (("--json", json_out), ("--report", report)):
+        if out is not None:
+            target(out, flag)  # before the work: a bad path fails in a second, not after the plan
+
+    from planner.cli.emit import check_plan_emit, emit_after_plan  # --- emit: fail on bad flags before planning ---
+
+    emit_engines = check_plan_emit(emit, emit_out, pilot_fraction)
     w = None
     if workload and trace:
         raise BadInput("give --workload or --trace, not both (a workload file can name its trace)")
     if workload:
-        w = load_workload_file(workload)
+        with named("--workload"):
+            w = load_workload_file(workload)
         if rate is not None:
             w = w.with_rate(rate * w.peak_factor)
         if (ttft_slo, tpot_slo, percentile) != (None, None, None):  # flags given beside a file win
             s = slo_from_flags(_given(ttft_slo, w.slo.ttft_ms), _given(tpot_slo, w.slo.tpot_ms), _given(percentile, w.slo.percentile), ("--ttft-slo", "--tpot-slo", "--percentile"))
             w = w.with_slo(s.ttft_ms, s.tpot_ms, s.percentile)
     elif trace:
-        w = workload_from_trace(trace, slo_from_flags(_given(ttft_slo, 1000.0), _given(tpot_slo, 50.0), _given(percentile, 90), ("--ttft-slo", "--tpot-slo", "--percentile")), rate=rate)
-    ttft_slo, tpot_slo, percentile = _given(ttft_slo, 1000.0), _given(tpot_slo, 50.0), _given(percentile, 90)
+        slo = slo_from_flags(_given(ttft_slo, W.DEFAULT_TTFT_SLO_MS), _given(tpot_slo, W.DEFAULT_TPOT_SLO_MS), _given(percentile, W.DEFAULT_SLO_PERCENTILE), ("--ttft-slo", "--tpot-slo", "--percentile"))
+        with named("--trace"):
+            w = workload_from_trace(trace, slo, rate=rate)
+    ttft_slo, tpot_slo, percentile = _given(ttft_slo, W.DEFAULT_TTFT_SLO_MS), _given(tpot_slo, W.DEFAULT_TPOT_SLO_MS), _given(percentile, W.DEFAULT_SLO_PERCENTILE)
     result = plan(model, w, rate=rate, requests_per_day=requests_per_day, peak_factor=peak_factor, input_len=input_len, output_len=output_len,
                   ttft_slo_ms=ttft_slo, tpot_slo_ms=tpot_slo, percentile=percentile, catalog=catalog, gpus=gpus, prefill_gpus=prefill_gpus,
                   decode_gpus=decode_gpus, provider=provider, current=current, profiles=profile or [], simulate=simulate,
-                  weight_dtype=weight_dtype, kv_dtype=kv_dtype, kv_compression=kv_compression, pareto=pareto, schedule=schedule)
-    to_stdout = json_out == "-"
-    render_terminal(result, Console(stderr=to_stdout))
+                  weight_dtype=weight_dtype, kv_dtype=kv_dtype, kv_compression=kv_compression, pareto=pareto, schedule=schedule,
+                  engine=engine, current_split=current_split, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
+    to_stdout = json_out in STREAMS and STREAMS[json_out] == "stdout"
+    render_terminal(result, Console(stderr=to_stdout, markup=False))
     if json_out:
-        text = json.dumps(result.to_dict(), indent=2, default=_jsonable)
-        if to_stdout:
-            sys.stdout.write(text + "\n")
-        else:
-            _write(json_out, text + "\n")
+        _write(json_out, json.dumps(result.to_dict(), indent=2, default=_jsonable) + "\n", "--json")
     if report:
         if report.suffix.lower() in (".html", ".htm"):
             try:
@@ -94,9 +111,11 @@ def plan_cmd(
             except ImportError:
                 raise BadInput(f"--report {report}: HTML reports are not available in this version; use a .md file") from None
 
-            _write(report, render_plan_html(result))
+            _write(report, render_plan_html(result), "--report")
         else:
-            _write(report, render_markdown(result))
+            _write(report, render_markdown(result), "--report")
+    if emit_engines:  # --- emit ---
+        emit_after_plan(result, emit_engines, emit_out, pilot_fraction)
     if not result.feasible:
         raise Infeasible(f"no plan meets the SLOs: disaggregated: {result.disaggregated.why_infeasible or result.disaggregated.binding}; colocated: {result.colocated.why_infeasible or result.colocated.binding}")
 
@@ -105,11 +124,12 @@ def _given(value, default):
     return default if value is None else value
 
 
-def _write(path, text: str) -> None:
-    from planner.measure.files import atomic_write_text
+def _write(path, text: str, what: str) -> None:
+    from planner.io import STREAMS, write_output
 
-    atomic_write_text(path, text)
-    typer.echo(f"wrote {path}", err=True)
+    write_output(path, text, what)
+    if str(path) not in STREAMS:
+        typer.echo(f"wrote {path}", err=True)
 
 
 @app.command("models")
@@ -125,7 +145,7 @@ def models_cmd():
         t.add_column(c)
     for s in PRESETS.values():
         t.add_row(s.name, f"{s.params_total / 1e9:.3f}", f"{s.params_active / 1e9:.3f}", f"{s.weight_bytes('bf16') / 1e9:.2f}", str(s.kv_bytes_per_token()), str(s.layers), f"{s.heads}/{s.kv_heads}")
-    Console().print(t)
+    Console(markup=False).print(t)
 
 
 @app.command("gpus")
@@ -148,7 +168,7 @@ def gpus_cmd(catalog: Optional[Path] = typer.Option(None, "--catalog", help="GPU
         except PlannerError:
             price, prov, conf = "-", "-", "-"
         t.add_row(g.key, g.name, f"{g.memory_gb:g}", f"{g.mem_bw_gbps:g}", f"{g.bf16_tflops:g}", f"{g.fp8_tflops:g}" if g.fp8_tflops else "-", price, prov, conf)
-    Console().print(t)
+    Console(markup=False).print(t)
 
 
 def _register_optional() -> None:
@@ -171,21 +191,57 @@ def _register_optional() -> None:
         app.command("validate")(validate)
     except ImportError:  # pragma: no cover
         pass
+    try:  # --- emit (planner/emit/) ---
+        from planner.cli.emit import emit_cmd
+
+        app.command("emit")(emit_cmd)
+    except ImportError:  # pragma: no cover
+        pass
 
 
 _register_optional()
 
 
+def _usage_error(e: BaseException) -> bool:
+    """A click usage error: from the plain click package or the copy typer >= 0.22 vendors.
+
+    Matched by shape (format_message + exit_code, from a click or typer module), so both families
+    are caught without importing either one's exception classes by name.
+    """
+    mod = type(e).__module__ or ""
+    return (mod.split(".")[0] in ("click", "typer") and hasattr(e, "format_message")
+            and isinstance(getattr(e, "exit_code", None), int))
+
+
+def _bad_value(e: BaseException) -> str:
+    """' (got VALUE)' when typer's pydantic coercion rejected a value (its message omits it)."""
+    errors = getattr(e.__cause__, "errors", None)
+    try:
+        value = errors()[0]["input"] if callable(errors) else None
+    except Exception:
+        return ""
+    return "" if value is None else f" (got {shown(value)})"
+
+
+def _red_line(message: str) -> None:
+    """One line on stderr: 'error: ...' in red on a terminal; the message is never read as markup."""
+    from rich.console import Console
+    from rich.text import Text
+
+    line = Text("error: ", style="bold red")
+    line.append(one_line(message))
+    Console(stderr=True, soft_wrap=True, highlight=False).print(line)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the typer app, turning PlannerError into one red line and an exit code."""
+    """Entry point: run the typer app, turning every user mistake into one red line and an exit code:
+    PlannerError (its own code: 2 bad input, 3 infeasible), click/typer usage errors (2)."""
     try:
         rc = app(args=argv, standalone_mode=False)  # returns typer.Exit codes instead of exiting
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except PlannerError as e:
-        from rich.console import Console
-
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        _red_line(str(e))
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
@@ -193,12 +249,16 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if type(e).__name__ == "NoArgsIsHelpError":  # `planner` or `planner profile` alone: help
+            sys.stdout.write(e.format_message() + "\n")
+            sys.exit(0)
+        if _usage_error(e):
+            msg = e.format_message() + _bad_value(e)
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see: {ctx.command_path} --help)" if ctx is not None and getattr(ctx, "command_path", None) else ""
+            _red_line(msg + hint)
+            sys.exit(2)
+        if type(e).__name__ == "Abort" and (type(e).__module__ or "").split(".")[0] in ("click", "typer"):
             sys.stderr.write("aborted\n")
             sys.exit(1)
         raise

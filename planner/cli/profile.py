@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from planner.errors import BadInput
+from planner.errors import BadInput, shown
 
 profile_app = typer.Typer(
     help="Measure prefill, decode, KV size and utilization: in-process (local) or on a running "
@@ -32,7 +32,7 @@ def parse_ints(text: str | None, flag: str) -> list[int] | None:
         try:
             v = int(item)
         except ValueError:
-            raise BadInput(f"{flag}: {item!r} is not an integer (expected a comma-separated list, e.g. 1,2,4)") from None
+            raise BadInput(f"{flag}: {shown(item)} is not an integer (expected a comma-separated list, e.g. 1,2,4)") from None
         if v < 1:
             raise BadInput(f"{flag}: {v} must be >= 1")
         out.append(v)
@@ -88,16 +88,40 @@ def endpoint(
     chat: bool = typer.Option(False, "--chat", help="Use /v1/chat/completions instead of /v1/completions."),
     quick: bool = typer.Option(False, "--quick", help="A small sweep."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with an ETA."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="vllm, sglang, planner or other (default: detected from /metrics and /v1/models)."),
+    engine_version: Optional[str] = typer.Option(None, "--engine-version", help="Engine version (default: the server's /version)."),
+    model_shape: Optional[str] = typer.Option(None, "--model-shape", help="The served model's shape: a preset or a config.json (default: the served folder's config.json, or the served id mapped to a preset)."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="GPU type serving it: a catalog key (`planner gpus`), or `local` for this machine."),
+    tp: Optional[int] = typer.Option(None, "--tp", help="Tensor-parallel degree of the server."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16, fp32 or fp8 (default: the config.json's torch_dtype)."),
+    measure_ceilings: bool = typer.Option(False, "--measure-ceilings", help="With --gpu local: measure this machine's matmul FLOP/s and memory bandwidth (torch)."),
+    matmul_tflops: Optional[float] = typer.Option(None, "--matmul-tflops", help="With --gpu local: the device's matmul TFLOP/s."),
+    mem_bw_gbps: Optional[float] = typer.Option(None, "--mem-bw-gbps", help="With --gpu local: the device's memory GB/s."),
+    memory_gb: Optional[float] = typer.Option(None, "--memory-gb", help="With --gpu local: device memory (GB)."),
+    max_num_seqs: Optional[int] = typer.Option(None, "--max-num-seqs", help="Engine limit: running sequences (vLLM max_num_seqs, SGLang max_running_requests)."),
+    max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens", help="Engine limit: tokens per step (vLLM max_num_batched_tokens, SGLang chunked_prefill_size)."),
+    chunked_prefill: Optional[bool] = typer.Option(None, "--chunked-prefill/--no-chunked-prefill", help="Whether the engine chunks prefills."),
+    block_size: Optional[int] = typer.Option(None, "--block-size", help="KV block (page) size in tokens (default: vllm:cache_config_info)."),
+    prefix_caching: Optional[bool] = typer.Option(None, "--prefix-caching/--no-prefix-caching", help="Whether prefix caching is on (default: vllm:cache_config_info)."),
 ):
     """Profile a running OpenAI-compatible server: TTFT per prompt length, inter-token gaps per concurrency."""
+    from planner.measure.deployment import DeploymentFlags
     from planner.measure.endpoint import run_endpoint_profile
 
+    sched = {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
+             "chunked_prefill": chunked_prefill, "block_size": block_size, "prefix_caching": prefix_caching}
+    deploy = DeploymentFlags(engine=engine, engine_version=engine_version, model_shape=model_shape, gpu=gpu, tp=tp,
+                             dtype=dtype, matmul_tflops=matmul_tflops, mem_bw_gbps=mem_bw_gbps, memory_gb=memory_gb,
+                             measure_ceilings=measure_ceilings, scheduler={k: v for k, v in sched.items() if v is not None})
     path = run_endpoint_profile(
         url, model=model, out=out, metrics_url=metrics_url, api_key_env=api_key_env,
         prompt_lens=parse_ints(prompt_lens, "--prompt-lens"), concurrency=parse_ints(concurrency, "--concurrency"),
         input_len=input_len, output_len=output_len, requests_per_point=requests_per_point, timeout_s=timeout_s,
-        chat=chat, quick=quick, progress=progress,
+        chat=chat, quick=quick, progress=progress, deploy=deploy,
     )
+    from planner.measure.show import print_endpoint_summary
+
+    print_endpoint_summary(path)
     _done(path)
 
 
@@ -143,7 +167,9 @@ def _workload(workload, rate, requests_per_day, peak_factor, input_len, output_l
 def _done(path: Path) -> None:
     from rich.console import Console
 
-    Console().print(f"wrote [bold]{path}[/]; see it with: planner profile show {path}")
+    from rich.markup import escape
+
+    Console().print(f"wrote [bold]{escape(str(path))}[/]; see it with: planner profile show {escape(str(path))}")
 
 
 if __name__ == "__main__":  # python -m planner.cli.profile ...

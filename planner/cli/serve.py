@@ -32,8 +32,13 @@ def serve(
                                  help="start a worker that dies again (at most 5 times a minute)"),
 ):
     """Serve a model over an OpenAI-compatible API with separate prefill and decode workers."""
+    from planner.errors import BadInput
     from planner.runtime.config import make_config
     from planner.runtime.server import serve_forever
+
+    for flag, p in (("--port", port), ("--router-port", router_port)):
+        if not 0 <= p <= 65535:
+            raise BadInput(f"{flag} {p}: a TCP port is 0..65535 (0: any free port)")
 
     cfg = make_config(
         mode=mode, prefill_workers=prefill_workers, decode_workers=decode_workers, workers=workers, model=model,

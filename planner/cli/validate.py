@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from planner.errors import BadInput, PlannerError
+from planner.errors import BadInput, PlannerError, shown
 
 LABELS = {
     "ttft_ms_p50": ("TTFT p50", "ms"), "ttft_ms_p90": ("TTFT p90", "ms"), "ttft_ms_p99": ("TTFT p99", "ms"),
@@ -79,15 +79,16 @@ def _verdict_line(run: dict) -> str:
 
 
 def render_terminal(result: dict, console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     for name, run in [("", result)] + ([("colocated comparison: ", result["compare"]["colocated"])] if result.get("compare") else []):
         p = run["pilot"]
-        console.print(f"\n[bold]{name}pilot[/bold]: {p['label']} on {p['device']}, {p['rate_rps']:.3g} req/s "
+        console.print(f"\n[bold]{name}pilot[/bold]: {escape(str(p['label']))} on {escape(str(p['device']))}, {p['rate_rps']:.3g} req/s "
                       f"({p['load_frac']:.0%} of predicted capacity {p['capacity_rps']:.3g} req/s)")
         if not name:
             for w in p["why"]:
-                console.print(f"  - {w}", highlight=False)
+                console.print(f"  - {w}", highlight=False, markup=False)
         t = Table(title=f"{name}predicted vs measured", title_justify="left")
         for c, j in COLUMNS:
             t.add_column(c, justify=j)
@@ -95,25 +96,41 @@ def render_terminal(result: dict, console) -> None:
             t.add_row(*r)
         console.print(t)
         for n in run.get("prediction", {}).get("notes", []):
-            console.print(f"  model: {n}", highlight=False)
-        console.print(_verdict_line(run), highlight=False)
+            console.print(f"  model: {n}", highlight=False, markup=False)
+        console.print(_verdict_line(run), highlight=False, markup=False)
         rq = run["requests"]
         colour = "green" if rq["failed"] == 0 and rq["lost"] == 0 else "red"
         console.print(f"requests: sent {rq['sent']}, completed {rq['completed']}, [{colour}]failed {rq['failed']}[/{colour}], lost {rq['lost']}")
         for e in run["measured"]["errors"][:3]:
-            console.print(f"  [red]{e['count']} x {e['message']}[/red]", highlight=False)
+            console.print(f"  {e['count']} x {e['message']}", style="red", highlight=False, markup=False)
         for n in run["measured"].get("notes", []):
-            console.print(f"  note: {n}", highlight=False)
+            console.print(f"  note: {n}", highlight=False, markup=False)
         if run["valid"]:
             console.print("[green]valid[/green]: every request completed; the errors above are the model's")
         else:
-            console.print("[bold red]INVALID[/bold red]: " + "; ".join(run["invalid_reasons"]) + " -- the error figures are not the model's")
+            console.print("[bold red]INVALID[/bold red]: " + escape("; ".join(run["invalid_reasons"])) + " -- the error figures are not the model's")
+    for n in result.get("notes", []):
+        console.print(f"note: {n}", highlight=False, markup=False)
+
+
+STEP_TIMES = {"plan": "the plan's roofline, calibrated", "profile": "the measured points, interpolated"}
+
+
+def render_prediction(result: dict, console) -> None:
+    """`--predict-only`: the pilot and what the planning model predicts for it (nothing was run)."""
+    p, pr = result["pilot"], result["predicted"]
+    console.print(f"\n[bold]pilot[/bold]: {p['label']} on {p['device']}, {p['rate_rps']:.3g} req/s "
+                  f"({p['load_frac']:.0%} of predicted capacity {p['capacity_rps']:.3g} req/s); nothing run (--predict-only)")
+    for w in p["why"]:
+        console.print(f"  - {w}", highlight=False)
+    for name in ("ttft_ms", "tpot_ms"):
+        x = pr.get(name)
+        label = name.split("_")[0].upper()
+        console.print(f"predicted {label} p50/p90/p99: " + (f"{x['p50']:.1f} / {x['p90']:.1f} / {x['p99']:.1f} ms" if x else "n/a (overloaded)"))
+    console.print(f"model: {result['engine']}", highlight=False)
     for n in result.get("notes", []):
         console.print(f"note: {n}", highlight=False)
-
-
-STEP_TIMES = {"plan": "the plan's roofline, calibrated", "kv-read": "the calibrated roofline plus a KV-read efficiency",
-              "profile": "the measured points, interpolated"}
+    console.print(f"the same prediction: {result['equivalent_plan']}", highlight=False)
 
 
 def render_markdown(result: dict) -> str:
@@ -149,28 +166,26 @@ def render_markdown(result: dict) -> str:
 
 
 def write_outputs(result: dict, json_out: str | None, report: Path | None, console) -> None:
-    from planner.measure.files import atomic_write_text
+    from planner.io import STREAMS, write_output
 
     if json_out:
-        text = json.dumps(result, indent=1, default=str) + "\n"
-        if json_out == "-":
-            sys.stdout.write(text)
-        else:
-            atomic_write_text(json_out, text)
-            console.print(f"wrote {json_out}")
+        write_output(json_out, json.dumps(result, indent=1, default=str) + "\n", "--json")
+        if json_out not in STREAMS:
+            console.print(f"wrote {json_out}", markup=False)
     if report:
         if report.suffix.lower() in (".html", ".htm"):
             try:
                 from planner.report.html import render_validate_html
             except ImportError:
                 md = report.with_suffix(".md")
-                atomic_write_text(md, render_markdown(result))
-                console.print(f"[yellow]HTML reports are not available in this version (planner.report.html missing): wrote {md} instead[/yellow]")
+                write_output(md, render_markdown(result), "--report")
+                console.print(f"HTML reports are not available in this version (planner.report.html missing): wrote {md} instead",
+                              style="yellow", markup=False)
                 return
-            atomic_write_text(report, render_validate_html(result))
+            write_output(report, render_validate_html(result), "--report")
         else:
-            atomic_write_text(report, render_markdown(result))
-        console.print(f"wrote {report}")
+            write_output(report, render_markdown(result), "--report")
+        console.print(f"wrote {report}", markup=False)
 
 
 def validate(
@@ -207,17 +222,25 @@ def validate(
     report: Optional[Path] = typer.Option(None, "--report", help="Write FILE.md (Markdown) or FILE.html."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     nice: int = typer.Option(0, "--nice", help="Renice the pilot's processes (e.g. -10 as root on a shared machine; run under setsid so that it outranks other sessions)."),
-    roofline: str = typer.Option("profile", "--roofline", help="Step times: profile (the measured points, interpolated: what `plan --profile` uses for the profiled device), plan (the calibrated roofline, what plan uses for other GPU types) or kv-read (plus a fitted KV-read efficiency)."),
+    roofline: str = typer.Option("profile", "--roofline", help="Step times: profile (the measured points, interpolated: what `plan --profile` uses for the profiled device) or plan (the calibrated roofline, what plan uses for other GPU types)."),
     probe: bool = typer.Option(True, "--probe/--no-probe", help="CPU pilots: first measure (a few seconds) how much the workers slow each other on the shared cores, and predict with it."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="The engine at --endpoint: vllm, planner or generic (default: the one its --profile measured). Local pilots run planner."),
+    predict_only: bool = typer.Option(False, "--predict-only", help="Derive and predict the pilot with the planning model, run nothing (needs --profile or a cached one)."),
 ):
     """Run a pilot of the split here, replay the workload, and put measured beside predicted."""
     from rich.console import Console
 
-    from planner.pilot.validate import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, plan_summary
+    from planner.pilot.derive import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, plan_summary
     from planner.pilot.validate import validate as run_validate
+    from planner.workload import workload as W
     from planner.workload.workload import load_workload_file, slo_from_flags, workload_from_flags, workload_from_trace
 
-    console = Console(stderr=json_out == "-")
+    from planner.io import STREAMS, target
+
+    console = Console(stderr=STREAMS.get(json_out) == "stdout")
+    for flag, out in (("--json", json_out), ("--report", report)):
+        if out is not None:
+            target(out, flag)  # before minutes of profiling and replay
     if workload and trace:
         raise BadInput("give --workload or --trace, not both")
     slo_given = (ttft_slo, tpot_slo, percentile) != (None, None, None)
@@ -225,33 +248,39 @@ def validate(
     if workload:
         w = load_workload_file(workload)
     elif trace:
-        w = workload_from_trace(trace, slo_from_flags(ttft_slo or 1000.0, tpot_slo or 50.0, percentile or 90), rate=rate)
+        w = workload_from_trace(trace, slo_from_flags(ttft_slo or W.DEFAULT_TTFT_SLO_MS, tpot_slo or W.DEFAULT_TPOT_SLO_MS, percentile or W.DEFAULT_SLO_PERCENTILE), rate=rate)
     elif input_len or output_len or (plan is None):
         w = workload_from_flags(rate=rate or 1.0, input_len=input_len or DEFAULT_INPUT_LEN, output_len=output_len or DEFAULT_OUTPUT_LEN,
-                                ttft_slo_ms=ttft_slo or 1000.0, tpot_slo_ms=tpot_slo or 50.0, percentile=percentile or 90)
+                                ttft_slo_ms=ttft_slo or W.DEFAULT_TTFT_SLO_MS, tpot_slo_ms=tpot_slo or W.DEFAULT_TPOT_SLO_MS, percentile=percentile or W.DEFAULT_SLO_PERCENTILE)
     plan_doc = None
     if plan is not None:
+        from planner.safeload import load_json, read_text
+
+        doc = load_json(read_text(plan, f"--plan {plan}", "plan file", max_bytes=256 << 20), f"--plan {plan}")
+        if not isinstance(doc, dict):
+            raise BadInput(f"--plan {plan}: not a `planner plan --json` result (expected a JSON object)")
         try:
-            doc = json.loads(Path(plan).read_text())
-        except FileNotFoundError:
-            raise BadInput(f"--plan {plan}: file not found") from None
-        except ValueError as e:
-            raise BadInput(f"--plan {plan}: not JSON ({e})") from None
-        plan_doc = plan_summary(doc, str(plan), w)
+            plan_doc = plan_summary(doc, str(plan), w)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a hand-edited or foreign JSON
+            raise BadInput(f"--plan {plan}: not a `planner plan --json` result ({type(e).__name__}: {shown(str(e))})") from None
         model = model or (doc.get("model") or {}).get("name")
         w = plan_doc["workload"]
     model = model or "tiny"
     if slo_given:
         w = w.with_slo(ttft_slo, tpot_slo, percentile)
-    say = lambda msg: console.print(msg, highlight=False)  # noqa: E731
+    say = lambda msg: console.print(msg, highlight=False, markup=False)  # noqa: E731
     result = run_validate(model=model, device=device, workload=w, plan=plan_doc, max_workers=max_workers, mode=mode,
                           prefill_workers=prefill_workers, decode_workers=decode_workers, workers=workers, load_frac=load_frac,
                           pilot_rate=pilot_rate, duration_s=duration, requests=requests, profile=profile, endpoint=endpoint,
                           served_model=served_model, compare_colocated=compare_colocated, seed=seed, timeout_s=timeout,
                           max_seqs=max_seqs, max_batch_tokens=max_batch_tokens, chunked_prefill=chunked_prefill,
-                          progress=progress, roofline=roofline, nice=nice, probe=probe, say=say,
+                          progress=progress, roofline=roofline, nice=nice, probe=probe, say=say, predict_only=predict_only, engine=engine,
                           traffic_rps=rate or (w.rate_rps if (workload or trace or plan_doc) else None))
     d = result.to_dict()
+    if predict_only:
+        render_prediction(d, console)
+        write_outputs(d, json_out, None, console)
+        return
     render_terminal(d, console)
     write_outputs(d, json_out, report, console)
     if result.interrupted:

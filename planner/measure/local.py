@@ -19,17 +19,15 @@ not after minutes of measuring. An interrupted sweep still writes what it measur
 from __future__ import annotations
 
 import datetime as dt
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from planner.errors import BadInput
+from planner.errors import BadInput, shown
 from planner.measure.ceilings import device_info, free_memory_bytes, nvml_index, resolve_device
-from planner.measure.files import check_writable, save_profile
+from planner.measure.files import check_writable, command_line, save_profile
 from planner.specs.models import ModelSpec, resolve_model
 
 #: Default sweeps, (quick, device type) -> grid. Quick on a 2-core CPU with `tiny` takes ~20 s.
@@ -134,17 +132,6 @@ def default_output(model: str, device: str) -> Path:
     return Path("profiles") / f"{name}-{device.replace(':', '')}-{stamp}.json"
 
 
-def command_line() -> str:
-    """The command as a user would retype it: `planner profile local ...` however it was launched."""
-    argv = list(sys.argv)
-    a0 = Path(argv[0]).as_posix() if argv else ""
-    if Path(a0).name == "planner" or a0.endswith("planner/__main__.py"):
-        argv[0] = "planner"
-    elif a0.endswith("planner/cli/profile.py"):  # python -m planner.cli.profile
-        argv[0:1] = ["planner", "profile"]
-    return shlex.join(argv)
-
-
 @dataclass(frozen=True)
 class Sweep:
     """The points one run measures, already checked against the model and the device memory."""
@@ -224,9 +211,9 @@ def run_local_profile(model: str, device: str = "cpu", dtype: str | None = None,
     dev = resolve_device(device)
     dtype = dtype or ("bf16" if dev.type == "cuda" else "fp32")
     if dtype not in ("fp32", "bf16", "fp16"):
-        raise BadInput(f"--dtype {dtype!r}: expected bf16, fp16 or fp32")
+        raise BadInput(f"--dtype {shown(dtype)}: expected bf16, fp16 or fp32")
     if spec.experts > 1:
-        raise BadInput(f"model {spec.name!r}: mixture-of-experts shapes are not supported by planner.runtime.model")
+        raise BadInput(f"model {shown(spec.name)}: mixture-of-experts shapes are not supported by planner.runtime.model")
     sweep = plan_sweep(spec, dev, dtype, quick, prompt_lens, batches, contexts, prefill_batches,
                        prefill_batch_len, reps, warmup)
     if threads is not None and not 1 <= int(threads) <= 1024:

@@ -306,6 +306,43 @@ def histogram_quantile(q: float, h: Histogram) -> float | None:
     return lower + (le - lower) * (rank - below) / inside
 
 
+def quantile_bucket(q: float, h: Histogram) -> list | None:
+    """[lower, upper] bounds (s) of the bucket holding the q-quantile's rank: all a histogram
+    knows about it (upper None for the +Inf bucket); None when empty."""
+    if not h.buckets or not 0 <= q <= 1:
+        return None
+    total = max(c for _, c in h.buckets)
+    if total <= 0:
+        return None
+    lower, hi = 0.0, 0.0
+    for le, c in h.buckets:
+        hi = max(hi, c)
+        if hi >= q * total:
+            return [lower, None if math.isinf(le) else le]
+        lower = le
+    return None
+
+
+def bucket_edges(scrape: Scrape, engine: str) -> dict:
+    """{histogram name: its finite bucket upper bounds (s)} for each phase the engine exposes."""
+    out = {}
+    for phase in PHASES:
+        found = phase_histogram(scrape, engine, phase)
+        if found is not None:
+            out[found[0]] = [le for le, _ in found[1].buckets if not math.isinf(le)]
+    return out
+
+
+def info_labels(scrape: Scrape, short: str) -> dict | None:
+    """The labels of an info gauge such as vLLM's `vllm:cache_config_info` (block_size,
+    enable_prefix_caching, num_gpu_blocks, ...), first engine's; None when absent."""
+    for prefix in ("vllm:", "planner:"):
+        series = scrape.series(prefix + short)
+        if series:
+            return {k: v for k, v in series[0][0].items() if k != "engine"}
+    return None
+
+
 def detect_engine(scrape: Scrape) -> str | None:
     """Which engine exposed these metrics (by prefix): 'vllm', 'sglang', 'planner' or None."""
     names = scrape.names
@@ -348,7 +385,9 @@ def phase_summary(before: Scrape, after: Scrape, engine: str | None = None) -> d
         out[f"server_{phase}_count"] = h.count
         out[f"server_{phase}_mean_s"] = _finite(h.mean)
         for q in QUANTILES:
+            # Bucket-bounded: only the bucket is known, the value inside it is interpolated.
             out[f"server_{phase}_p{round(q * 100)}_s"] = _finite(h.quantile(q))
+            out[f"server_{phase}_p{round(q * 100)}_bucket_s"] = quantile_bucket(q, h)
     usage = kv_usage(after, engine)
     if usage is not None:
         out["server_kv_usage"] = usage

@@ -45,9 +45,9 @@ def prefill_crossover_len(spec: ModelSpec, weight_bytes: float, kv_bytes: float,
 def decode_crossover_batch(spec: ModelSpec, weight_bytes: float, kv_bytes: float, ridge: float, context: float) -> float | None:
     """Batch (sequences) at which a decode step at `context` turns compute-bound, or None if never.
 
-    decode_flops(b, c) >= ridge * (W + b c kv)  <=>  b >= ridge W / (2 P + 4 L H d c - ridge c kv):
+    decode_flops(b, c) = b f(c) >= ridge * (W + b c kv)  <=>  b >= ridge W / (f(c) - ridge c kv):
     when the denominator is <= 0 the KV reads grow as fast as the FLOPs and decode stays memory-bound."""
-    per_seq = 2.0 * spec.matmul_params_active + 4.0 * spec.layers * spec.heads * spec.head_dim * context
+    per_seq = spec.decode_flops(1.0, context)  # FLOPs each sequence adds to a step
     den = per_seq - ridge * context * kv_bytes
     return ridge * weight_bytes / den if den > 0 else None
 
@@ -172,14 +172,14 @@ def show_profile(path, workload=None, console=None) -> dict:
     a = analyse(prof)
     m, dev = prof.meta, prof.meta.get("device", {})
     kvb = m.get("kv_bytes_per_token") or {}
-    console.print(f"[bold]{escape(str(prof.path))}[/]  {m.get('kind')} profile, {m.get('created', '?')}"
+    console.print(f"[bold]{escape(str(prof.path))}[/]  {escape(str(m.get('kind')))} profile, {escape(str(m.get('created', '?')))}"
                   f"{'' if m.get('complete', True) else '  [red](incomplete: ' + escape(str(m.get('error', 'interrupted'))) + ')[/]'}")
     bits = [str(dev.get("type"))] + ([f"{dev['memory_gb']} GB"] if dev.get("memory_gb") else [])
     bits += [f"{k} {dev[k]}" for k in ("driver", "torch") if dev.get(k)]
     console.print(escape(f"device: {dev.get('name')} ({', '.join(bits)})   model: {prof.model.get('name')}  "
                          f"dtype: {prof.dtype}  tp: {prof.tp}"))
     if kvb:
-        console.print(f"KV bytes per token: measured {kvb.get('measured')}, formula {kvb.get('formula')}")
+        console.print(escape(f"KV bytes per token: measured {kvb.get('measured')}, formula {kvb.get('formula')}"))
     if m.get("command"):
         console.print(f"command: {escape(str(m['command']))}")
     for w in m.get("warnings") or []:
@@ -239,9 +239,9 @@ def show_profile(path, workload=None, console=None) -> dict:
                       + f"; measured: {(dec['bound'] == 'memory').sum()} of {len(dec)} decode points memory-bound")
     util = m.get("utilization") or {}
     if util and not util.get("available"):
-        console.print(util.get("note") or "utilization: not available (no NVML)")
+        console.print(escape(str(util.get("note") or "utilization: not available (no NVML)")))
     elif util:
-        t = Table(title=f"GPU utilization ({util.get('note', 'NVML')})", box=box.SIMPLE_HEAD)
+        t = Table(title=escape(f"GPU utilization ({util.get('note', 'NVML')})"), box=box.SIMPLE_HEAD)
         for col in ("phase", "SM %", "mem BW %", "mem GB", "power W", "SM MHz", "samples", "Hz"):
             t.add_column(col, justify="right")
         for ph in ("prefill", "decode"):
@@ -252,9 +252,76 @@ def show_profile(path, workload=None, console=None) -> dict:
             t.add_row(ph, *[_f(x, 1) for x in v], str(s.get("samples")), _f(s.get("hz"), 0))
         console.print(t)
 
+    if prof.kind == "endpoint":
+        endpoint_summary(console, prof)
     if workload is not None:
         a["workload"] = _show_workload(console, prof, workload, util)
     return a
+
+
+def print_endpoint_summary(path, console=None) -> None:
+    """What `profile endpoint` prints when it ends: deployment, server-side times, what was dropped."""
+    from rich.console import Console
+
+    from planner.measure.files import load_profile
+
+    endpoint_summary(console or Console(), load_profile(path))
+
+
+def endpoint_summary(console, prof) -> None:
+    """Deployment facts with their sources, the server's own times per point (means exact,
+    percentiles bucket-bounded), KV capacity, and every dropped length and failed request."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    d = prof.meta.get("deployment") or {}
+    ex = prof.meta.get("extra") or {}
+    srv = ex.get("server") or {}
+    eng = prof.meta.get("engine") or {}
+    console.print(escape(f"engine: {eng.get('name')} {eng.get('version') or ''} ({d.get('engine_source', '?')})   "
+                         f"model shape: {d.get('model_source', '?')}"))
+    console.print(escape(f"GPU: {d.get('gpu') or 'not given (--gpu)'}   tp: {d.get('tp') or '?'} ({d.get('tp_source', '?')})   "
+                         f"dtype: {d.get('dtype') or '?'} ({d.get('dtype_source', '?')})"))
+    sched = d.get("scheduler") or {}
+    if sched:
+        console.print(escape("scheduler: " + "; ".join(f"{k} {v.get('value') if v.get('value') is not None else '-'} "
+                                                        f"({v.get('source')})" for k, v in sched.items())))
+    kv = srv.get("kv_capacity_tokens")
+    console.print(f"KV capacity: {f'{kv:,} tokens (server metrics)' if kv else 'not reported'}   "
+                  f"max_model_len: {srv.get('max_model_len') or 'not reported'}")
+    pts = [p for p in srv.get("points") or [] if any(k.startswith("server_") for k in p)]
+    if pts:
+        t = Table(title="server-side times (ms; mean exact, p50 bucket-bounded \\[bucket])", box=box.SIMPLE_HEAD)
+        for col in ("point", "n", "queue mean", "prefill mean", "TTFT mean", "TTFT p50", "ITL mean", "ITL p50"):
+            t.add_column(col, justify="right")
+        for p in pts:
+            t.add_row(f"{p['sweep']} {p['point']}", str(int(p.get("server_ttft_count") or 0)),
+                      *[_ms(p.get(f"server_{k}_mean_s")) for k in ("queue", "prefill", "ttft")],
+                      _pb(p, "ttft"), _ms(p.get("server_itl_mean_s")), _pb(p, "itl"))
+        console.print(t)
+    for x in ex.get("dropped") or []:
+        console.print(f"[yellow]dropped:[/] {escape(x['what'])} {x['tokens']}: {escape(x['reason'])}")
+    failed = ex.get("failed") or []
+    n_fail, n_all = ex.get("requests_failed", 0), ex.get("requests_total", 0)
+    console.print(f"requests: {n_all} sent, {n_fail} failed" + ("" if n_fail else " (none dropped)"))
+    for f in failed[:8]:
+        console.print(f"[red]  {f['count']} x[/] {escape(str(f['error']))} ({escape(', '.join(f['points'][:6]))})")
+    miss = d.get("missing_for_plan")
+    if miss:
+        console.print(f"[yellow]not enough for `planner plan --profile`: add {escape(', '.join(miss))}[/]")
+
+
+def _ms(x) -> str:
+    return "-" if x is None else f"{x * 1e3:.1f}"
+
+
+def _pb(p: dict, phase: str) -> str:
+    v, b = p.get(f"server_{phase}_p50_s"), p.get(f"server_{phase}_p50_bucket_s")
+    if v is None:
+        return "-"
+    hi = "inf" if not b or b[1] is None else f"{b[1] * 1e3:g}"
+    return f"{v * 1e3:.1f} [{b[0] * 1e3:g}-{hi}]" if b else f"{v * 1e3:.1f}"
 
 
 def _show_workload(console, prof, wl, util) -> dict | None:

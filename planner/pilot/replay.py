@@ -22,7 +22,6 @@ Server metrics (`scrape_metrics`) are parsed by planner.measure.prometheus. No t
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from planner.errors import BadInput
-from planner.measure.sse import SSEParser
+from planner.measure import client
 
 #: Token ids used for prompts: below every real vocabulary's size and above the control ids.
 PROMPT_ID_RANGE = (100, 1000)
@@ -179,96 +178,23 @@ def prompt_ids(index: int, n: int, seed: int = 0) -> list[int]:
 
 # ---- one request ------------------------------------------------------------------------------
 def request_body(model: str | None, ids: list[int], max_tokens: int, extras: bool = True) -> dict:
-    """The streamed /v1/completions body. `extras`: ask for exactly max_tokens (ignore_eos and
-    min_tokens: vLLM and SGLang honour them; this project's byte tokenizer has no EOS anyway), the
-    usage block, and per-event token ids (this project's runtime)."""
-    body = {"prompt": ids, "max_tokens": int(max_tokens), "stream": True, "temperature": 0.0}
-    if model:
-        body["model"] = model
-    if extras:
-        body.update(ignore_eos=True, min_tokens=int(max_tokens), stream_options={"include_usage": True},
-                    return_token_ids=True)
-    return body
-
-
-def _event_tokens(doc: dict) -> int:
-    """Tokens one streamed chunk carries: its token_ids when given, else 1 if it has text."""
-    n = 0
-    for ch in doc.get("choices") or []:
-        if not isinstance(ch, dict):
-            continue
-        ids = ch.get("token_ids")
-        if isinstance(ids, list):
-            n += len(ids)
-        elif ch.get("text") or (ch.get("delta") or {}).get("content"):
-            n += 1
-    return n
+    """The streamed /v1/completions body (planner.measure.client.request_body): prompt as token
+    ids, greedy; `extras` asks for exactly max_tokens (ignore_eos, min_tokens), the usage block
+    and per-chunk token ids."""
+    return client.request_body(model, ids, max_tokens, extras=extras)
 
 
 async def send_one(session, url: str, body: dict, rec: RequestRecord, timeout_s: float) -> None:
-    """Stream one completion into `rec`. Never raises for the server's faults: they become
-    `rec.error`. Cancellation (Ctrl-C) is recorded as an error too, then re-raised."""
-    import aiohttp
-
-    t_send = time.perf_counter()
-    usage_tokens = None
-    events = 0
-    last = None
+    """Stream one completion into `rec` (planner.measure.client.stream: tokens counted by the
+    ids each chunk carries, else the usage block). Never raises for the server's faults: they
+    become `rec.error`. Cancellation (Ctrl-C) is recorded as an error too, then re-raised."""
+    r = client.StreamResult()
     try:
-        async with session.post(url + "/v1/completions", json=body,
-                                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_s)) as resp:
-            rec.status = resp.status
-            if resp.status != 200:
-                text = (await resp.content.read(4096)).decode("utf-8", "replace")
-                try:
-                    msg = json.loads(text)["error"]["message"]
-                except (ValueError, KeyError, TypeError):
-                    msg = " ".join(text.split())[:200]
-                rec.error = f"HTTP {resp.status}: {msg}"
-                return
-            parser = SSEParser()
-            finished = False
-            async for chunk in resp.content.iter_any():
-                now = time.perf_counter()
-                for ev in parser.feed(chunk):
-                    if ev.error:
-                        rec.error = rec.error or f"error event after {rec.output_tokens} tokens: {ev.error}"
-                        continue
-                    if ev.is_done:
-                        finished = True
-                        continue
-                    doc = ev.json()
-                    if not isinstance(doc, dict):
-                        continue
-                    if isinstance(doc.get("usage"), dict) and isinstance(doc["usage"].get("completion_tokens"), int):
-                        usage_tokens = doc["usage"]["completion_tokens"]
-                    k = _event_tokens(doc)
-                    if k:
-                        events += 1
-                        if rec.ttft_s is None:
-                            rec.ttft_s = now - t_send
-                        else:
-                            rec.gaps_s.append(now - last)
-                        last = now
-                        rec.output_tokens += k
-                        rec.e2e_s = now - t_send
-            parser.close()
-            if rec.error is None and not finished:
-                rec.error = f"stream cut after {rec.output_tokens} tokens (no [DONE])"
-            if rec.error is None and rec.output_tokens == 0:
-                rec.error = "no tokens streamed"
-    except asyncio.CancelledError:
-        rec.error = rec.error or "interrupted"
-        raise
-    except asyncio.TimeoutError:
-        rec.error = f"timeout: no byte for {timeout_s:g} s after {rec.output_tokens} tokens"
-    except aiohttp.ClientConnectorError as e:
-        rec.error = f"cannot connect: {e.os_error.strerror if getattr(e, 'os_error', None) else e}"
-    except (aiohttp.ClientError, ConnectionError) as e:
-        rec.error = f"stream cut after {rec.output_tokens} tokens ({type(e).__name__})"
+        await client.stream(session, url + "/v1/completions", body, timeout_s=timeout_s, result=r)
     finally:
-        if usage_tokens is not None:
-            rec.output_tokens = usage_tokens
+        rec.status, rec.error = r.status, r.error
+        rec.ttft_s, rec.e2e_s, rec.gaps_s = r.ttft_s, r.e2e_s, r.gaps_s
+        rec.output_tokens = r.output_tokens
         rec.done = True
 
 

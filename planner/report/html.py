@@ -234,14 +234,12 @@ def roofline_data(r: PlanResult) -> tuple[list[dict], list[dict]]:
             if role in ("prefill", "pool"):
                 k = int(round(batch)) if role == "prefill" else 1  # colocated: batch_mean counts decode sequences
                 lengths = [w.input.mean] * k
-                flops = sum(r.model.prefill_flops(l) for l in lengths)
-                bytes_ = rep.weight_bytes + sum(lengths) * rep.kv_bytes_per_token
+                flops, bytes_ = rep.prefill_work(lengths)
                 t = rep.prefill_time_s(lengths)
                 points.append({"label": f"prefill, {k} x {w.input.mean:.0f} tok{where}", "phase": "prefill", "gpu": key,
                                "intensity_flop_per_byte": flops / bytes_, "flops_per_s": flops / t / rep.tp})
             if role in ("decode", "pool"):
-                flops = r.model.decode_flops(batch, ctx)
-                bytes_ = rep.decode_weight_bytes(batch) + batch * ctx * rep.kv_bytes_per_token
+                flops, bytes_ = rep.decode_work(batch, ctx)
                 t = rep.decode_step_s(batch, ctx)
                 points.append({"label": f"decode, batch {batch:.0f} at {ctx:.0f} tok{where}", "phase": "decode", "gpu": key,
                                "intensity_flop_per_byte": float(flops / bytes_), "flops_per_s": float(flops / t / rep.tp)})
@@ -356,7 +354,8 @@ def _calibration_section(r: PlanResult) -> list[str]:
         if k in fitted:
             g = fitted[k]
             err = "; ".join(f"{ph} median error {g[ph]['median_abs_error_pct']}% (max {g[ph]['max_abs_error_pct']}%)" for ph in ("prefill", "decode") if ph in g)
-            rows.append([k, "calibrated", f"fit to {g.get('device', '?')}: {err}"])
+            by = f" (calibrated by {g['measured_by']})" if g.get("measured_by") else ""
+            rows.append([k, "calibrated", f"fit to {g.get('device', '?')}{by}: {err}"])
         elif "*" in effs:
             rows.append([k, "extrapolated", f"fitted efficiencies ({effs['*'].source}) moved to {k} through its datasheet specs"])
         else:

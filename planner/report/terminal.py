@@ -6,6 +6,7 @@ Every number carries its unit; every assumption and warning the plan made is pri
 
 from __future__ import annotations
 
+
 from planner.api import HOURS_PER_MONTH, PlanResult, PlanSide
 
 
@@ -43,13 +44,40 @@ def headline(r: PlanResult) -> str:
             f"the best split {money(d.usd_per_hour)}/h ({-r.savings_pct:.1f}% more).")
 
 
+class _PlainTable:
+    """A rich Table whose cells are plain text: GPU names, providers and trace paths come from
+    user files, and '[/x]' in one must print as itself, not be parsed as markup."""
+
+    def __init__(self, **kw):
+        from rich.table import Table
+
+        self.table = Table(**kw)
+
+    def add_column(self, name):
+        self.table.add_column(name)
+
+    def add_row(self, *cells):
+        from rich.text import Text
+
+        self.table.add_row(*(Text(str(c)) for c in cells))
+
+    def __rich__(self):
+        return self.table
+
+
 def render_terminal(r: PlanResult, console=None) -> None:
     from rich.console import Console
-    from rich.table import Table
+    from rich.text import Text
 
-    con = console or Console()
+    con = console or Console(markup=False)
+    Table = _PlainTable
+
+    def say(*parts):
+        """Print (text, style) parts as one line; text is never read as markup."""
+        con.print(Text.assemble(*parts), highlight=False)
+
     w = r.workload
-    con.print(f"[bold]planner plan[/bold]: {r.model.name} | {w.describe()}")
+    say(("planner plan", "bold"), f": {r.model.name} | {w.describe()}")
     t = Table(title="Sizing (predicted, not measured)", show_lines=True)
     for col in ("", "disaggregated", "colocated"):
         t.add_column(col)
@@ -71,14 +99,15 @@ def render_terminal(r: PlanResult, console=None) -> None:
     t.add_row("binding constraint", d.binding or "-", c.binding or "-")
     con.print(t)
     style = "green" if r.recommendation != "none" else "red"
-    con.print(f"[bold {style}]{headline(r)}[/bold {style}]")
-    if r.current:
-        cur = r.current
+    say((headline(r), f"bold {style}"))
+    for title, cur in (("Current", r.current), ("Current split", r.current_split)):
+        if not cur:
+            continue
         pred = cur.get("predicted") or {}
         tt = pred.get("ttft_ms") or {}
         tp = pred.get("tpot_ms") or {}
         q = f"p{w.slo.percentile}"
-        con.print(f"[bold]Current[/bold] {cur['spec']}: {money(cur['usd_per_hour'])}/h, "
+        say((title, "bold"), f" {cur['spec']}: {money(cur['usd_per_hour'])}/h, "
                   + (f"meets the SLOs (TTFT {q} {tt.get(q, float('nan')):.0f} ms, TPOT {q} {tp.get(q, float('nan')):.1f} ms)" if cur["feasible"] else f"does NOT meet the SLOs: {cur.get('why')}")
                   + "".join(f"; the {k} plan saves {cur[f'savings_pct_vs_{k}']:.1f}%" for k in ("disaggregated", "colocated") if cur.get(f"savings_pct_vs_{k}") is not None))
     if r.runner_ups:
@@ -100,16 +129,16 @@ def render_terminal(r: PlanResult, console=None) -> None:
     if r.simulation:
         _render_sim(con, r.simulation)
     for line in schedule_lines(r):
-        con.print(line, highlight=False)
-    con.print("[bold]Assumptions[/bold]")
+        say(line)
+    say(("Assumptions", "bold"))
     for a in r.assumptions:
-        con.print(f"  - {a}", highlight=False)
+        say(f"  - {a}")
     if r.warnings:
-        con.print("[bold yellow]Warnings[/bold yellow]")
+        say(("Warnings", "bold yellow"))
         for x in r.warnings:
-            con.print(f"  - {x}", highlight=False)
+            say(f"  - {x}")
     for line in calibration_lines(r):
-        con.print(line, highlight=False)
+        say(line)
 
 
 def calibration_lines(r: PlanResult) -> list[str]:
@@ -122,7 +151,8 @@ def calibration_lines(r: PlanResult) -> list[str]:
         errs = ", ".join(f"{ph} median {g[ph]['median_abs_error_pct']:.1f}% / max {g[ph]['max_abs_error_pct']:.1f}% over {g[ph]['points']} points"
                          for ph in ("prefill", "decode") if ph in g)
         e = g.get("efficiency", {})
-        out.append(f"  {key} ({g.get('device', '')}): calibrated; fit error {errs}; compute {e.get('compute', 0):.2f}, memory {e.get('memory', 0):.2f} of the ceilings")
+        by = f" by {g['measured_by']}" if g.get("measured_by") else ""
+        out.append(f"  {key} ({g.get('device', '')}): calibrated{by}; fit error {errs}; compute {e.get('compute', 0):.2f}, memory {e.get('memory', 0):.2f} of the ceilings")
         if g.get("step_times"):
             out.append(f"    step times on {key}: {g['step_times']}")
     out.append(f"  {cal.get('extrapolated', '')}")
@@ -143,9 +173,7 @@ def schedule_lines(r: PlanResult) -> list[str]:
 
 
 def _render_sim(con, sim: dict) -> None:
-    from rich.table import Table
-
-    t = Table(title=f"Discrete-event check ({sim.get('requests', '?')} requests, seed {sim.get('seed', 0)})")
+    t = _PlainTable(title=f"Discrete-event check ({sim.get('requests', '?')} requests, seed {sim.get('seed', 0)})")
     for col in ("plan", "metric", "closed form", "simulated", "gap"):
         t.add_column(col)
     for kind, rows in sim.get("plans", {}).items():

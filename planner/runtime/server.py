@@ -105,7 +105,7 @@ class Server:
 
     def _spawn(self, name: str, role: str):
         """Start one local worker process (at start, and for each restart) and tell the router."""
-        from planner.runtime.worker import _spawn_entry
+        from planner.runtime.launch import _spawn_entry
 
         ctx = _mp_context(self.cfg.device)
         p = ctx.Process(target=_spawn_entry, name=f"planner-{name}", daemon=True,
@@ -163,7 +163,8 @@ class Server:
 # torch._dynamo, which the first module built under torch.device("meta") imports lazily (~1-3 s).
 # A module missing from some torch version is skipped (the fork server ignores ImportError).
 WORKER_MODULES = ["torch", "torch._dynamo", "planner.runtime.model", "planner.runtime.engine",
-                  "planner.runtime.prefill", "planner.runtime.decode", "planner.runtime.colocated"]
+                  "planner.runtime.prefill", "planner.runtime.decode", "planner.runtime.colocated",
+                  "planner.runtime.launch"]
 _FORKSERVER = None
 
 

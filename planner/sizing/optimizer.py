@@ -22,11 +22,12 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from planner.errors import PlannerError
-from planner.queueing.models import ColocatedModel, DecodeModel, Demand, PrefillModel, RoleEval, capacity
+from planner.queueing.engine import GENERIC, Engine
+from planner.queueing.models import Demand, RoleEval, capacity
+from planner.queueing.pools import role_model
 from planner.steptime.roofline import Efficiency, Replica, kv_transfer_s, valid_tp
 
 TP_SIZES = (1, 2, 4, 8)
-COLOCATED_MODES = (None, 512, 2048)  # unchunked, chunked prefill with these token budgets
 NETWORK_MAX_UTIL = 0.8  # plan KV traffic to at most 80% of the NICs
 KV_TRANSFER_WARN_MS = 100.0  # the source blog's threshold: above it, disaggregation's latency gain is gone
 
@@ -110,6 +111,7 @@ class SearchSpace:
     efficiencies: dict = field(default_factory=dict)  # gpu key -> Efficiency (calibrated)
     skipped: list = field(default_factory=list)  # (gpu key, why)
     measured: dict = field(default_factory=dict)  # gpu key -> Profile whose points time that type (calibrate)
+    engine: Engine = GENERIC  # the serving engine whose behaviour the queueing models take (planner.queueing.engine)
 
     def eff(self, gpu) -> Efficiency:
         return self.efficiencies.get(gpu.key) or self.efficiencies.get("*") or Efficiency()
@@ -120,11 +122,17 @@ class SearchSpace:
         rep = Replica(model, gpu, tp, self.weight_dtype, self.kv_dtype, self.eff(gpu))
         prof = self.measured.get(gpu.key)
         if prof is not None:
-            from planner.steptime.calibrate import measured_applies, measured_replica
+            from planner.steptime.calibrate import measured_applies
+            from planner.steptime.measured import measured_replica
 
             if measured_applies(prof, model, tp, self.weight_dtype, self.kv_dtype):
                 return measured_replica(rep, prof)
         return rep
+
+
+def mode_label(chunk: int | None) -> str:
+    """How a colocated replica runs prefill: "unchunked" or "chunked N" (N tokens per step)."""
+    return "unchunked" if chunk is None else f"chunked {chunk}"
 
 
 def price_or_none(gpu, provider):
@@ -154,25 +162,26 @@ def candidates(role: str, model, d: Demand, space: SearchSpace, gpus, decode_lin
             if not rep.fits:
                 continue
             share = net_share_bytes_s(g, tp)
+            eng = space.engine.for_replica(g, tp)
             if role == "prefill":
                 link = min(share, decode_link_bytes_s) if decode_link_bytes_s else share
                 xfer = kv_transfer_s(d.prompt, rep.kv_bytes_per_token, link, compression=space.kv_compression)
-                m = PrefillModel(rep, d, transfer_s=xfer)
+                m = role_model("prefill", rep, d, eng, transfer_s=xfer)
                 cap, at, why = capacity(m, lam_hi=m.lam_max)
                 xfer_ms = float(np.mean(xfer)) * 1e3
                 modes = [("", cap, at, why, m)]
             elif role == "decode":
-                m = DecodeModel(rep, d)
+                m = role_model("decode", rep, d, eng)
                 cap, at, why = capacity(m)
                 xfer_ms = 0.0
                 modes = [("", cap, at, why, m)]
             else:
                 xfer_ms = 0.0
                 modes = []
-                for chunk in COLOCATED_MODES:
-                    m = ColocatedModel(rep, d, chunk)
+                for chunk in eng.colocated_modes:
+                    m = role_model("colocated", rep, d, eng, chunk)
                     cap, at, why = capacity(m)
-                    modes.append(("unchunked" if chunk is None else f"chunked {chunk}", cap, at, why, m))
+                    modes.append((mode_label(chunk), cap, at, why, m))
             for mode, cap, at, why, m in modes:
                 if cap > 0:
                     out.append(Candidate(role, g, tp, price, price.usd_per_gpu_hour, cap, at, why or "throughput", mode, rep, xfer_ms, share, m))
@@ -194,7 +203,9 @@ def cheapest_pool(cands: list[Candidate], lam: float, min_net_bytes_s: float = 0
     cost = np.array([c.usd_per_replica_hour for c in cands])
     caps = np.array([c.capacity_rps for c in cands])
     ub = np.array([math.ceil(lam / c.capacity_rps) + 1 for c in cands], dtype=float)
-    cons = [LinearConstraint(caps[None, :], lb=lam, ub=np.inf)]
+    # At least one replica: a rate below the solver's feasibility tolerance (1e-6 req/s and less)
+    # would otherwise be "served" by an empty pool.
+    cons = [LinearConstraint(caps[None, :], lb=lam, ub=np.inf), LinearConstraint(np.ones((1, len(cands))), lb=1, ub=np.inf)]
     if min_net_bytes_s > 0:
         net = np.array([c.net_share_bytes_s for c in cands])
         if net.max() <= 0:

@@ -16,9 +16,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-import yaml
 
-from planner.errors import BadInput
+from planner.errors import BadInput, shown
 
 PACKAGED_CATALOG = Path(__file__).parents[1] / "data" / "gpu_catalog.yaml"
 #: Gbit/s assumed when an entry gives no node network: AWS's "up to 100 Gbps" for its PCIe-GPU
@@ -84,7 +83,7 @@ class GPU:
         if self.measured and d in (*_COMPUTE, "fp32"):
             return "measured"
         if d not in _COMPUTE:
-            raise BadInput(f"dtype {dtype!r}: the catalog has tensor rates for {', '.join(_COMPUTE)} only")
+            raise BadInput(f"dtype {shown(dtype)}: the catalog has tensor rates for {', '.join(_COMPUTE)} only")
         return "fp8" if _COMPUTE[d] == "fp8" and self.fp8_tflops else "bf16"
 
     def peak_flops(self, dtype: str = "bf16") -> float:
@@ -127,14 +126,14 @@ class GPU:
         if provider is not None:
             rows = [p for p in rows if p.provider.lower() == provider.strip().lower()]
             if not rows:
-                raise BadInput(f"no price for GPU {self.key} ({self.name}) from provider {provider!r}: "
+                raise BadInput(f"no price for GPU {self.key} ({self.name}) from provider {shown(provider)}: "
                                f"providers: {', '.join(self.providers)}")
         if not spot:
             return min(rows, key=lambda p: p.usd_per_gpu_hour)
         spots = [p for p in rows if p.spot_usd_per_gpu_hour is not None]
         if not spots:
             known = dict.fromkeys(p.provider for p in self.prices if p.spot_usd_per_gpu_hour is not None)
-            raise BadInput(f"no spot price for GPU {self.key} ({self.name})" + (f" from {provider!r}" if provider else "")
+            raise BadInput(f"no spot price for GPU {self.key} ({self.name})" + (f" from {shown(provider)}" if provider else "")
                            + f": spot prices known from: {', '.join(known) or 'none'}")
         best = min(spots, key=lambda p: p.spot_usd_per_gpu_hour)
         return replace(best, usd_per_gpu_hour=best.spot_usd_per_gpu_hour, spot=True)
@@ -170,7 +169,7 @@ class Catalog:
         for g in self.gpus.values():
             if n == g.key or n in g.aliases or n == _norm(g.name):
                 return g
-        raise BadInput(f"unknown GPU {name!r}: known: {', '.join(self.gpus)}")
+        raise BadInput(f"unknown GPU {shown(name)}: known: {', '.join(self.gpus)}")
 
     def select(self, names: list[str] | str) -> list[GPU]:
         """GPUs for a list of names (or one comma-separated string), without repeats; 'all' = all."""
@@ -213,32 +212,32 @@ _PRICE_FIELDS = {
 def _check(entry, schema: dict, where: str, what: str) -> dict:
     """Type- and range-check one mapping against `schema`; returns every field (None if absent)."""
     if not isinstance(entry, dict):
-        raise BadInput(f"{where}: expected a mapping of {what} fields, got {entry!r}")
+        raise BadInput(f"{where}: expected a mapping of {what} fields, got {shown(entry)}")
     unknown = [k for k in entry if k not in schema]
     if unknown:
-        raise BadInput(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(schema)})")
+        raise BadInput(f"{where}: unknown field {shown(unknown[0])} (known: {', '.join(schema)})")
     out = {}
     for name, (kind, lo, hi, required) in schema.items():
         v = out[name] = entry.get(name)
         if v is None and not required:
             continue
         if name not in entry:
-            raise BadInput(f"{where}: missing field {name!r}")
+            raise BadInput(f"{where}: missing field {shown(name)}")
         if kind in ("num", "int"):
             num = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
             if not (num and lo <= v <= hi and (kind == "num" or float(v).is_integer())):
-                raise BadInput(f"{where}: field {name!r} must be {'a number' if kind == 'num' else 'an integer'} "
-                               f"between {lo:g} and {hi:g}, got {v!r}")
+                raise BadInput(f"{where}: field {shown(name)} must be {'a number' if kind == 'num' else 'an integer'} "
+                               f"between {lo:g} and {hi:g}, got {shown(v)}")
             out[name] = float(v) if kind == "num" else int(v)
         elif kind == "str" and not (isinstance(v, str) and v.strip()):
-            raise BadInput(f"{where}: field {name!r} must be a non-empty string, got {v!r}")
+            raise BadInput(f"{where}: field {shown(name)} must be a non-empty string, got {shown(v)}")
         elif kind == "bool" and not isinstance(v, bool):
-            raise BadInput(f"{where}: field {name!r} must be true or false, got {v!r}")
+            raise BadInput(f"{where}: field {shown(name)} must be true or false, got {shown(v)}")
         elif kind == "strs" and not (isinstance(v, list) and all(isinstance(s, (str, int)) for s in v)):
-            raise BadInput(f"{where}: field {name!r} must be a list of strings, got {v!r}")
+            raise BadInput(f"{where}: field {shown(name)} must be a list of strings, got {shown(v)}")
     for name in ("confidence", "spec_confidence"):
         if out.get(name) is not None and out[name] not in CONFIDENCES:
-            raise BadInput(f"{where}: field {name!r} must be one of {', '.join(CONFIDENCES)}, got {out[name]!r}")
+            raise BadInput(f"{where}: field {shown(name)} must be one of {', '.join(CONFIDENCES)}, got {shown(out[name])}")
     return out
 
 
@@ -257,10 +256,10 @@ def _gpu(entry, where: str) -> GPU:
         where = f"{where} ({entry['key']})"
     f = _check(entry, _GPU_FIELDS, where, "GPU")
     if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", f["key"]):
-        raise BadInput(f"{where}: field 'key' must be lowercase letters, digits, '.', '+' or '-', got {f['key']!r}")
+        raise BadInput(f"{where}: field 'key' must be lowercase letters, digits, '.', '+' or '-', got {shown(f['key'])}")
     if not isinstance(f["prices"], list) or not f["prices"]:
         raise BadInput(f"{where}: field 'prices' must be a non-empty list (a GPU without a price cannot be "
-                       f"planned), got {f['prices']!r}")
+                       f"planned), got {shown(f['prices'])}")
     prices = tuple(_price(p, f"{where}: prices[{j}]") for j, p in enumerate(f["prices"]))
     return GPU(
         **{k: f[k] for k in ("key", "vendor", "memory_gb", "mem_bw_gbps", "bf16_tflops", "fp8_tflops", "int8_tops",
@@ -275,16 +274,9 @@ def _gpu(entry, where: str) -> GPU:
 
 
 def _load(path: Path, label: str) -> Catalog:
-    try:
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # C parser: 5x faster
-    except FileNotFoundError:
-        raise BadInput(f"{label}: catalog file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadInput(f"{label}: cannot read catalog: {e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise BadInput(f"{label}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    from planner.safeload import load_yaml, read_text
+
+    doc = load_yaml(read_text(path, label, "catalog file", max_bytes=16 << 20), label)
     if not isinstance(doc, dict) or set(doc) != {"gpus"} or not isinstance(doc["gpus"], list) or not doc["gpus"]:
         raise BadInput(f"{label}: expected one top-level field 'gpus' holding a non-empty list of GPUs")
     gpus: dict[str, GPU] = {}
@@ -294,28 +286,29 @@ def _load(path: Path, label: str) -> Catalog:
         for field, names in (("key", [g.key]), ("aliases", g.aliases), ("name", [_norm(g.name)])):
             for n in names:
                 if owner.setdefault(n, g.key) != g.key or (field == "key" and g.key in gpus):
-                    raise BadInput(f"{label}: gpus[{i}] ({g.key}): field {field!r}: {n!r} is already used by "
-                                   f"GPU {owner[n]!r}")
+                    raise BadInput(f"{label}: gpus[{i}] ({g.key}): field {shown(field)}: {shown(n)} is already used by "
+                                   f"GPU {shown(owner[n])}")
         gpus[g.key] = g
     return Catalog(MappingProxyType(gpus), str(path))
 
 
 def local_gpu(name: str, matmul_tflops: float, mem_bw_gbps: float, memory_gb: float, usd_per_hour: float = 0.0,
-              link_gbps: float | None = None, gpus_per_node: int = 1) -> GPU:
+              link_gbps: float | None = None, gpus_per_node: int = 1, device_type: str = "gpu") -> GPU:
     """A device measured by a profile (`--gpus local`): measured matmul TFLOPS (in the profile's
     dtype), bandwidth (GB/s) and memory (GB). Free unless `usd_per_hour` (per device) is given.
     `link_gbps` (GB/s, bidirectional like the catalog) is 0 when not measured: keep tp = 1 then.
+    `device_type` "cpu" marks a CPU (vendor "cpu"): engines' defaults differ there.
     """
     for field, v in (("matmul_tflops", matmul_tflops), ("mem_bw_gbps", mem_bw_gbps), ("memory_gb", memory_gb),
                      ("usd_per_hour", usd_per_hour)):
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         if not ok or v < 0 or (v == 0 and field != "usd_per_hour"):
             sign = "non-negative" if field == "usd_per_hour" else "positive"
-            raise BadInput(f"local GPU {name!r}: {field} must be a {sign} number, got {v!r}")
+            raise BadInput(f"local GPU {shown(name)}: {field} must be a {sign} number, got {shown(v)}")
     price = Price(LOCAL_PROVIDER, str(name), 1, float(usd_per_hour), None, "profile (measured locally)",
                   "at profiling time", "confirmed", "" if usd_per_hour else "no rental price given: cost 0")
     return GPU(
-        key="local", name=str(name), vendor="local", memory_gb=float(memory_gb), mem_bw_gbps=float(mem_bw_gbps),
+        key="local", name=str(name), vendor="cpu" if device_type == "cpu" else "local", memory_gb=float(memory_gb), mem_bw_gbps=float(mem_bw_gbps),
         bf16_tflops=float(matmul_tflops), fp8_tflops=None, int8_tops=None,
         interconnect="measured" if link_gbps else "not measured", interconnect_gbps=float(link_gbps or 0.0),
         node_network_gbit=DEFAULT_NETWORK_GBIT, node_network_assumed=True, gpus_per_node=int(gpus_per_node),

@@ -8,14 +8,14 @@ Mixtral or OPT families loads with `load_config_json` (or `resolve_model("path/c
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 
 import numpy as np
 from pathlib import Path
 
-from planner.errors import BadInput
+from planner.errors import BadInput, shown
 
 #: Bytes per element of each storage dtype the planner knows.
 DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
@@ -121,10 +121,16 @@ class ModelSpec:
         f = 2.0 * body * l + 2.0 * self.head_params + 2.0 * self.layers * self.heads * self.head_dim * l * l
         return float(f) if f.ndim == 0 else f
 
-    def decode_flops(self, batch: float, context: float) -> float:
-        """FLOPs of one decode step for `batch` sequences of mean context `context` (FLOP):
-        2 * P_matmul * b + 4 * layers * heads * head_dim * b * c (QK^T and AV over the context)."""
-        return 2.0 * self.matmul_params_active * batch + 4.0 * self.layers * self.heads * self.head_dim * batch * context
+    def decode_flops(self, batch, context, prefill_tokens=0.0):
+        """FLOPs of one decode step for `batch` sequences of mean context `context`, plus an optional
+        chunk of `prefill_tokens` prompt tokens in the same step (chunked prefill) (FLOP):
+        2 * (P_matmul - P_head) * (b + p) + 2 * P_head * b (logits for the decode tokens only)
+        + 4 * layers * heads * head_dim * b * c (QK^T and AV over the context) + 2 * ... * p * c
+        (the chunk's attention). Floats or numpy arrays alike (the optimizer calls it ~10^5 times)."""
+        att = self.layers * self.heads * self.head_dim
+        head = self.head_params
+        return (2.0 * (self.matmul_params_active - head) * (batch + prefill_tokens) + 2.0 * head * batch
+                + 4.0 * att * batch * context + 2.0 * att * prefill_tokens * context)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items()}
@@ -134,7 +140,7 @@ def dtype_bytes(dtype: str) -> float:
     try:
         return DTYPE_BYTES[dtype]
     except KeyError:
-        raise BadInput(f"unknown dtype {dtype!r}: expected one of {', '.join(DTYPE_BYTES)}") from None
+        raise BadInput(f"unknown dtype {shown(dtype)}: expected one of {', '.join(DTYPE_BYTES)}") from None
 
 
 def _p(name, layers, hidden, heads, kv_heads, head_dim, intermediate, vocab, max_position, **kw) -> ModelSpec:
@@ -163,76 +169,82 @@ PRESETS: dict[str, ModelSpec] = {
 }
 
 
+#: Sane upper bounds of a config.json's shape fields: far above any published model (Llama-3.1-405B
+#: has 126 layers, 128 heads, hidden 16384), low enough that a typo cannot ask for petabytes.
+CONFIG_LIMITS = {"num_hidden_layers": 1024, "hidden_size": 1 << 17, "num_attention_heads": 1024,
+                 "num_key_value_heads": 1024, "head_dim": 4096, "intermediate_size": 1 << 20, "ffn_dim": 1 << 20,
+                 "vocab_size": 10_000_000, "max_position_embeddings": 1 << 24, "num_local_experts": 4096,
+                 "num_experts": 4096, "num_experts_per_tok": 4096}
+
+
 def load_config_json(path: str | Path) -> ModelSpec:
     """Read a Hugging Face config.json (Llama, Mistral, Qwen2, Mixtral, OPT) into a ModelSpec.
 
-    Raises BadInput naming the file and the missing or malformed field.
+    Checked as a schema: every shape field an integer in 1..CONFIG_LIMITS, kv heads dividing
+    heads, heads dividing hidden (unless head_dim is given), experts per token <= experts, eps
+    and rope theta positive and finite. Raises BadInput naming the file, the field and the value.
     """
+    from planner.safeload import load_json, read_text
+
     path = Path(path)
-    try:
-        cfg = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadInput(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadInput(f"{path}: cannot read: {e}") from None
-    except json.JSONDecodeError as e:
-        raise BadInput(f"{path}: not valid JSON: {e.msg} at line {e.lineno}") from None
+    cfg = load_json(read_text(path, str(path), "config.json", max_bytes=16 << 20), str(path))
     if not isinstance(cfg, dict):
         raise BadInput(f"{path}: expected a JSON object, got {type(cfg).__name__}")
 
+    def num(k, v, integer=True):
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+        if integer:
+            ok = ok and float(v).is_integer() and v <= CONFIG_LIMITS.get(k, 1 << 30)
+        if not ok:
+            what = f"a positive integer (at most {CONFIG_LIMITS.get(k, 1 << 30):,})" if integer else "a positive number"
+            raise BadInput(f"{path}: field {shown(k)} must be {what}, got {shown(v)}")
+        return int(v) if integer else float(v)
+
     def need(*keys):
         for k in keys:
-            if k in cfg:
-                v = cfg[k]
-                if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-                    raise BadInput(f"{path}: field {k!r} must be a positive number, got {v!r}")
-                return v
+            if k in cfg and cfg[k] is not None:
+                return num(k, cfg[k])
         raise BadInput(f"{path}: missing field {' or '.join(repr(k) for k in keys)}")
 
-    mtype = str(cfg.get("model_type", "")).lower()
+    def opt(k, default, integer=True):
+        return default if cfg.get(k) is None else num(k, cfg[k], integer)
+
+    mtype = cfg.get("model_type", "")
+    if not isinstance(mtype, str):
+        raise BadInput(f"{path}: field 'model_type' must be a string, got {shown(mtype)}")
+    for k in ("tie_word_embeddings",):
+        if k in cfg and not isinstance(cfg[k], bool):
+            raise BadInput(f"{path}: field {shown(k)} must be true or false, got {shown(cfg[k])}")
     name = path.parent.name or path.stem
-    if mtype == "opt":
-        hidden = int(need("hidden_size"))
-        heads = int(need("num_attention_heads"))
-        spec = ModelSpec(
-            name=name,
-            layers=int(need("num_hidden_layers")),
-            hidden=hidden,
-            heads=heads,
-            kv_heads=heads,
-            head_dim=hidden // heads,
-            intermediate=int(need("ffn_dim")),
-            vocab=int(need("vocab_size")),
-            max_position=int(need("max_position_embeddings")),
-            tied_embeddings=bool(cfg.get("tie_word_embeddings", True)),
-            gated_mlp=False,
-            learned_positions=True,
-        )
+    hidden = need("hidden_size")
+    heads = need("num_attention_heads")
+    layers = need("num_hidden_layers")
+    vocab = need("vocab_size")
+    if mtype.lower() == "opt":
+        kv_heads, head_dim, experts, per_tok = heads, None, 1, 1
+        intermediate, max_pos = need("ffn_dim"), need("max_position_embeddings")
     else:
-        hidden = int(need("hidden_size"))
-        heads = int(need("num_attention_heads"))
-        kv_heads = int(cfg.get("num_key_value_heads") or heads)
-        head_dim = int(cfg.get("head_dim") or hidden // heads)
-        experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 1)
-        spec = ModelSpec(
-            name=name,
-            layers=int(need("num_hidden_layers")),
-            hidden=hidden,
-            heads=heads,
-            kv_heads=kv_heads,
-            head_dim=head_dim,
-            intermediate=int(need("intermediate_size")),
-            vocab=int(need("vocab_size")),
-            max_position=int(cfg.get("max_position_embeddings") or 4096),
-            tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            experts=experts,
-            experts_per_token=int(cfg.get("num_experts_per_tok") or 1) if experts > 1 else 1,
-            norm_eps=float(cfg.get("rms_norm_eps") or 1e-5),
-            rope_theta=float(cfg.get("rope_theta") or 10000.0),
-        )
-    if spec.heads % spec.kv_heads:
-        raise BadInput(f"{path}: num_attention_heads {spec.heads} is not a multiple of num_key_value_heads {spec.kv_heads}")
-    return spec
+        kv_heads, head_dim = opt("num_key_value_heads", heads), opt("head_dim", None)
+        experts = opt("num_local_experts", None) or opt("num_experts", 1)
+        per_tok = opt("num_experts_per_tok", 1) if experts > 1 else 1
+        intermediate, max_pos = need("intermediate_size"), opt("max_position_embeddings", 4096)
+    if head_dim is None:
+        if hidden % heads:
+            raise BadInput(f"{path}: field 'hidden_size' {hidden} is not a multiple of num_attention_heads {heads} "
+                           f"(give head_dim when the heads do not split the hidden size)")
+        head_dim = hidden // heads
+    if heads % kv_heads:
+        raise BadInput(f"{path}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
+    if per_tok > experts:
+        raise BadInput(f"{path}: field 'num_experts_per_tok' {per_tok} exceeds the {experts} experts")
+    common = dict(name=name, layers=layers, hidden=hidden, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
+                  intermediate=intermediate, vocab=vocab, max_position=max_pos)
+    if mtype.lower() == "opt":
+        return ModelSpec(**common, tied_embeddings=cfg.get("tie_word_embeddings", True), gated_mlp=False,
+                         learned_positions=True)
+    return ModelSpec(**common, tied_embeddings=cfg.get("tie_word_embeddings", False), experts=experts,
+                     experts_per_token=per_tok, norm_eps=opt("rms_norm_eps", 1e-5, integer=False),
+                     rope_theta=opt("rope_theta", 10000.0, integer=False))
 
 
 def resolve_model(name_or_path: str) -> ModelSpec:
@@ -241,11 +253,14 @@ def resolve_model(name_or_path: str) -> ModelSpec:
     if key in PRESETS:
         return PRESETS[key]
     p = Path(name_or_path)
-    if p.is_dir() and (p / "config.json").exists():
-        return replace(load_config_json(p / "config.json"), name=p.name)
-    if p.suffix == ".json" or p.exists():
-        return load_config_json(p)
-    raise BadInput(f"unknown model {name_or_path!r}: use a preset ({', '.join(PRESETS)}) or a path to a config.json")
+    try:
+        if key and p.is_dir() and (p / "config.json").exists():
+            return replace(load_config_json(p / "config.json"), name=p.name)
+        if key and (p.suffix == ".json" or p.exists()):
+            return load_config_json(p)
+    except (OSError, ValueError):  # a name too long for a path, a NUL byte: not a file, so not a model
+        pass
+    raise BadInput(f"unknown model {shown(name_or_path)}: use a preset ({', '.join(PRESETS)}) or a path to a config.json")
 
 
 def spec_from_dict(d: dict) -> ModelSpec:

@@ -123,15 +123,17 @@ class Replica:
         """specs.ModelSpec.prefill_flops over an array of prompt lengths (FLOP)."""
         return np.asarray(self.model.prefill_flops(l))
 
-    def prefill_time_s(self, lengths) -> float:
-        """Time to prefill one batch of prompts with token counts `lengths` (s).
-
-        flops = sum_i prefill_flops(l_i); bytes = weights + KV written (sum l_i * kv_bytes).
-        """
+    def prefill_work(self, lengths) -> tuple[float, float]:
+        """(FLOPs, bytes) of one prefill batch of prompts with token counts `lengths`:
+        flops = sum_i prefill_flops(l_i); bytes = weights + KV written (sum l_i * kv_bytes)."""
         lengths = np.atleast_1d(np.asarray(lengths, dtype=float))
-        tokens = float(lengths.sum())
-        flops = float(self._prefill_flops(lengths).sum())
-        bytes_ = self.weight_bytes + tokens * self.kv_bytes_per_token
+        return float(self._prefill_flops(lengths).sum()), self.weight_bytes + float(lengths.sum()) * self.kv_bytes_per_token
+
+    def prefill_time_s(self, lengths) -> float:
+        """Time to prefill one batch of prompts with token counts `lengths` (s):
+        max(prefill_work FLOPs / FLOP/s, bytes / B/s) + tp all-reduces + per-batch overhead."""
+        flops, bytes_ = self.prefill_work(lengths)
+        tokens = float(np.sum(lengths))
         return float(max(flops / self.flops_per_s, bytes_ / self.bytes_per_s) + self.tp_comm_s(tokens) + self.eff.prefill_overhead_s)
 
     def prefill_times_s(self, lengths) -> np.ndarray:
@@ -152,29 +154,22 @@ class Replica:
         expert_bytes = m.mlp_params_per_expert * m.layers * dtype_bytes(self.weight_dtype)
         return self.weight_bytes - (m.experts - touched) * expert_bytes
 
+    def decode_work(self, batch, context, prefill_tokens=0.0):
+        """(FLOPs, bytes read) of one decode iteration (specs.ModelSpec.decode_flops; bytes = weights
+        read + batch * context * kv_bytes, every sequence's KV read once). Floats or arrays."""
+        tokens = batch + prefill_tokens
+        return self.model.decode_flops(batch, context, prefill_tokens), self.decode_weight_bytes(tokens) + batch * context * self.kv_bytes_per_token
+
     def decode_step_s(self, batch: float, context: float, prefill_tokens: float = 0.0) -> float:
         """Time of one decode iteration: `batch` sequences of mean context `context` tokens, plus an
-        optional chunk of `prefill_tokens` prompt tokens mixed into the same step (chunked prefill) (s).
-
-        bytes = weights read + batch * context * kv_bytes (every sequence's KV read once);
-        flops = 2 * P_body * (batch + prefill_tokens) + 2 * P_head * batch (logits for decode tokens only)
-                + 4 * layers * heads * head_dim * batch * context (+ the chunk's attention).
-        """
-        m = self.model
-        if isinstance(prefill_tokens, (int, float)) and isinstance(batch, (int, float)) and m.experts <= 1:
-            # Scalar fast path: the optimizer calls this ~10^5 times per plan.
-            tok = batch + prefill_tokens
-            att = m.layers * m.heads * m.head_dim
-            fl = 2.0 * (m.matmul_params_active - m.head_params) * tok + 2.0 * m.head_params * batch + 4.0 * att * batch * context + 2.0 * att * prefill_tokens * context
-            by = self.weight_bytes + batch * context * self.kv_bytes_per_token
-            comm = self.tp_comm_s(tok) if self.tp > 1 else 0.0
-            return float(max(fl / self.flops_per_s, by / self.bytes_per_s) + comm + self.eff.decode_overhead_s)
-        tokens = batch + np.asarray(prefill_tokens, dtype=float)
-        flops = 2.0 * (m.matmul_params_active - m.head_params) * tokens + 2.0 * m.head_params * batch
-        flops = flops + 4.0 * m.layers * m.heads * m.head_dim * batch * context + 2.0 * m.layers * m.heads * m.head_dim * prefill_tokens * context
-        bytes_ = self.decode_weight_bytes(tokens) + batch * context * self.kv_bytes_per_token
-        t = np.maximum(flops / self.flops_per_s, bytes_ / self.bytes_per_s) + self.tp_comm_s(tokens) + self.eff.decode_overhead_s
-        return float(t) if t.ndim == 0 else t
+        optional chunk of `prefill_tokens` prompt tokens mixed into the same step (chunked prefill) (s):
+        max(decode_work FLOPs / FLOP/s, bytes / B/s) + tp all-reduces + per-step overhead."""
+        fl, by = self.decode_work(batch, context, prefill_tokens)
+        comm = self.tp_comm_s(batch + prefill_tokens) if self.tp > 1 else 0.0
+        if isinstance(fl, float) and isinstance(by, float):  # scalar: the optimizer's hot path
+            return max(fl / self.flops_per_s, by / self.bytes_per_s) + comm + self.eff.decode_overhead_s
+        t = np.maximum(fl / self.flops_per_s, by / self.bytes_per_s) + comm + self.eff.decode_overhead_s
+        return float(t) if np.ndim(t) == 0 else t
 
     @property
     def weight_read_floor_s(self) -> float:
@@ -185,11 +180,14 @@ class Replica:
         return f"{self.gpu.key} tp{self.tp}"
 
 
+#: Bytes on the wire per KV byte, by the compression of the transfer between pools (fp8/int8 halve bf16).
+KV_COMPRESSION_FACTOR = {"none": 1.0, "fp8": 0.5, "int8": 0.5}
+
+
 def kv_transfer_s(prompt_len: float, kv_bytes_per_token: float, link_bytes_s: float, latency_s: float = 1e-3, compression: str = "none") -> float:
     """Time to move one request's KV cache from a prefill to a decode replica (s):
-    prompt_len * kv_bytes_per_token * (1/2 with fp8/int8 compression) / link + fixed latency."""
-    factor = 0.5 if compression in ("fp8", "int8") else 1.0
-    return prompt_len * kv_bytes_per_token * factor / link_bytes_s + latency_s
+    prompt_len * kv_bytes_per_token * KV_COMPRESSION_FACTOR / link + fixed latency."""
+    return prompt_len * kv_bytes_per_token * KV_COMPRESSION_FACTOR[compression] / link_bytes_s + latency_s
 
 
 def valid_tp(model: ModelSpec, gpu, tp: int) -> bool:

@@ -19,14 +19,13 @@ importing this module stays cheap.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from planner.errors import BadInput
+from planner.errors import BadInput, shown
 
 #: Accepted column names per role (compared lowercased, spaces and dashes read as underscores).
 #: The first alias present wins when a file has several.
@@ -178,8 +177,12 @@ def load_trace(path: str | Path, time_scale: float = 1.0) -> Trace:
     p = Path(path)
     if not (time_scale > 0 and np.isfinite(time_scale)):
         raise BadInput(f"{p}: time_scale must be > 0, got {time_scale}")
-    if not p.is_file():
-        raise BadInput(f"{p}: trace file not found")
+    try:
+        exists, regular = p.exists(), p.is_file()
+    except (OSError, ValueError):
+        exists = regular = False
+    if not regular:
+        raise BadInput(f"{p}: trace file not found" if not exists else f"{p}: not a regular file (a trace is a CSV or JSONL file)")
     is_jsonl = any(s in (".jsonl", ".ndjson", ".json") for s in p.suffixes)
     df = _read_jsonl(p) if is_jsonl else _read_csv(p)
     row = _LineOf(p, first=1 if is_jsonl else 2)  # CSV: line 1 is the header
@@ -200,6 +203,9 @@ def load_trace(path: str | Path, time_scale: float = 1.0) -> Trace:
             ts, inp, out = ts[order], inp[order], out[order]
             notes.append(f"{p.name}: rows were not in time order; sorted by {cols['timestamp']}")
         ts = (ts - ts[0]) * time_scale
+        if ts[-1] > MAX_SPAN_S:
+            raise BadInput(f"{p}: column {cols['timestamp']}: arrivals span {ts[-1]:.3g} s, more than a year "
+                           f"({MAX_SPAN_S:.0f} s): not seconds, or not one trace")
         if time_scale != 1.0:
             notes.append(f"{p.name}: arrival gaps multiplied by time_scale {time_scale:g}")
     return Trace(source=str(p), input_tokens=inp, output_tokens=out, timestamps_s=ts,
@@ -207,25 +213,53 @@ def load_trace(path: str | Path, time_scale: float = 1.0) -> Trace:
 
 
 def _read_csv(p: Path):
+    import warnings
+
     import pandas as pd
 
     try:
-        return pd.read_csv(p, skipinitialspace=True)
+        # index_col=False: a row with more fields than the header must not silently turn the first
+        # column into an index and shift every column left (pandas' default); pandas warns instead.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            df = pd.read_csv(p, skipinitialspace=True, index_col=False)
+        if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+            _extra_fields(p)
+        return df
     except pd.errors.EmptyDataError:
         raise BadInput(f"{p}: trace file is empty") from None
     except pd.errors.ParserError as e:
-        raise BadInput(f"{p}: not a valid CSV: {str(e).strip().splitlines()[-1]}") from None
+        raise BadInput(f"{p}: not a valid CSV: {shown(str(e).strip().splitlines()[-1])[1:-1]}") from None
     except UnicodeDecodeError:
         raise BadInput(f"{p}: not a text CSV file (cannot decode as UTF-8)") from None
+
+
+def _extra_fields(p: Path) -> None:
+    """Raise BadInput naming the first line with more fields than the header (pandas only warns)."""
+    import csv
+
+    with open(p, encoding="utf-8", errors="replace", newline="") as f:
+        rows = csv.reader(f, skipinitialspace=True)
+        header = None
+        for row in rows:
+            if not any(c.strip() for c in row):
+                continue
+            if header is None:
+                header = len(row)
+            elif len(row) > header:
+                raise BadInput(f"{p}: line {rows.line_num}: {len(row)} fields, but the header names {header} columns")
+    raise BadInput(f"{p}: a row has more fields than the header names columns")
 
 
 def _read_jsonl(p: Path):
     import pandas as pd
 
+    from planner.safeload import load_json
+
     try:
         # dtype off: a column named "timestamp" holding epoch seconds must stay numbers.
         df = pd.read_json(p, lines=True, dtype=False)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         df = None  # find the offending line below, to name it
     except UnicodeDecodeError:
         raise BadInput(f"{p}: not a text JSONL file (cannot decode as UTF-8)") from None
@@ -234,10 +268,7 @@ def _read_jsonl(p: Path):
             for n, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise BadInput(f"{p}: line {n}: bad JSON ({e.msg} at column {e.colno})") from None
+                rec = load_json(line, f"{p}: line {n}")
                 if not isinstance(rec, dict):
                     raise BadInput(f"{p}: line {n}: expected a JSON object per line, got {type(rec).__name__}")
         raise BadInput(f"{p}: cannot read as JSON lines")
@@ -273,7 +304,7 @@ def _find_columns(p: Path, df) -> dict:
         found[role] = next((norm[n] for n in names if n in norm), None)
     for role in ("input", "output"):
         if found[role] is None:
-            raise BadInput(f"{p}: no {role}-length column (have {', '.join(map(str, df.columns))}; "
+            raise BadInput(f"{p}: no {role}-length column (have {shown(', '.join(map(str, df.columns)))[1:-1]}; "
                            f"expected one of {', '.join(ALIASES[role][:6])}, ...)")
     return found
 
@@ -288,18 +319,33 @@ def _numeric(p: Path, df, col, row) -> np.ndarray:
     if bad.any():
         i = int(np.argmax(bad))
         v = raw.iloc[i]
-        what = "missing value" if pd.isna(v) else f"{v!r} is not a number"
+        what = "missing value" if _isna(v) else f"{shown(v)} is not a number"
         raise BadInput(f"{p}: {row(i)}, column {col}: {what}")
     return vals
+
+
+def _isna(v) -> bool:
+    try:
+        import pandas as pd
+
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):  # a list or dict cell
+        return False
+
+
+#: The longest request a trace row may describe (tokens): beyond any model's context.
+MAX_TOKENS = 1 << 24
+#: The longest span of arrival times (s): a year. Sizing bins arrivals per minute and per hour.
+MAX_SPAN_S = 366 * 86400.0
 
 
 def _lengths(p: Path, df, col, row) -> np.ndarray:
     """Token counts as int64 (rounded); negative counts are an error, zero is kept (failed requests)."""
     vals = _numeric(p, df, col, row)
-    neg = vals < 0
-    if neg.any():
-        i = int(np.argmax(neg))
-        raise BadInput(f"{p}: {row(i)}, column {col}: token count must be >= 0, got {vals[i]:g}")
+    bad = (vals < 0) | (vals > MAX_TOKENS)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise BadInput(f"{p}: {row(i)}, column {col}: token count must be in 0..{MAX_TOKENS:,}, got {vals[i]:g}")
     return np.rint(vals).astype(np.int64)
 
 
@@ -319,7 +365,7 @@ def _timestamps(p: Path, df, col, row) -> tuple[np.ndarray, float | None, str | 
         t = num.to_numpy(dtype=np.float64)
         if not np.isfinite(t).all():
             i = int(np.argmax(~np.isfinite(t)))
-            raise BadInput(f"{p}: {row(i)}, column {col}: timestamp {raw.iloc[i]!r} is not finite")
+            raise BadInput(f"{p}: {row(i)}, column {col}: timestamp {shown(raw.iloc[i])} is not finite")
         if t.min() > EPOCH_THRESHOLD_S:
             return t, float(t.min() % 86400.0), f"{p.name}: numeric {col} read as Unix epoch seconds (UTC)"
         return t, None, None
@@ -328,7 +374,7 @@ def _timestamps(p: Path, df, col, row) -> tuple[np.ndarray, float | None, str | 
     bad = dt.isna().to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
-        raise BadInput(f"{p}: {row(i)}, column {col}: {raw.iloc[i]!r} is neither seconds "
+        raise BadInput(f"{p}: {row(i)}, column {col}: {shown(raw.iloc[i])} is neither seconds "
                        f"nor an ISO 8601 datetime")
     first = dt.min()
     t = (dt - first).dt.total_seconds().to_numpy(dtype=np.float64)  # independent of pandas' time unit

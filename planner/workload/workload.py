@@ -16,353 +16,17 @@ variance by at most 1/12 tok^2). The uniform law is the discrete one on low..hig
 from __future__ import annotations
 
 import difflib
-import hashlib
 import math
 import numbers
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.special import ndtr, ndtri  # normal CDF and its inverse: cheap to import, unlike scipy.stats
 
-from planner.errors import BadInput
+from planner.errors import BadInput, clip, shown
 
-Z90 = float(ndtri(0.90))  # 1.2816: standard normal 90th percentile
 SLO_PERCENTILES = (50, 90, 99)
-KINDS = ("fixed", "lognormal", "uniform", "normal", "empirical")
-
-
-def _phi(x):
-    """Standard normal density, 0 at +-inf."""
-    return np.exp(-0.5 * np.square(x)) / math.sqrt(2 * math.pi)
-
-
-def _xphi(x: float) -> float:
-    """x * phi(x), with the limit 0 at +-inf (inf * 0 would be nan)."""
-    return 0.0 if math.isinf(x) else x * float(_phi(x))
-
-
-# ---- length distributions ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LengthDist:
-    """A distribution of token counts. Build it with the classmethods, not the constructor.
-
-    Fields by kind (tokens unless said): fixed `value_tok`; lognormal `mu`, `sigma` (of ln tokens)
-    with an optional cap `high_tok`; uniform `low_tok`..`high_tok`; normal `loc_tok`, `scale_tok`
-    (before truncation) truncated to [`low_tok`, `high_tok`]; empirical `values` (kept in their
-    given order, so a trace's values[i] is request i) identified by `digest` for equality.
-    """
-
-    kind: str
-    value_tok: float = 0.0
-    mu: float = 0.0
-    sigma: float = 0.0
-    loc_tok: float = 0.0
-    scale_tok: float = 0.0
-    low_tok: float = 0.0
-    high_tok: float = math.inf
-    values: np.ndarray | None = field(default=None, compare=False, repr=False)
-    digest: str = ""
-
-    # ---- constructors ------------------------------------------------------------------------
-    @classmethod
-    def fixed(cls, value: float) -> LengthDist:
-        if not value >= 1:
-            raise BadInput(f"fixed length must be >= 1 token, got {value}")
-        return cls("fixed", value_tok=float(round(value)))
-
-    @classmethod
-    def lognormal(cls, mean=None, sigma=None, median=None, p90=None, max=None) -> LengthDist:
-        """Lognormal from any two of mean, sigma (std of ln L), median, p90 (tokens).
-
-        median = e^mu, mean = e^(mu + sigma^2/2), p90 = e^(mu + 1.2816 sigma). From mean and p90,
-        sigma = z - sqrt(z^2 - 2 ln(p90/mean)) (the root with sigma < z; needs 1 < p90/mean <= 2.27).
-        `max` caps lengths by truncation (e.g. the model's context); the other numbers describe
-        the law before the cap, so a cap lowers the mean a little.
-        """
-        given = {k: v for k, v in dict(mean=mean, sigma=sigma, median=median, p90=p90).items() if v is not None}
-        if len(given) != 2:
-            raise BadInput("lognormal needs exactly two of mean, sigma, median, p90 "
-                           f"(e.g. lognormal:mean=1000,sigma=0.8), got {', '.join(given) or 'none'}")
-        for k, v in given.items():
-            if not (v > 0 and math.isfinite(v)):
-                raise BadInput(f"lognormal {k} must be > 0, got {v}")
-        if sigma is None:
-            if median is not None and p90 is not None:
-                if p90 <= median:
-                    raise BadInput(f"lognormal p90 ({p90}) must exceed median ({median})")
-                sigma = math.log(p90 / median) / Z90
-            elif mean is not None and median is not None:
-                if mean <= median:
-                    raise BadInput(f"lognormal mean ({mean}) must exceed median ({median})")
-                sigma = math.sqrt(2 * math.log(mean / median))
-            else:  # mean and p90
-                r = math.log(p90 / mean)
-                if not 0 < r <= Z90 * Z90 / 2:
-                    raise BadInput(f"lognormal p90/mean must be in (1, 2.27] to exist, got {p90 / mean:.3g}")
-                sigma = Z90 - math.sqrt(Z90 * Z90 - 2 * r)
-        if median is not None:
-            mu = math.log(median)
-        elif mean is not None:
-            mu = math.log(mean) - sigma * sigma / 2
-        else:
-            mu = math.log(p90) - Z90 * sigma
-        high = math.inf if max is None else float(max)
-        if not high >= 1:
-            raise BadInput(f"lognormal max must be >= 1 token, got {max}")
-        return cls("lognormal", mu=mu, sigma=float(sigma), high_tok=high)
-
-    @classmethod
-    def uniform(cls, low: float, high: float) -> LengthDist:
-        if not (1 <= low <= high < math.inf):
-            raise BadInput(f"uniform needs 1 <= low <= high tokens, got {low}-{high}")
-        return cls("uniform", low_tok=float(round(low)), high_tok=float(round(high)))
-
-    @classmethod
-    def normal(cls, mean: float, std: float, low: float = 1, high: float = math.inf) -> LengthDist:
-        """Normal(mean, std) truncated to [low, high] (tokens): `mean` is before truncation."""
-        if not std > 0:
-            raise BadInput(f"normal std must be > 0, got {std}")
-        if not (0 <= low < high):
-            raise BadInput(f"normal needs 0 <= min < max, got min {low}, max {high}")
-        d = cls("normal", loc_tok=float(mean), scale_tok=float(std), low_tok=float(low), high_tok=float(high))
-        if d._mass < 1e-12:
-            raise BadInput(f"normal(mean {mean}, std {std}) has no mass in [{low}, {high}]")
-        return d
-
-    @classmethod
-    def empirical(cls, values) -> LengthDist:
-        """Observed lengths (tokens). Zeros (failed requests) count as 1 token; negatives are an error."""
-        v = np.asarray(values, dtype=np.float64).ravel()
-        if v.size == 0 or not np.isfinite(v).all() or (v < 0).any():
-            raise BadInput("empirical lengths must be a non-empty list of numbers >= 0")
-        v = np.maximum(np.rint(v), 1).astype(np.int64)
-        v.setflags(write=False)
-        return cls("empirical", values=v, digest=hashlib.sha1(v.tobytes()).hexdigest()[:16])
-
-    # ---- the truncated-law algebra (normal and lognormal) --------------------------------------
-    @property
-    def _bounds_z(self) -> tuple[float, float]:
-        """Truncation bounds in standard-normal units: of L (normal) or of ln L (lognormal)."""
-        if self.kind == "normal":
-            return ((self.low_tok - self.loc_tok) / self.scale_tok, (self.high_tok - self.loc_tok) / self.scale_tok)
-        lo = -math.inf if self.low_tok <= 0 else (math.log(self.low_tok) - self.mu) / self.sigma
-        return lo, (math.log(self.high_tok) - self.mu) / self.sigma
-
-    @property
-    def _mass(self) -> float:
-        a, b = self._bounds_z
-        return float(ndtr(b) - ndtr(a))
-
-    def _ppf(self, p):
-        """Inverse CDF at probability p in [0, 1] (array ok), for the parametric kinds."""
-        p = np.asarray(p, dtype=np.float64)
-        if self.kind == "fixed":
-            return np.full(p.shape, self.value_tok)
-        if self.kind == "uniform":
-            return self.low_tok + p * (self.high_tok - self.low_tok)
-        a, b = self._bounds_z
-        z = ndtri(np.clip(ndtr(a) + p * self._mass, 0.0, 1.0))
-        z = np.clip(z, a, b)  # keep rounding in ndtr/ndtri from stepping outside the bounds
-        if self.kind == "normal":
-            return self.loc_tok + self.scale_tok * z
-        return np.exp(self.mu + self.sigma * z)
-
-    # ---- moments and percentiles -------------------------------------------------------------
-    @property
-    def mean(self) -> float:
-        """E[L] (tokens). Truncated normal: loc + scale (phi(a) - phi(b)) / Z.
-        Truncated lognormal: e^(mu + s^2/2) (Phi(b - s) - Phi(a - s)) / Z, Z = Phi(b) - Phi(a)."""
-        return self._raw_moment(1)
-
-    @property
-    def mean_square(self) -> float:
-        """E[L^2] (tokens^2): causal attention FLOPs grow with the sum of squared prompt lengths."""
-        return self._raw_moment(2)
-
-    @property
-    def var(self) -> float:
-        """Var[L] (tokens^2)."""
-        return max(self.mean_square - self.mean ** 2, 0.0)
-
-    @property
-    def std(self) -> float:
-        return math.sqrt(self.var)
-
-    def _raw_moment(self, k: int) -> float:
-        if self.kind == "fixed":
-            return self.value_tok ** k
-        if self.kind == "empirical":
-            return float(np.mean(self.values.astype(np.float64) ** k))
-        if self.kind == "uniform":  # discrete on low..high: var = ((n^2 - 1) / 12), n = high - low + 1
-            m = (self.low_tok + self.high_tok) / 2
-            n = self.high_tok - self.low_tok + 1
-            return m if k == 1 else (n * n - 1) / 12 + m * m
-        a, b = self._bounds_z
-        Z = self._mass
-        if self.kind == "lognormal":  # E[L^k] = e^(k mu + k^2 s^2 / 2) (Phi(b - k s) - Phi(a - k s)) / Z
-            s = self.sigma
-            return float(math.exp(k * self.mu + k * k * s * s / 2) * (ndtr(b - k * s) - ndtr(a - k * s)) / Z)
-        # Truncated normal, standard formulas in units of scale around loc.
-        m, s = self.loc_tok, self.scale_tok
-        d = float(_phi(a) - _phi(b)) / Z
-        mean = m + s * d
-        if k == 1:
-            return mean
-        var = s * s * (1 + (_xphi(a) - _xphi(b)) / Z - d * d)
-        return var + mean * mean
-
-    def percentile(self, q: float) -> float:
-        """The q-th percentile (tokens), q in 0..100."""
-        if not 0 <= q <= 100:
-            raise BadInput(f"percentile must be in 0..100, got {q}")
-        if self.kind == "empirical":
-            return float(np.percentile(self.values, q))
-        return float(self._ppf(q / 100.0))
-
-    @property
-    def max(self) -> int:
-        """A length bound for memory sizing (tokens): the cap, or the p99.9 of an unbounded law."""
-        if self.kind == "empirical":
-            return int(self.values.max())
-        if self.kind == "fixed":
-            return int(self.value_tok)
-        if math.isfinite(self.high_tok):
-            return int(self.high_tok)
-        return int(math.ceil(self.percentile(99.9)))
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """n lengths as int64 >= 1: inverse-CDF sampling, uniform and empirical drawn directly."""
-        if self.kind == "empirical":
-            return rng.choice(self.values, size=n)
-        if self.kind == "uniform":
-            return rng.integers(int(self.low_tok), int(self.high_tok) + 1, size=n, dtype=np.int64)
-        x = self._ppf(rng.random(n))
-        return np.maximum(np.rint(x), 1).astype(np.int64)
-
-    # ---- presentation --------------------------------------------------------------------------
-    def describe(self) -> str:
-        """One short line with units, e.g. 'lognormal mean 1000 tok, p90 2100 tok'."""
-        if self.kind == "fixed":
-            return f"fixed {_tok(self.value_tok)}"
-        if self.kind == "uniform":
-            return f"uniform {self.low_tok:.0f}-{_tok(self.high_tok)}"
-        if self.kind == "normal":
-            hi = "" if math.isinf(self.high_tok) else f"-{self.high_tok:.0f}"
-            return (f"normal mean {_tok(self.mean)}, std {_tok(self.std)} "
-                    f"(truncated to {self.low_tok:.0f}{hi or '+'} tok)")
-        if self.kind == "lognormal":
-            cap = "" if math.isinf(self.high_tok) else f", max {_tok(self.high_tok)}"
-            return f"lognormal mean {_tok(self.mean)}, p90 {_tok(self.percentile(90))}{cap}"
-        return f"empirical ({len(self.values)} values) mean {_tok(self.mean)}, p90 {_tok(self.percentile(90))}"
-
-    def summary(self) -> dict:
-        """JSON-ready: kind, mean, p50, p90, p99, max (tokens), the parameters and describe()."""
-        params = {"fixed": {"value_tok": self.value_tok},
-                  "lognormal": {"mu": self.mu, "sigma": self.sigma, "high_tok": _finite(self.high_tok)},
-                  "uniform": {"low_tok": self.low_tok, "high_tok": self.high_tok},
-                  "normal": {"loc_tok": self.loc_tok, "scale_tok": self.scale_tok,
-                             "low_tok": self.low_tok, "high_tok": _finite(self.high_tok)},
-                  "empirical": {"n": 0 if self.values is None else int(len(self.values))}}[self.kind]
-        return {"kind": self.kind, "mean": self.mean, "p50": self.percentile(50), "p90": self.percentile(90),
-                "p99": self.percentile(99), "max": self.max, "params": params, "describe": self.describe()}
-
-
-def _tok(x: float) -> str:
-    return f"{x:.0f} tok" if abs(x) >= 10 else f"{x:.3g} tok"
-
-
-def _finite(x: float):
-    return x if math.isfinite(x) else None
-
-
-# Spec keys each kind accepts, with the aliases people type.
-_SPEC_KEYS = {
-    "fixed": {"value": "value"},
-    "lognormal": {"mean": "mean", "sigma": "sigma", "median": "median", "p50": "median", "p90": "p90", "max": "max"},
-    "uniform": {"low": "low", "min": "low", "high": "high", "max": "high"},
-    "normal": {"mean": "mean", "std": "std", "sd": "std", "min": "low", "low": "low", "max": "high", "high": "high"},
-}
-
-
-def parse_length(spec, name: str = "--input-len") -> LengthDist:
-    """A length from an int (fixed), a string spec or a dict (YAML), e.g.
-
-    512 | "512" | "fixed:512" | "lognormal:mean=1000,sigma=0.8" | "lognormal:median=800,p90=2000,max=8192"
-    | "uniform:100-2000" | "normal:mean=500,std=100,min=1,max=2000" | {"kind": "uniform", "low": 1, "high": 9}.
-    `name` (the flag or YAML field) prefixes every error message.
-    """
-    try:
-        if isinstance(spec, bool):
-            raise BadInput(f"expected a length, got {spec!r}")
-        if isinstance(spec, (int, float, np.integer, np.floating)):
-            return LengthDist.fixed(spec)
-        if isinstance(spec, dict):
-            kind = str(spec.get("kind", "")).lower()
-            params = {str(k): v for k, v in spec.items() if k != "kind"}
-        elif isinstance(spec, str):
-            kind, params = _split_spec(spec)
-        else:
-            raise BadInput(f"expected a length (int, 'kind:params' or mapping), got {spec!r}")
-        if kind == "empirical" and "values" in params:
-            return LengthDist.empirical(params["values"])
-        if kind not in _SPEC_KEYS:
-            raise BadInput(f"unknown length kind {kind!r} (use {', '.join(_SPEC_KEYS)}, or a trace)")
-        allowed = _SPEC_KEYS[kind]
-        args = {}
-        for k, v in params.items():
-            if k not in allowed:
-                raise BadInput(f"unknown parameter {k!r} for {kind} (use {', '.join(dict.fromkeys(allowed))})")
-            args[allowed[k]] = _number(v, f"{kind} {k}")
-        if kind == "uniform" and set(args) != {"low", "high"}:
-            raise BadInput("uniform needs low and high, e.g. uniform:100-2000")
-        if kind == "normal" and not {"mean", "std"} <= set(args):
-            raise BadInput("normal needs mean and std, e.g. normal:mean=500,std=100,min=1,max=2000")
-        if kind == "fixed" and "value" not in args:
-            raise BadInput("fixed needs a value, e.g. fixed:512")
-        return getattr(LengthDist, kind)(**args)
-    except BadInput as e:
-        raise BadInput(f"{name}: {e}") from None
-
-
-_NUM = r"[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
-
-
-def _split_spec(text: str) -> tuple[str, dict]:
-    """'lognormal:mean=1000,sigma=0.8' -> ('lognormal', {'mean': '1000', 'sigma': '0.8'})."""
-    s = text.strip()
-    if re.fullmatch(_NUM, s):
-        return "fixed", {"value": s}
-    kind, _, rest = s.partition(":")
-    kind, rest = kind.strip().lower(), rest.strip()
-    if kind == "fixed" and rest and "=" not in rest:
-        return kind, {"value": rest}
-    m = re.fullmatch(rf"({_NUM})\s*-\s*({_NUM})", rest)
-    if kind == "uniform" and m:
-        return kind, {"low": m.group(1), "high": m.group(2)}
-    params = {}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
-        k, eq, v = part.partition("=")
-        if not eq:
-            raise BadInput(f"cannot read {part!r} in {text!r}: expected key=value")
-        params[k.strip().lower()] = v.strip()
-    return kind, params
-
-
-def _number(v, what: str) -> float:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        raise BadInput(f"{what} must be a number, got {v!r}") from None
-    if not math.isfinite(x):
-        raise BadInput(f"{what} must be finite, got {v!r}")
-    return x
-
-
-# ---- SLO and Workload -------------------------------------------------------------------------
+from planner.workload.lengths import KINDS, MAX_TOKENS, LengthDist, _number, _tokens, parse_length  # noqa: F401  (the workload's vocabulary)
 
 
 @dataclass(frozen=True)
@@ -381,9 +45,9 @@ class SLO:
         for k in ("ttft_ms", "tpot_ms"):
             v = getattr(self, k)
             if isinstance(v, bool) or not (isinstance(v, numbers.Real) and v > 0 and math.isfinite(v)):
-                raise BadInput(f"SLO {k} must be > 0, got {v!r}")
+                raise BadInput(f"SLO {k} must be > 0, got {shown(v)}")
         if self.percentile not in SLO_PERCENTILES:
-            raise BadInput(f"SLO percentile must be one of 50, 90, 99, got {self.percentile!r}")
+            raise BadInput(f"SLO percentile must be one of 50, 90, 99, got {shown(self.percentile)}")
 
     def describe(self) -> str:
         return f"p{self.percentile} TTFT <= {self.ttft_ms:g} ms, p{self.percentile} TPOT <= {self.tpot_ms:g} ms"
@@ -481,20 +145,36 @@ def _positive(v, name: str, minimum: float = 0.0, strict: bool = True) -> float:
     return x
 
 
+#: Rates a plan is sized for (req/s): below one request in 12 days nothing is left to size; above
+#: ten million per second is a typo (the largest public services serve thousands).
+MIN_RATE_RPS = 1e-6
+MAX_RATE_RPS = 1e7
+
+
+def _rate(v, name: str, per: float = 1.0) -> float:
+    """A rate in MIN_RATE_RPS..MAX_RATE_RPS (x `per`: 86400 for a daily count)."""
+    x = _positive(v, name)
+    if not MIN_RATE_RPS * per <= x <= MAX_RATE_RPS * per:
+        raise BadInput(f"{name} must be between {MIN_RATE_RPS * per:g} and {MAX_RATE_RPS * per:g}, got {x:g}")
+    return x
+
+
 def _resolve_rate(rate, requests_per_day, peak_factor, names: dict) -> tuple[float, float, list[str]]:
     """(sizing rate, mean rate, notes) from a mean rate or a daily count, times the peak factor."""
     pf = _positive(peak_factor, names["peak_factor"], 1.0, strict=False)
     if rate is not None and requests_per_day is not None:
         raise BadInput(f"give {names['rate']} or {names['requests_per_day']}, not both")
     if rate is not None:
-        mean = _positive(rate, names["rate"])
+        mean = _rate(rate, names["rate"])
         how = f"{mean:.4g} req/s ({names['rate']})"
     elif requests_per_day is not None:
-        per_day = _positive(requests_per_day, names["requests_per_day"])
+        per_day = _rate(requests_per_day, names["requests_per_day"], 86400.0)
         mean = per_day / 86400.0
         how = f"{per_day:,.0f} req/day / 86400 s = {mean:.4g} req/s"
     else:
         raise BadInput(f"no request rate: give {names['rate']} or {names['requests_per_day']}")
+    if pf * mean > MAX_RATE_RPS:
+        raise BadInput(f"{names['peak_factor']} {pf:g} x the mean rate {mean:.4g} req/s is above {MAX_RATE_RPS:g} req/s")
     if pf == 1.0:
         note = f"sized for a steady {mean:.4g} req/s = {how}; peak factor 1.0 (no burst headroom)"
     else:
@@ -523,7 +203,7 @@ def slo_from_flags(ttft, tpot, pct, names=("--ttft-slo-ms", "--tpot-slo-ms", "--
     t1 = _positive(ttft, names[0])
     t2 = _positive(tpot, names[1])
     if isinstance(pct, bool) or pct not in SLO_PERCENTILES:
-        raise BadInput(f"{names[2]} must be one of 50, 90, 99, got {pct!r}")
+        raise BadInput(f"{names[2]} must be one of 50, 90, 99, got {shown(pct)}")
     return SLO(ttft_ms=t1, tpot_ms=t2, percentile=int(pct))
 
 
@@ -559,10 +239,13 @@ def _from_trace(tr, slo: SLO, rate, peak_factor, source: str, names=None) -> Wor
         raise BadInput(f"{names['peak_factor']} cannot be combined with a timed trace: its busiest minute sets the peak")
     f = 1.0
     if rate is not None:
-        f = _positive(rate, names["rate"]) / tr.mean_rate_rps
+        f = _rate(rate, names["rate"]) / tr.mean_rate_rps
         notes.append(f"arrivals rescaled from the trace's mean {tr.mean_rate_rps:.4g} req/s to {rate:.4g} req/s "
                      f"(gaps x {1 / f:.4g})")
     mean, peak = tr.mean_rate_rps * f, tr.peak_minute_rps * f
+    if not MIN_RATE_RPS <= mean <= peak <= MAX_RATE_RPS:
+        raise BadInput(f"{tr.source}: arrivals give a rate of {mean:.3g} req/s (busiest minute {peak:.3g} req/s), outside "
+                       f"{MIN_RATE_RPS:g}..{MAX_RATE_RPS:g} req/s: are the timestamps in seconds?")
     notes.append(f"sized for the trace's busiest minute: {peak:.4g} req/s (mean {mean:.4g} req/s)")
     cv2 = tr.arrival_cv2 if tr.arrival_cv2 is not None else 1.0
     notes.append(f"arrival cv^2 = {cv2:.3g}, measured from the trace's inter-arrival gaps")
@@ -577,7 +260,9 @@ def _from_trace(tr, slo: SLO, rate, peak_factor, source: str, names=None) -> Wor
 _FILE_KEYS = ("name", "description", "rate_rps", "requests_per_day", "peak_factor", "arrival_cv2",
               "input", "output", "slo", "trace", "hourly_rps")
 _SLO_KEYS = ("ttft_ms", "tpot_ms", "percentile")
-_SLO_DEFAULTS = {"ttft_ms": 1000.0, "tpot_ms": 50.0, "percentile": 90}
+#: The SLOs a plan is sized for unless told: p90 TTFT 1000 ms, p90 TPOT 50 ms.
+DEFAULT_TTFT_SLO_MS, DEFAULT_TPOT_SLO_MS, DEFAULT_SLO_PERCENTILE = 1000.0, 50.0, 90
+_SLO_DEFAULTS = {"ttft_ms": DEFAULT_TTFT_SLO_MS, "tpot_ms": DEFAULT_TPOT_SLO_MS, "percentile": DEFAULT_SLO_PERCENTILE}
 
 
 def load_workload_file(path) -> Workload:
@@ -591,21 +276,10 @@ def load_workload_file(path) -> Workload:
         hourly_rps: [24 numbers]  # optional daily profile (req/s); alone it also sets the rate
         arrival_cv2: 1.0          # optional; default Poisson, or measured from the trace
     """
-    import yaml
+    from planner.safeload import load_yaml, read_text
 
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput(f"{p}: workload file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadInput(f"{p}: cannot read workload file: {e}") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise BadInput(f"{p}:{where} invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    doc = load_yaml(read_text(p, str(p), "workload file", max_bytes=256 << 20), str(p))
     if not isinstance(doc, dict):
         raise BadInput(f"{p}: a workload file must be a mapping of keys (rate_rps, input, output, slo, ...)")
     _check_keys(p, doc, _FILE_KEYS, "")
@@ -628,7 +302,7 @@ def load_workload_file(path) -> Workload:
         from planner.workload.trace import load_trace
 
         if not isinstance(rel, str):
-            raise BadInput(f"{p}: {field_name} must be a file path, got {rel!r}")
+            raise BadInput(f"{p}: {field_name} must be a file path, got {shown(rel)}")
         full = (base / rel).resolve()
         if full not in traces:
             try:
@@ -651,7 +325,7 @@ def load_workload_file(path) -> Workload:
         raise BadInput(f"{p}: give rate_rps or requests_per_day, not both")
     if "trace" in doc:
         if rpd is not None:
-            rate = _positive(rpd, names["requests_per_day"]) / 86400.0
+            rate = _rate(rpd, names["requests_per_day"], 86400.0) / 86400.0
             names["rate"] = names["requests_per_day"]
         w = _from_trace(trace_at(doc["trace"], "trace"), slo, rate, doc.get("peak_factor"), str(p), names)
         notes = list(w.notes)
@@ -695,7 +369,7 @@ def _check_keys(p: Path, d: dict, known: tuple, prefix: str) -> None:
         if k not in known:
             close = difflib.get_close_matches(str(k), known, n=1)
             hint = f"; did you mean {prefix}{close[0]}?" if close else f" (known: {', '.join(known)})"
-            raise BadInput(f"{p}: unknown key {prefix}{k}{hint}")
+            raise BadInput(f"{p}: unknown key {clip(prefix + str(k))}{hint}")
 
 
 def _hourly(p: Path, v) -> tuple[float, ...] | None:

@@ -23,7 +23,7 @@ pytest.importorskip("zmq")
 pytest.importorskip("aiohttp")
 
 from planner.runtime import start_server  # noqa: E402
-from planner.runtime.client import get, post_json, run_many  # noqa: E402
+from planner.measure.client import get, post_json, run_many  # noqa: E402
 from planner.runtime.supervisor import restart_delay  # noqa: E402
 
 COMMON = dict(model="tiny", max_model_len=160, max_seqs=8, threads_per_worker=1)
@@ -59,14 +59,16 @@ def _wait_first_tokens(h, count: float, timeout_s: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-def _first_success_after(h, t_kill: float, timeout_s: float = RECOVER_WITHIN_S) -> float:
+def _first_success_after(h, t_kill: float, name: str, timeout_s: float = RECOVER_WITHIN_S) -> float:
     """Seconds from t_kill (perf_counter) to the first 200 for a new request."""
     deadline = time.monotonic() + timeout_s
     while True:
         status, body = post_json(h.url + "/v1/completions", {"prompt": "are you back?", "max_tokens": 4}, timeout_s=30)
         if status == 200:
             return time.perf_counter() - t_kill
-        assert status == 503, (status, body)  # while a role has no ready worker: 503, nothing else
+        # 503 while a role has no ready worker; a 500 only for a request that reached the worker
+        # in the instant before its death was seen
+        assert status == 503 or (status == 500 and f"{name} died" in body["error"]["message"]), (status, body)
         assert time.monotonic() < deadline, f"no successful request {timeout_s} s after the kill: {body}"
         time.sleep(0.05)
 
@@ -91,25 +93,25 @@ def _kill_under_load(h, name: str, n: int = 4) -> dict:
     for gauge in ("planner:num_requests_running", "planner:num_requests_waiting", "planner:kv_cache_usage_perc"):
         assert _metric(text, gauge, worker=name) == 0, (gauge, text)
 
+    recovered_s = _first_success_after(h, t_kill, name)  # while the surviving streams still run
     t.join(END_WITHIN_S)
     assert not t.is_alive(), "a stream hung after the kill"
     res = box["res"]
     for r in res:  # each ended: complete, or with the error event naming the dead worker
-        if r["status"] != 200:  # sent after the kill, while the role had no ready worker
-            assert r["status"] == 503, r
+        if r.status != 200:  # sent after the kill, while the role had no ready worker
+            assert r.status == 503, r
             continue
-        if r["error"]:
-            assert name in r["error"] and r["t_end"] - t_kill < FAIL_WITHIN_S, (r["error"], r["t_end"] - t_kill)
+        if r.error:
+            assert name in r.error and r.ended_s - t_kill < FAIL_WITHIN_S, (r.error, r.ended_s - t_kill)
         else:
-            assert len(r["token_ids"]) == MAX_TOKENS and r["finish_reason"] == "length", r
+            assert len(r.token_ids) == MAX_TOKENS and r.finish_reason == "length", r
 
-    recovered_s = _first_success_after(h, t_kill)
     w = _worker(h, name)
     assert w["state"] == "ready" and w["pid"] != old_pid and w["restarts"] >= 1, w
     # the new worker takes its share of new work: a few concurrent streams all complete
     again = run_many(h.url, [{"prompt": f"after {i}", "max_tokens": 8} for i in range(4)], concurrency=4, timeout_s=60)
-    assert [r["error"] for r in again] == [None] * 4
-    return {"recovered_s": recovered_s, "failed": sum(1 for r in res if r["error"]), "pid": w["pid"]}
+    assert [r.error for r in again] == [None] * 4
+    return {"recovered_s": recovered_s, "failed": sum(1 for r in res if r.error), "pid": w["pid"]}
 
 
 @pytest.mark.e2e

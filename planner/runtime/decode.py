@@ -122,6 +122,7 @@ class DecodeWorker(Worker):
             raise ValueError(f"kv_done after {s.meta.get('layers_seen')} of {len(self.model.layers)} layers")
         s.temperature, s.top_p, s.seed = float(msg["temperature"]), float(msg["top_p"]), int(msg["seed"])
         s.out = [int(msg["first_token"])]
+        self.send({"type": "kv_received", "id": rid})  # the prefill worker's part is over
         s.meta.update(bytes=int(msg.get("bytes", 0)), t_compute_end=float(msg.get("t_compute_end", 0.0)),
                       t_done=time.time())
         if msg.get("finish"):

@@ -9,7 +9,10 @@ its live requests, the same quantity the worker's admission counts). Colocated: 
 the fewest reserved tokens.
 
 Tokens come back tagged with their output index and are delivered in order (the first token comes
-from the prefill worker, the rest from the decode worker, on different connections).
+from the prefill worker, the rest from the decode worker, on different connections). A request is
+held by its prefill worker until the decode worker reports its whole KV received, so a prefill
+worker that dies between sending the first token and the last KV message fails the request
+instead of leaving the decode worker waiting for KV that will never come.
 
 Faults: a local worker's death is seen at once (its process sentinel becomes readable); a remote
 one's when its stats (every 0.25 s) stop for `heartbeat_timeout_s`, or when a send to it fails.
@@ -86,6 +89,7 @@ class Request:
     next_index: int = 0
     pending: dict = field(default_factory=dict)
     done: bool = False
+    prefilled: bool = False  # its prompt has left the prefill queue (the first token came back)
 
     @property
     def reserve_tokens(self) -> int:
@@ -190,19 +194,7 @@ class Router:
             return
         w.last_seen = time.monotonic()
         if t == "ready":
-            w.state, w.kv_addr, w.load_s = "ready", msg.get("kv_addr"), float(msg.get("load_s", 0.0))
-            w.kv_budget = int(msg.get("kv_budget_tokens", 0))
-            self.metrics.up.set(1, worker=name, role=w.role)
-            if w.role != "prefill":
-                self.metrics.cache_info.set(1, worker=name, block_size="1", num_gpu_blocks=str(w.kv_budget))
-            log.info("worker %s (%s, pid %s) ready after %.1f s", name, w.role, w.pid, w.load_s)
-            if w.restarts:
-                log.info("worker %s serving again %.1f s after its death", name, time.monotonic() - w.t_died)
-            if w.role == "decode" and w.kv_addr:  # a new decode worker may reuse a dead one's port
-                for p in self.ready_workers("prefill"):
-                    await self.send(p, {"type": "peer_ready", "name": name, "kv_addr": w.kv_addr})
-            if all(x.state == "ready" for x in self.workers.values()) and self.can_serve():
-                self.ready_event.set()
+            await self._on_ready(w, msg)
         elif t == "stats":
             w.running, w.waiting = int(msg["running"]), int(msg["waiting"])
             w.kv_reserved, w.kv_budget = int(msg.get("kv_reserved_tokens", 0)), int(msg.get("kv_budget_tokens", 0))
@@ -213,9 +205,14 @@ class Router:
         elif t == "first":
             req = self.requests.get(str(msg["id"]))
             if req is not None:
-                if w.role == "prefill":
+                if w.role == "prefill" and not req.prefilled:
+                    req.prefilled = True
                     w.load_tokens -= len(req.prompt)
-                    self._drop_holder(req, name)
+                    # With a decode worker, the prefill worker still holds the request until the
+                    # decode worker has its whole KV ("kv_received"): dying before its last
+                    # message left, it would leave the decode worker waiting for it forever.
+                    if req.decode is None or msg.get("finish"):
+                        self._drop_holder(req, name)
                 self.metrics.observe(self.metrics.queue, float(msg.get("queue_s", 0.0)))
                 self.metrics.observe(self.metrics.prefill, float(msg.get("prefill_s", 0.0)))
                 self._deliver(req, 0, int(msg["token"]), msg.get("finish"))
@@ -224,6 +221,11 @@ class Router:
                 req = self.requests.get(str(rid))
                 if req is not None:
                     self._deliver(req, int(index), int(tok), finish)
+        elif t == "kv_received":
+            req = self.requests.get(str(msg["id"]))
+            if req is not None:
+                for holder in [n for n in req.workers if n in self.workers and self.workers[n].role == "prefill"]:
+                    self._drop_holder(req, holder)
         elif t == "admitted":
             self.metrics.observe(self.metrics.kv_s, float(msg.get("kv_s", 0.0)))
             self.metrics.observe(self.metrics.kv_wait, float(msg.get("wait_s", 0.0)))
@@ -242,6 +244,22 @@ class Router:
                 w.state = "stopped"
                 self._clear_load(w)
                 self._fail_held(w, f"worker {name} stopped")
+
+    async def _on_ready(self, w: WorkerInfo, msg: dict) -> None:
+        """A worker loaded and warmed up (at start, or after a restart): it can take requests."""
+        w.state, w.kv_addr, w.load_s = "ready", msg.get("kv_addr"), float(msg.get("load_s", 0.0))
+        w.kv_budget = int(msg.get("kv_budget_tokens", 0))
+        self.metrics.up.set(1, worker=w.name, role=w.role)
+        if w.role != "prefill":
+            self.metrics.cache_info.set(1, worker=w.name, block_size="1", num_gpu_blocks=str(w.kv_budget))
+        log.info("worker %s (%s, pid %s) ready after %.1f s", w.name, w.role, w.pid, w.load_s)
+        if w.restarts:
+            log.info("worker %s serving again %.1f s after its death", w.name, time.monotonic() - w.t_died)
+        if w.role == "decode" and w.kv_addr:  # a new decode worker may reuse a dead one's port
+            for p in self.ready_workers("prefill"):
+                await self.send(p, {"type": "peer_ready", "name": w.name, "kv_addr": w.kv_addr})
+        if all(x.state == "ready" for x in self.workers.values()) and self.can_serve():
+            self.ready_event.set()
 
     # ---- requests ---------------------------------------------------------------------------------
     def new_id(self, prefix: str) -> str:
@@ -358,7 +376,7 @@ class Router:
     def _release(self, req: Request) -> None:
         for name in list(req.workers):
             w = self.workers.get(name)
-            if w is not None and w.role == "prefill" and req.id in w.requests:
+            if w is not None and w.role == "prefill" and req.id in w.requests and not req.prefilled:
                 w.load_tokens -= len(req.prompt)
                 w.requests.discard(req.id)
             self._drop_holder(req, name)

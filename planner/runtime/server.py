@@ -1,7 +1,7 @@
 """Start, serve, drain, stop: the lifecycle of `planner serve`, and `start_server` for Python callers.
 
-Order of events: the router binds its control socket; worker processes start (multiprocessing
-spawn), say hello, get the config, load and warm up, and report ready; only then does the HTTP
+Order of events: the router binds its control socket; worker processes start (multiprocessing:
+forked from a fork server on CPU, spawned for CUDA; see _mp_context), say hello, get the config, load and warm up, and report ready; only then does the HTTP
 port open (the cold start time is printed and exported as planner:cold_start_seconds).
 A local worker that dies while the server serves is started again by the supervisor (supervisor.py),
 through the same `_spawn` as at start, unless `restart` is off.
@@ -107,7 +107,7 @@ class Server:
         """Start one local worker process (at start, and for each restart) and tell the router."""
         from planner.runtime.launch import _spawn_entry
 
-        ctx = _mp_context()
+        ctx = _mp_context(self.cfg.device)
         p = ctx.Process(target=_spawn_entry, name=f"planner-{name}", daemon=True,
                         args=(self.router.address, role, name, self.cfg.router_host, os.getpid()))
         p.start()
@@ -163,22 +163,24 @@ class Server:
 # torch._dynamo, which the first module built under torch.device("meta") imports lazily (~1-3 s).
 # A module missing from some torch version is skipped (the fork server ignores ImportError).
 WORKER_MODULES = ["torch", "torch._dynamo", "planner.runtime.model", "planner.runtime.engine",
-                  "planner.runtime.prefill", "planner.runtime.decode", "planner.runtime.colocated", "planner.runtime.launch"]
-_CTX = None
+                  "planner.runtime.prefill", "planner.runtime.decode", "planner.runtime.colocated",
+                  "planner.runtime.launch"]
+_FORKSERVER = None
 
 
-def _mp_context():
-    """Workers fork from a fork server that has imported WORKER_MODULES once (a clean process,
-    started on first use, no CUDA initialised, exiting with the server), so a restart skips the
-    imports; plain spawn where the OS has no forkserver (Windows)."""
-    global _CTX
-    if _CTX is None:
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            _CTX = multiprocessing.get_context("forkserver")
-            _CTX.set_forkserver_preload(WORKER_MODULES)
-        else:
-            _CTX = multiprocessing.get_context("spawn")
-    return _CTX
+def _mp_context(device: str):
+    """CPU workers fork from a fork server that has imported WORKER_MODULES once (a clean process
+    started on first use, exiting with the server and its workers), so a start or restart skips
+    ~2-4 s of imports. CUDA workers are spawned: a fork server that had touched CUDA would hand
+    its children a CUDA they cannot initialise, and this was not tried on a GPU. Spawn also where
+    the OS has no forkserver (Windows)."""
+    global _FORKSERVER
+    if device != "cpu" or "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    if _FORKSERVER is None:
+        _FORKSERVER = multiprocessing.get_context("forkserver")
+        _FORKSERVER.set_forkserver_preload(WORKER_MODULES)
+    return _FORKSERVER
 
 
 def serve_forever(cfg: ServeConfig, on_ready=None) -> int:

@@ -66,10 +66,14 @@ class Supervisor:
             await asyncio.sleep(delay)
         if not self.serving():
             return
-        if old.proc.is_alive():  # declared dead while running (unreachable): make sure it is gone
-            old.proc.kill()
-        await asyncio.to_thread(old.proc.join, 5.0)
-        proc = self.spawn(old.name, old.role)
+        try:
+            if old.proc.is_alive():  # declared dead while running (unreachable): make sure it is gone
+                old.proc.kill()
+            await asyncio.to_thread(old.proc.join, 5.0)
+            proc = self.spawn(old.name, old.role)
+        except OSError as e:  # e.g. out of processes or memory: stay dead, say so once
+            log.error("worker %s (%s): restart failed: %s", old.name, old.role, e)
+            return
         w = self.router.workers[old.name]
         w.restarts, w.t_died = old.restarts + 1, old.t_died
         with self.router.metrics.lock:

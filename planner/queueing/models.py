@@ -28,10 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from math import factorial
+from math import factorial, lgamma
 
 import numpy as np
-from scipy.special import gammaln
 
 from planner.steptime.roofline import Replica
 
@@ -68,8 +67,20 @@ def poisson_quantiles(mean: float, qs=(50, 90, 99)) -> list[int]:
     if mean <= 0:
         return [0 for _ in qs]
     k = np.arange(0, int(mean + 12 * np.sqrt(mean) + 25))
-    cdf = np.cumsum(np.exp(k * np.log(mean) - mean - gammaln(k + 1)))
+    cdf = np.cumsum(np.exp(k * np.log(mean) - mean - _log_factorials(len(k))))
     return [int(min(np.searchsorted(cdf, q / 100 - 1e-12), k[-1])) for q in qs]
+
+
+_LOG_FACT = np.zeros(0)
+
+
+def _log_factorials(n: int) -> np.ndarray:
+    """log(k!) for k = 0..n-1, from a table grown on demand (math.lgamma: no scipy.special
+    import on the plan path, which costs ~0.1 s)."""
+    global _LOG_FACT
+    if len(_LOG_FACT) < n:
+        _LOG_FACT = np.array([lgamma(k + 1.0) for k in range(max(n, 2 * len(_LOG_FACT), 512))])
+    return _LOG_FACT[:n]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ A pool that may mix types is then the integer program
               sum_i net_share_i * n_i >= kv_bytes_rate     (disaggregated: KV fits the network)
               n_i integer >= 0
 
-solved by scipy.optimize.milp (HiGHS). Disaggregated = cheapest decode pool + cheapest prefill pool
+solved exactly by a small branch and bound (planner.sizing.pool_ip, which falls back on
+scipy.optimize.milp only past its node budget). Disaggregated = cheapest decode pool + cheapest prefill pool
 whose TTFT budget already pays for the KV transfer between the two pools.
 """
 
@@ -19,9 +20,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
 
 from planner.errors import PlannerError
+from planner.sizing.pool_ip import solve_pool_ip
 from planner.queueing.models import ColocatedModel, DecodeModel, Demand, PrefillModel, RoleEval, capacity
 from planner.steptime.roofline import Efficiency, Replica, kv_transfer_s, valid_tp
 
@@ -191,20 +192,18 @@ def cheapest_pool(cands: list[Candidate], lam: float, min_net_bytes_s: float = 0
     if min_net_bytes_s > 0:
         keep += sorted(cands, key=lambda c: c.usd_per_replica_hour / max(c.net_share_bytes_s, 1e-9))[:4]
     cands = list({id(c): c for c in keep}.values())
-    cost = np.array([c.usd_per_replica_hour for c in cands])
-    caps = np.array([c.capacity_rps for c in cands])
-    ub = np.array([math.ceil(lam / c.capacity_rps) + 1 for c in cands], dtype=float)
-    cons = [LinearConstraint(caps[None, :], lb=lam, ub=np.inf)]
+    cost = [c.usd_per_replica_hour for c in cands]
+    caps = [c.capacity_rps for c in cands]
+    ub = [math.ceil(lam / c.capacity_rps) + 1 for c in cands]
+    net = None
     if min_net_bytes_s > 0:
-        net = np.array([c.net_share_bytes_s for c in cands])
-        if net.max() <= 0:
+        net = [c.net_share_bytes_s for c in cands]
+        if max(net) <= 0:
             return None
-        ub = np.maximum(ub, np.ceil(min_net_bytes_s / np.maximum(net, 1e-9)) + 1)
-        cons.append(LinearConstraint(net[None, :], lb=min_net_bytes_s, ub=np.inf))
-    res = milp(c=cost, constraints=cons, integrality=np.ones(len(cands)), bounds=Bounds(np.zeros(len(cands)), ub))
-    if not res.success:
+        ub = [max(u, math.ceil(min_net_bytes_s / max(x, 1e-9)) + 1) for u, x in zip(ub, net)]
+    n = solve_pool_ip(cost, caps, lam, ub, net, min_net_bytes_s)
+    if n is None:
         return None
-    n = np.round(res.x).astype(int)
     items = [(c, int(k)) for c, k in zip(cands, n) if k > 0]
     return Pool(cands[0].role, items, lam)
 

@@ -233,29 +233,24 @@ def check_floor(model: ModelSpec, w, space: SearchSpace, gpus: list) -> None:
                        f"takes at least {pf * 1e3:.1f} ms to prefill on the fastest allowed setup")
 
 
-def solve(model: ModelSpec, w, space: SearchSpace, d: Demand | None = None, reuse: dict | None = None) -> tuple[PlanSide, PlanSide, dict]:
+def solve(model: ModelSpec, w, space: SearchSpace, d: Demand | None = None) -> tuple[PlanSide, PlanSide, dict]:
     """The optimizer proper: candidates per role, MILP per pool. Returns (disagg, coloc, candidates).
 
-    A replica's capacity depends on the SLOs and the lengths, not on the arrival rate, so callers
-    that only change the rate (the daily schedule) or one SLO (the Pareto front) pass the
-    candidate lists that stay valid in `reuse` {role: candidates} and skip their capacity search;
-    `reuse["prefill_by_link"]` is a dict {decode link (B/s): prefill candidates} filled as it goes."""
+    Only `w.rate_rps` is read from `w` when `d` is given. A replica's capacity depends on the
+    SLOs and the lengths, not on the arrival rate, so capacities are cached on `space` (shared by
+    the sub-spaces the Pareto front and the daily schedule derive with replace()): a second solve
+    at another rate, or with only the other role's SLO moved, searches no capacity again."""
     d = d or Demand.from_workload(w)
-    reuse = reuse or {}
     lam = w.rate_rps
     kv_rate = lam * d.mean_prompt * model.kv_bytes_per_token(space.kv_dtype) * (0.5 if space.kv_compression != "none" else 1.0)
     need_net = kv_rate / NETWORK_MAX_UTIL
-    dec_c = reuse.get("decode") or candidates("decode", model, d, space, space.decode_gpus or space.gpus)
+    dec_c = candidates("decode", model, d, space, space.decode_gpus or space.gpus, lam=lam, need_net_bytes_s=need_net)
     dec_pool = cheapest_pool(dec_c, lam, need_net)
     link = min((c.net_share_bytes_s for c, _ in dec_pool.items), default=None) if dec_pool else None
-    by_link = reuse.get("prefill_by_link")  # prefill capacity depends on the decode pool's NIC share
-    pre_c = reuse.get("prefill") or (by_link or {}).get(link)
-    if not pre_c:
-        pre_c = candidates("prefill", model, d, space, space.prefill_gpus or space.gpus, link)
-        if by_link is not None:
-            by_link[link] = pre_c
+    # Prefill capacity depends on the decode pool's NIC share (the KV transfer counts in TTFT).
+    pre_c = candidates("prefill", model, d, space, space.prefill_gpus or space.gpus, link, lam=lam, need_net_bytes_s=need_net)
     pre_pool = cheapest_pool(pre_c, lam, need_net)
-    col_c = reuse.get("colocated") or candidates("colocated", model, d, space, space.gpus)
+    col_c = candidates("colocated", model, d, space, space.gpus, lam=lam)
     col_pool = cheapest_pool(col_c, lam)
     dis = _side_from_pools("disaggregated", {"prefill": pre_pool, "decode": dec_pool}, d)
     col = _side_from_pools("colocated", {"pool": col_pool}, d)
@@ -408,11 +403,9 @@ def pareto_front(model, w, space: SearchSpace, cands: dict, chosen=(), factors=(
             if f == 1.0:
                 dis, col = chosen
             else:
-                # Prefill capacity ignores the TPOT target and decode capacity the TTFT target.
-                keep = {"tpot_ms": "prefill", "ttft_ms": "decode"}[target]
-                reuse = {keep: [c for c in cands[keep] if c.gpu.key in keys]}
+                # The role whose SLO did not move finds its capacities in the cache (solve).
                 try:
-                    dis, col, _ = solve(model, replace(w, slo=slo), sub, reuse=reuse)
+                    dis, col, _ = solve(model, replace(w, slo=slo), sub)
                 except PlannerError:  # a tightened SLO may leave nothing: that point is infeasible
                     dis = col = None
             out.append({"vary": target, "factor": f, "ttft_slo_ms": slo.ttft_ms, "tpot_slo_ms": slo.tpot_ms,

@@ -56,9 +56,10 @@ class Pcts:
     @staticmethod
     def of(samples_s: np.ndarray) -> "Pcts":
         """Percentiles of samples given in seconds (nearest-rank on the sorted samples)."""
-        x = np.sort(samples_s)
-        n = len(x) - 1
-        return Pcts(*(float(x[int(round(q * n))]) * 1e3 for q in (0.5, 0.9, 0.99)))
+        n = len(samples_s) - 1
+        idx = [int(round(q * n)) for q in (0.5, 0.9, 0.99)]
+        x = np.partition(samples_s, idx)  # the same order statistics as a full sort, ~3x faster
+        return Pcts(*(float(x[i]) * 1e3 for i in idx))
 
 
 def poisson_quantiles(mean: float, qs=(50, 90, 99)) -> list[int]:
@@ -173,6 +174,12 @@ class PrefillModel:
         return self.k_max / self.T(self.k_max)
 
     def batch(self, lam: float) -> float:
+        memo = self.__dict__.setdefault("_batch_memo", {})  # the colocated fixed point asks it per iteration
+        if lam not in memo:
+            memo[lam] = self._batch(lam)
+        return memo[lam]
+
+    def _batch(self, lam: float) -> float:
         k = 1.0
         for _ in range(50):
             k_new = min(max(lam * self.T(k), 1.0), self.k_max)
@@ -300,6 +307,11 @@ class ColocatedModel:
             self.mean_chunk = float(d.prompt.sum() / self.n_chunks.sum())
             self.mean_n_chunks = float(self.n_chunks.mean())
 
+    @cached_property
+    def _sd_prefill(self) -> float:
+        """Spread of one prompt's prefill time alone (s): the size spread of unchunked stalls."""
+        return float(np.std(self.pre.s1))
+
     def upper_bound(self) -> float:
         """Neither phase alone may exceed its own bound (req/s)."""
         d = self.dec.upper_bound()
@@ -307,8 +319,8 @@ class ColocatedModel:
 
     def stalls(self, lam: float, b: float) -> tuple[float, float, float]:
         """(stalls per s, extra seconds per stall, time share of stalls) at running batch b."""
-        t_d = self.dec.t(b)
         if self.chunk:
+            t_d = self.dec.t(b)
             # Prompt tokens per mixed step: a prompt's chunk, or, once prompts pile up, what arrives
             # during one step (P = lam E[l] t_m(P)), capped by the budget left after the decodes.
             # Fuller steps cost more extra time per token where the step turns compute-bound.
@@ -356,7 +368,7 @@ class ColocatedModel:
         n_stalls = rng.poisson(rate * life)
         # Stalls differ in size (prompts differ): their sum over N stalls has mean N * stall and
         # spread sqrt(N) * sd, with sd that of the prompt's own prefill (or chunk) time.
-        sd = float(np.std(self.pre.s1)) if not self.chunk else float(np.std(self.rep.decode_step_s(max(b, 1.0), dec.c, np.minimum(d.prompt, self.chunk))))
+        sd = self._sd_prefill if not self.chunk else float(np.std(self.rep.decode_step_s(max(b, 1.0), dec.c, np.minimum(d.prompt, self.chunk))))
         stall_sum = np.maximum(n_stalls * stall + np.sqrt(n_stalls) * sd * rng.standard_normal(len(steps)), 0.0)
         # The running batch a request lives with fluctuates around b (Poisson, as for decode).
         b_i = 1 + rng.poisson(b, len(steps))

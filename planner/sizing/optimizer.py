@@ -111,6 +111,7 @@ class SearchSpace:
     efficiencies: dict = field(default_factory=dict)  # gpu key -> Efficiency (calibrated)
     skipped: list = field(default_factory=list)  # (gpu key, why)
     measured: dict = field(default_factory=dict)  # gpu key -> Profile whose points time that type (calibrate)
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # replica capacities (candidates); shared by replace()
 
     def eff(self, gpu) -> Efficiency:
         return self.efficiencies.get(gpu.key) or self.efficiencies.get("*") or Efficiency()
@@ -141,9 +142,53 @@ def net_share_bytes_s(gpu, tp: int) -> float:
     return gpu.network_bytes_s * tp / max(gpu.gpus_per_node, 1)
 
 
-def candidates(role: str, model, d: Demand, space: SearchSpace, gpus, decode_link_bytes_s: float | None = None) -> list[Candidate]:
-    """Every feasible (GPU, tp[, mode]) replica for `role`, with its capacity (req/s)."""
-    out = []
+@dataclass
+class _Slot:
+    """One (GPU, tp[, mode]) replica of a role before its capacity search: its queueing model and
+    a strict upper bound on its capacity (req/s)."""
+
+    gpu: object
+    tp: int
+    price: object
+    rep: Replica
+    share: float
+    mode: str
+    chunk: int | None
+    model: object
+    xfer_ms: float
+    key: tuple
+    bound: float = math.inf  # prefill: capacity < bound = lam_max by construction
+
+    def __post_init__(self):
+        self.memo = _Memo(self.model)
+
+
+class _Memo:
+    """A queueing model whose evaluations are remembered by rate (capacity() re-asks the bound)."""
+
+    def __init__(self, m):
+        self.m, self.seen = m, {}
+
+    def eval(self, lam: float):
+        e = self.seen.get(lam)
+        if e is None:
+            e = self.seen[lam] = self.m.eval(lam)
+        return e
+
+    def upper_bound(self) -> float:
+        return self.m.upper_bound()
+
+
+def _demand_key(role: str, d: Demand) -> tuple:
+    """What of the demand a role's capacity depends on: the lengths, and its own SLOs (prefill
+    ignores the TPOT target, decode the TTFT target). The Pareto front moves one SLO at a time."""
+    slo = {"prefill": (d.ttft_slo_s,), "decode": (d.tpot_slo_s,)}.get(role, (d.ttft_slo_s, d.tpot_slo_s))
+    return (hash(d.prompt.tobytes()), hash(d.output.tobytes()), d.q, slo)
+
+
+def _slots(role: str, model, d: Demand, space: SearchSpace, gpus, decode_link_bytes_s: float | None) -> list[_Slot]:
+    """Every (GPU, tp[, mode]) replica that fits, in catalog order, with its queueing model."""
+    out, dkey = [], _demand_key(role, d)
     for g in gpus:
         price = price_or_none(g, space.provider)
         if price is None:
@@ -155,29 +200,89 @@ def candidates(role: str, model, d: Demand, space: SearchSpace, gpus, decode_lin
             if not rep.fits:
                 continue
             share = net_share_bytes_s(g, tp)
+            base = (role, model, g.key, tp, price.usd_per_gpu_hour, space.weight_dtype, space.kv_dtype, space.kv_compression,
+                    space.eff(g), id(space.measured.get(g.key)), dkey)
             if role == "prefill":
                 link = min(share, decode_link_bytes_s) if decode_link_bytes_s else share
                 xfer = kv_transfer_s(d.prompt, rep.kv_bytes_per_token, link, compression=space.kv_compression)
                 m = PrefillModel(rep, d, transfer_s=xfer)
-                cap, at, why = capacity(m, lam_hi=m.lam_max)
-                xfer_ms = float(np.mean(xfer)) * 1e3
-                modes = [("", cap, at, why, m)]
+                out.append(_Slot(g, tp, price, rep, share, "", None, m, float(np.mean(xfer)) * 1e3, base + (link,), m.lam_max))
             elif role == "decode":
-                m = DecodeModel(rep, d)
-                cap, at, why = capacity(m)
-                xfer_ms = 0.0
-                modes = [("", cap, at, why, m)]
+                out.append(_Slot(g, tp, price, rep, share, "", None, DecodeModel(rep, d), 0.0, base))
             else:
-                xfer_ms = 0.0
-                modes = []
                 for chunk in COLOCATED_MODES:
-                    m = ColocatedModel(rep, d, chunk)
-                    cap, at, why = capacity(m)
-                    modes.append(("unchunked" if chunk is None else f"chunked {chunk}", cap, at, why, m))
-            for mode, cap, at, why, m in modes:
-                if cap > 0:
-                    out.append(Candidate(role, g, tp, price, price.usd_per_gpu_hour, cap, at, why or "throughput", mode, rep, xfer_ms, share, m))
+                    out.append(_Slot(g, tp, price, rep, share, "unchunked" if chunk is None else f"chunked {chunk}", chunk,
+                                     ColocatedModel(rep, d, chunk), 0.0, base + (chunk,)))
     return out
+
+
+def _search(role: str, sl: _Slot, cache: dict):
+    """The slot's Candidate (None if it serves nothing within the SLOs), from the cache or by
+    capacity() bisection (planner.queueing.models)."""
+    if sl.key in cache:
+        return cache[sl.key]
+    cap, at, why = capacity(sl.memo, lam_hi=sl.model.lam_max) if role == "prefill" else capacity(sl.memo)
+    c = Candidate(role, sl.gpu, sl.tp, sl.price, sl.price.usd_per_gpu_hour, cap, at, why or "throughput", sl.mode, sl.rep, sl.xfer_ms,
+                  sl.share, sl.model) if cap > 0 else None
+    cache[sl.key] = c
+    return c
+
+
+def _bound(role: str, sl: _Slot, cache: dict) -> float:
+    """A strict upper bound on the slot's capacity (req/s): the model's throughput bound once one
+    evaluation there says infeasible (feasibility only falls with the rate); else the capacity."""
+    if role == "prefill" or sl.key in cache:
+        return sl.bound
+    bkey = sl.key + ("bound",)
+    if bkey not in cache:
+        u = sl.model.upper_bound()
+        cache[bkey] = u if u > 0 and not sl.memo.eval(u).feasible else None
+    return cache[bkey] if cache[bkey] is not None else math.inf
+
+
+def candidates(role: str, model, d: Demand, space: SearchSpace, gpus, decode_link_bytes_s: float | None = None,
+               lam: float | None = None, need_net_bytes_s: float = 0.0) -> list[Candidate]:
+    """The feasible (GPU, tp[, mode]) replicas for `role`, with their capacity (req/s).
+
+    Without `lam`: every one of them. With `lam` (req/s): only those that can change the plan,
+    the runner-ups or the Pareto front at that rate, i.e. those cheapest_pool and
+    single_type_pools can pick (the 12 best $ per req/s, the 8 cheapest pools of one type, the
+    4 best $ per NIC share when KV needs the network). A replica's capacity is below its
+    throughput bound, so one whose bound already ranks it out needs no bisection: the answer is
+    the one a search of all of them gives, at a fraction of the cost. Capacities are cached on
+    the space (space.cache) per replica, lengths and the role's SLOs, for the Pareto front, the
+    daily schedule and repeated calls."""
+    slots = _slots(role, model, d, space, gpus, decode_link_bytes_s)
+    cache = space.cache
+    if lam is None:
+        return [c for c in (_search(role, sl, cache) for sl in slots) if c is not None]
+    done: dict[int, Candidate | None] = {}
+
+    def settle(i):
+        if i not in done:
+            done[i] = _search(role, slots[i], cache)
+
+    bounds = [_bound(role, sl, cache) for sl in slots]
+    for i, sl in enumerate(slots):
+        if sl.key in cache or bounds[i] == math.inf:
+            settle(i)
+    price = [sl.price.usd_per_gpu_hour * sl.tp for sl in slots]
+    rules = [(12, lambda i, cap: price[i] / cap), (8, lambda i, cap: price[i] * math.ceil(lam / cap))]
+    if need_net_bytes_s > 0:
+        rules.append((4, lambda i, cap: price[i] / max(slots[i].share, 1e-9)))
+    for k, key in rules:
+        def kth():
+            actual = sorted(key(j, c.capacity_rps) for j, c in done.items() if c is not None)
+            return actual[k - 1] if len(actual) >= k else math.inf
+
+        best_k = kth()
+        for i in sorted(range(len(slots)), key=lambda i: key(i, bounds[i])):  # optimistic: capacity at its bound
+            if key(i, bounds[i]) > best_k:
+                break  # this one and every later one rank below the k-th already found
+            if i not in done:
+                settle(i)
+                best_k = kth()
+    return [done[i] for i in sorted(done) if done[i] is not None]
 
 
 def cheapest_pool(cands: list[Candidate], lam: float, min_net_bytes_s: float = 0.0) -> Pool | None:

@@ -94,18 +94,13 @@ class RateSolver:
 
     A replica's capacity within the SLOs (optimizer.candidates: a bisection per GPU type and tp)
     depends on the lengths and SLOs, not on the pool's arrival rate; only the prefill candidates
-    depend on the decode pool's network share. So decode and colocated candidates are computed
-    once, prefill candidates once per distinct decode link, and each rate costs three small MILPs
-    (~10 ms) instead of a full solve (~0.2 s): api.solve with its `reuse` argument.
+    depend on the decode pool's network share. api.solve caches capacities on the search space,
+    so after the first rate each one costs the few capacity searches a new rate brings into
+    contention and three small integer programs.
     """
 
     def __init__(self, model, space, d):
-        from planner.sizing.optimizer import candidates
-
         self.model, self.space, self.d = model, space, d
-        self.dec_c = candidates("decode", model, d, space, space.decode_gpus or space.gpus)
-        self.col_c = candidates("colocated", model, d, space, space.gpus)
-        self._pre_c: dict = {}
 
     def __call__(self, lam: float) -> tuple:
         """(disaggregated PlanSide, colocated PlanSide) at `lam` req/s."""
@@ -113,8 +108,7 @@ class RateSolver:
 
         from planner.api import solve
 
-        reuse = {"decode": self.dec_c, "colocated": self.col_c, "prefill_by_link": self._pre_c}
-        dis, col, _ = solve(self.model, SimpleNamespace(rate_rps=lam), self.space, self.d, reuse=reuse)
+        dis, col, _ = solve(self.model, SimpleNamespace(rate_rps=lam), self.space, self.d)
         return dis, col
 
 

@@ -29,6 +29,7 @@ from planner.steptime.roofline import Efficiency, Replica, kv_transfer_s, valid_
 TP_SIZES = (1, 2, 4, 8)
 COLOCATED_MODES = (None, 512, 2048)  # unchunked, chunked prefill with these token budgets
 NETWORK_MAX_UTIL = 0.8  # plan KV traffic to at most 80% of the NICs
+REL_TOL = 0.01  # capacity bisection tolerance (relative)
 KV_TRANSFER_WARN_MS = 100.0  # the source blog's threshold: above it, disaggregation's latency gain is gone
 
 
@@ -180,15 +181,15 @@ class _Memo:
 
 
 def _demand_key(role: str, d: Demand) -> tuple:
-    """What of the demand a role's capacity depends on: the lengths, and its own SLOs (prefill
-    ignores the TPOT target, decode the TTFT target). The Pareto front moves one SLO at a time."""
+    """What of the demand a role's capacity depends on: (the lengths and percentile, its own SLOs
+    (s)): prefill ignores the TPOT target, decode the TTFT target."""
     slo = {"prefill": (d.ttft_slo_s,), "decode": (d.tpot_slo_s,)}.get(role, (d.ttft_slo_s, d.tpot_slo_s))
-    return (hash(d.prompt.tobytes()), hash(d.output.tobytes()), d.q, slo)
+    return (hash(d.prompt.tobytes()), hash(d.output.tobytes()), d.q), slo
 
 
 def _slots(role: str, model, d: Demand, space: SearchSpace, gpus, decode_link_bytes_s: float | None) -> list[_Slot]:
     """Every (GPU, tp[, mode]) replica that fits, in catalog order, with its queueing model."""
-    out, dkey = [], _demand_key(role, d)
+    out, (dkey, slo) = [], _demand_key(role, d)
     for g in gpus:
         price = price_or_none(g, space.provider)
         if price is None:
@@ -206,13 +207,13 @@ def _slots(role: str, model, d: Demand, space: SearchSpace, gpus, decode_link_by
                 link = min(share, decode_link_bytes_s) if decode_link_bytes_s else share
                 xfer = kv_transfer_s(d.prompt, rep.kv_bytes_per_token, link, compression=space.kv_compression)
                 m = PrefillModel(rep, d, transfer_s=xfer)
-                out.append(_Slot(g, tp, price, rep, share, "", None, m, float(np.mean(xfer)) * 1e3, base + (link,), m.lam_max))
+                out.append(_Slot(g, tp, price, rep, share, "", None, m, float(np.mean(xfer)) * 1e3, (base + (link,), slo), m.lam_max))
             elif role == "decode":
-                out.append(_Slot(g, tp, price, rep, share, "", None, DecodeModel(rep, d), 0.0, base))
+                out.append(_Slot(g, tp, price, rep, share, "", None, DecodeModel(rep, d), 0.0, (base, slo)))
             else:
                 for chunk in COLOCATED_MODES:
                     out.append(_Slot(g, tp, price, rep, share, "unchunked" if chunk is None else f"chunked {chunk}", chunk,
-                                     ColocatedModel(rep, d, chunk), 0.0, base + (chunk,)))
+                                     ColocatedModel(rep, d, chunk), 0.0, (base + (chunk,), slo)))
     return out
 
 
@@ -221,7 +222,8 @@ def _search(role: str, sl: _Slot, cache: dict):
     capacity() bisection (planner.queueing.models)."""
     if sl.key in cache:
         return cache[sl.key]
-    cap, at, why = capacity(sl.memo, lam_hi=sl.model.lam_max) if role == "prefill" else capacity(sl.memo)
+    cap, at, why = capacity(sl.memo, lam_hi=sl.model.lam_max, rel_tol=REL_TOL) if role == "prefill" else capacity(sl.memo, rel_tol=REL_TOL)
+    cache.setdefault(("at slo", sl.key[0]), []).append((sl.key[1], cap))
     c = Candidate(role, sl.gpu, sl.tp, sl.price, sl.price.usd_per_gpu_hour, cap, at, why or "throughput", sl.mode, sl.rep, sl.xfer_ms,
                   sl.share, sl.model) if cap > 0 else None
     cache[sl.key] = c
@@ -230,14 +232,17 @@ def _search(role: str, sl: _Slot, cache: dict):
 
 def _bound(role: str, sl: _Slot, cache: dict) -> float:
     """A strict upper bound on the slot's capacity (req/s): the model's throughput bound once one
-    evaluation there says infeasible (feasibility only falls with the rate); else the capacity."""
+    evaluation there says infeasible (feasibility only falls with the rate), or the end of the
+    bisection at SLOs at least as loose (the Pareto front tightens them); inf if none is known."""
+    slo = sl.key[1]
+    looser = [cap * (1 + REL_TOL) * (1 + 1e-9) for s, cap in cache.get(("at slo", sl.key[0]), ()) if all(a >= b for a, b in zip(s, slo))]
     if role == "prefill" or sl.key in cache:
-        return sl.bound
-    bkey = sl.key + ("bound",)
+        return min([sl.bound, *looser])
+    bkey = (sl.key[0], "bound")
     if bkey not in cache:
         u = sl.model.upper_bound()
         cache[bkey] = u if u > 0 and not sl.memo.eval(u).feasible else None
-    return cache[bkey] if cache[bkey] is not None else math.inf
+    return min([cache[bkey] if cache[bkey] is not None else math.inf, *looser])
 
 
 def candidates(role: str, model, d: Demand, space: SearchSpace, gpus, decode_link_bytes_s: float | None = None,
@@ -264,8 +269,11 @@ def candidates(role: str, model, d: Demand, space: SearchSpace, gpus, decode_lin
 
     bounds = [_bound(role, sl, cache) for sl in slots]
     for i, sl in enumerate(slots):
-        if sl.key in cache or bounds[i] == math.inf:
+        if bounds[i] <= 0:
+            done[i] = None  # serves nothing at looser SLOs already
+        elif sl.key in cache or bounds[i] == math.inf:
             settle(i)
+    live = [i for i in range(len(slots)) if bounds[i] > 0]
     price = [sl.price.usd_per_gpu_hour * sl.tp for sl in slots]
     rules = [(12, lambda i, cap: price[i] / cap), (8, lambda i, cap: price[i] * math.ceil(lam / cap))]
     if need_net_bytes_s > 0:
@@ -276,7 +284,7 @@ def candidates(role: str, model, d: Demand, space: SearchSpace, gpus, decode_lin
             return actual[k - 1] if len(actual) >= k else math.inf
 
         best_k = kth()
-        for i in sorted(range(len(slots)), key=lambda i: key(i, bounds[i])):  # optimistic: capacity at its bound
+        for i in sorted(live, key=lambda i: key(i, bounds[i])):  # optimistic: capacity at its bound
             if key(i, bounds[i]) > best_k:
                 break  # this one and every later one rank below the k-th already found
             if i not in done:

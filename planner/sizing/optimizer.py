@@ -17,7 +17,7 @@ whose TTFT budget already pays for the KV transfer between the two pools.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -159,22 +159,37 @@ class _Slot:
     xfer_ms: float
     key: tuple
     bound: float = math.inf  # prefill: capacity < bound = lam_max by construction
+    memo: _Memo | None = None
 
-    def __post_init__(self):
-        self.memo = _Memo(self.model)
+
+SOFT_BINDINGS = ("", "ttft", "tpot")  # verdicts that depend on the SLO targets; any other is a hard limit
+
+
+def rejudge(e: RoleEval, d: Demand) -> RoleEval:
+    """An evaluation judged against d's SLOs. The predicted latencies at a rate do not depend on
+    the targets, only the verdict does (queueing.models: each eval ends with the same test), so
+    an evaluation made for one SLO serves another: the Pareto front's bisections share theirs."""
+    if e.binding not in SOFT_BINDINGS:
+        return e
+    ok_t = e.ttft_ms is None or e.ttft_ms.at(d.q) <= d.ttft_slo_s * 1e3
+    ok_p = e.tpot_ms is None or e.tpot_ms.at(d.q) <= d.tpot_slo_s * 1e3
+    ok = ok_t and ok_p
+    b = "" if ok else ("tpot" if not ok_p else "ttft")
+    return e if (ok, b) == (e.feasible, e.binding) else replace(e, feasible=ok, binding=b)
 
 
 class _Memo:
-    """A queueing model whose evaluations are remembered by rate (capacity() re-asks the bound)."""
+    """A queueing model whose evaluations are remembered by rate, across SLOs (`seen` is shared
+    by the slots of one replica and lengths; see rejudge)."""
 
-    def __init__(self, m):
-        self.m, self.seen = m, {}
+    def __init__(self, m, seen: dict):
+        self.m, self.seen = m, seen
 
     def eval(self, lam: float):
         e = self.seen.get(lam)
         if e is None:
             e = self.seen[lam] = self.m.eval(lam)
-        return e
+        return rejudge(e, self.m.d)
 
     def upper_bound(self) -> float:
         return self.m.upper_bound()
@@ -214,6 +229,8 @@ def _slots(role: str, model, d: Demand, space: SearchSpace, gpus, decode_link_by
                 for chunk in COLOCATED_MODES:
                     out.append(_Slot(g, tp, price, rep, share, "unchunked" if chunk is None else f"chunked {chunk}", chunk,
                                      ColocatedModel(rep, d, chunk), 0.0, (base + (chunk,), slo)))
+    for sl in out:
+        sl.memo = _Memo(sl.model, space.cache.setdefault(("evals", sl.key[0]), {}))
     return out
 
 

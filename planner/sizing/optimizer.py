@@ -143,23 +143,29 @@ def net_share_bytes_s(gpu, tp: int) -> float:
     return gpu.network_bytes_s * tp / max(gpu.gpus_per_node, 1)
 
 
-@dataclass
 class _Slot:
-    """One (GPU, tp[, mode]) replica of a role before its capacity search: its queueing model and
-    a strict upper bound on its capacity (req/s)."""
+    """One (GPU, tp[, mode]) replica of a role before its capacity search. Its queueing model is
+    built on first use: a cached capacity or bound needs none."""
 
-    gpu: object
-    tp: int
-    price: object
-    rep: Replica
-    share: float
-    mode: str
-    chunk: int | None
-    model: object
-    xfer_ms: float
-    key: tuple
-    bound: float = math.inf  # prefill: capacity < bound = lam_max by construction
-    memo: _Memo | None = None
+    def __init__(self, gpu, tp: int, price, rep: Replica, share: float, mode: str, chunk, make, key: tuple, cache: dict):
+        self.gpu, self.tp, self.price, self.rep, self.share, self.mode, self.chunk = gpu, tp, price, rep, share, mode, chunk
+        self._make, self.key, self._cache = make, key, cache
+        self._model = self._memo = None
+        self.xfer_ms = 0.0
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = self._make()
+            xfer = getattr(self._model, "transfer_s", 0.0)
+            self.xfer_ms = float(np.mean(xfer)) * 1e3
+        return self._model
+
+    @property
+    def memo(self) -> "_Memo":
+        if self._memo is None:
+            self._memo = _Memo(self.model, self._cache.setdefault(("evals", self.key[0]), {}))
+        return self._memo
 
 
 SOFT_BINDINGS = ("", "ttft", "tpot")  # verdicts that depend on the SLO targets; any other is a hard limit
@@ -220,17 +226,17 @@ def _slots(role: str, model, d: Demand, space: SearchSpace, gpus, decode_link_by
                     space.eff(g), id(space.measured.get(g.key)), dkey)
             if role == "prefill":
                 link = min(share, decode_link_bytes_s) if decode_link_bytes_s else share
-                xfer = kv_transfer_s(d.prompt, rep.kv_bytes_per_token, link, compression=space.kv_compression)
-                m = PrefillModel(rep, d, transfer_s=xfer)
-                out.append(_Slot(g, tp, price, rep, share, "", None, m, float(np.mean(xfer)) * 1e3, (base + (link,), slo), m.lam_max))
+
+                def make(rep=rep, link=link):
+                    return PrefillModel(rep, d, transfer_s=kv_transfer_s(d.prompt, rep.kv_bytes_per_token, link, compression=space.kv_compression))
+
+                out.append(_Slot(g, tp, price, rep, share, "", None, make, (base + (link,), slo), space.cache))
             elif role == "decode":
-                out.append(_Slot(g, tp, price, rep, share, "", None, DecodeModel(rep, d), 0.0, (base, slo)))
+                out.append(_Slot(g, tp, price, rep, share, "", None, lambda rep=rep: DecodeModel(rep, d), (base, slo), space.cache))
             else:
                 for chunk in COLOCATED_MODES:
                     out.append(_Slot(g, tp, price, rep, share, "unchunked" if chunk is None else f"chunked {chunk}", chunk,
-                                     ColocatedModel(rep, d, chunk), 0.0, (base + (chunk,), slo)))
-    for sl in out:
-        sl.memo = _Memo(sl.model, space.cache.setdefault(("evals", sl.key[0]), {}))
+                                     lambda rep=rep, chunk=chunk: ColocatedModel(rep, d, chunk), (base + (chunk,), slo), space.cache))
     return out
 
 
@@ -253,12 +259,13 @@ def _bound(role: str, sl: _Slot, cache: dict) -> float:
     bisection at SLOs at least as loose (the Pareto front tightens them); inf if none is known."""
     slo = sl.key[1]
     looser = [cap * (1 + REL_TOL) * (1 + 1e-9) for s, cap in cache.get(("at slo", sl.key[0]), ()) if all(a >= b for a, b in zip(s, slo))]
-    if role == "prefill" or sl.key in cache:
-        return min([sl.bound, *looser])
     bkey = (sl.key[0], "bound")
     if bkey not in cache:
-        u = sl.model.upper_bound()
-        cache[bkey] = u if u > 0 and not sl.memo.eval(u).feasible else None
+        if role == "prefill":  # eval() refuses lam >= lam_max: capacity < lam_max by construction
+            cache[bkey] = sl.model.lam_max
+        else:
+            u = sl.model.upper_bound()
+            cache[bkey] = u if u > 0 and not sl.memo.eval(u).feasible else None
     return min([cache[bkey] if cache[bkey] is not None else math.inf, *looser])
 
 

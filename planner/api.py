@@ -47,7 +47,8 @@ class PlanSide:
     mode: str = ""
     why_infeasible: str = ""
 
-    def to_dict(self, out_tok_per_s: float) -> dict:
+    def to_dict(self, out_tok_per_s: float, unc: dict | None = None) -> dict:
+        """JSON of this side; `unc` (planner.sizing.uncertainty, this side's entry) adds intervals."""
         d = {
             "feasible": self.feasible,
             "usd_per_hour": _r(self.usd_per_hour),
@@ -63,8 +64,16 @@ class PlanSide:
         }
         if not self.feasible:
             d["why_infeasible"] = self.why_infeasible
+        if unc:
+            d["predicted_interval"] = unc["predicted_interval"]
+            d["usd_per_hour_interval"] = unc["usd_per_hour_interval"]
+            d["p_meets_slo"] = unc["p_meets_slo"]
+        items = iter(unc["items"]) if unc else None
         for role, pool in self.pools.items():
             d[role] = pool.to_list()
+            if items is not None:
+                for row in d[role]:
+                    row.update(next(items))
         if self.kind == "disaggregated":
             d["kv_transfer_ms"] = _r(self.kv_transfer_ms) if self.kv_transfer_ms is not None else None
         else:
@@ -92,6 +101,7 @@ class PlanResult:
     weight_dtype: str = "bf16"
     kv_dtype: str = "bf16"
     schedule: dict | None = None  # hourly sizing when the workload has a daily profile (planner.sizing.schedule)
+    uncertainty: dict | None = None  # intervals from planner.sizing.uncertainty
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -119,10 +129,13 @@ class PlanResult:
                 "prefill_flops_per_token_at_mean_prompt": _r(m.prefill_flops(self.workload.input.mean) / self.workload.input.mean),
             },
             "workload": self.workload.to_dict(),
-            "disaggregated": self.disaggregated.to_dict(self.output_tokens_per_s),
-            "colocated": self.colocated.to_dict(self.output_tokens_per_s),
+            "disaggregated": self.disaggregated.to_dict(self.output_tokens_per_s, self._unc("disaggregated")),
+            "colocated": self.colocated.to_dict(self.output_tokens_per_s, self._unc("colocated")),
             "recommendation": self.recommendation,
             "savings_pct": _r(self.savings_pct) if self.savings_pct is not None else None,
+            "savings_pct_interval": (self.uncertainty or {}).get("savings_pct_interval"),
+            "p_disaggregated_cheaper": (self.uncertainty or {}).get("p_disaggregated_cheaper"),
+            "uncertainty": (self.uncertainty or {}).get("method"),
             "current": self.current,
             "runner_ups": self.runner_ups,
             "pareto": self.pareto,
@@ -133,6 +146,13 @@ class PlanResult:
             "warnings": self.warnings,
             "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()},
         }
+
+
+def _unc_of(result, kind):
+    return ((result.uncertainty or {}).get("sides") or {}).get(kind)
+
+
+PlanResult._unc = _unc_of
 
 
 def _r(x, nd=4):
@@ -282,6 +302,8 @@ def plan(
     kv_compression: str = "none",
     pareto: bool = True,
     schedule: bool | None = None,
+    uncertainty: bool = True,
+    draws: int | None = None,
 ) -> PlanResult:
     """Size the cheapest disaggregated and colocated deployments for a workload (see module doc)."""
     from planner.specs.catalog import Catalog, load_catalog
@@ -361,6 +383,14 @@ def plan(
     warnings, assumptions = _notes(spec, w, space, dis, col, cat, calibration)
     result = PlanResult(spec, w, dis, col, rec, savings, runner_ups, front, cur, assumptions, warnings, calibration,
                         {"setup": t1 - t0, "optimizer": t2 - t1, "runner_ups_and_current": t3 - t2, "pareto": t4 - t3}, None, space, weight_dtype, kv_dtype)
+    if uncertainty and (dis.feasible or col.feasible):
+        from planner.sizing.uncertainty import DRAWS, plan_uncertainty
+
+        if draws is not None and not (isinstance(draws, int) and 2 <= draws <= 10000):
+            raise BadInput(f"--draws {draws!r}: expected an integer from 2 to 10000")
+        tu = time.perf_counter()
+        result.uncertainty = plan_uncertainty(result, d, draws or DRAWS)
+        result.timings_s["uncertainty"] = time.perf_counter() - tu
     if simulate:
         from planner.simulate.check import simulate_plan
 

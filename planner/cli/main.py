@@ -54,6 +54,8 @@ def plan_cmd(
     report: Optional[Path] = typer.Option(None, "--report", help="Write a sizing report: FILE.md (Markdown) or FILE.html."),
     pareto: bool = typer.Option(True, "--pareto/--no-pareto", help="Compute the cost-vs-SLO front."),
     schedule: Optional[bool] = typer.Option(None, "--schedule/--no-schedule", help="Size every hour of a daily profile (hourly_rps or a multi-hour trace) [default: on when the workload has one]."),
+    uncertainty: bool = typer.Option(True, "--uncertainty/--no-uncertainty", help="90% intervals by Monte Carlo over the roofline's calibrated efficiencies (seeded)."),
+    draws: Optional[int] = typer.Option(None, "--draws", help="Monte Carlo draws for the intervals [default: 32]."),
 ):
     """Size the cheapest disaggregated (prefill/decode split) and colocated deployments for a workload."""
     from rich.console import Console
@@ -78,7 +80,8 @@ def plan_cmd(
     result = plan(model, w, rate=rate, requests_per_day=requests_per_day, peak_factor=peak_factor, input_len=input_len, output_len=output_len,
                   ttft_slo_ms=ttft_slo, tpot_slo_ms=tpot_slo, percentile=percentile, catalog=catalog, gpus=gpus, prefill_gpus=prefill_gpus,
                   decode_gpus=decode_gpus, provider=provider, current=current, profiles=profile or [], simulate=simulate,
-                  weight_dtype=weight_dtype, kv_dtype=kv_dtype, kv_compression=kv_compression, pareto=pareto, schedule=schedule)
+                  weight_dtype=weight_dtype, kv_dtype=kv_dtype, kv_compression=kv_compression, pareto=pareto, schedule=schedule,
+                  uncertainty=uncertainty, draws=draws)
     to_stdout = json_out == "-"
     render_terminal(result, Console(stderr=to_stdout))
     if json_out:

@@ -277,46 +277,13 @@ def solve(model: ModelSpec, w, space: SearchSpace, d: Demand | None = None) -> t
     return dis, col, {"prefill": pre_c, "decode": dec_c, "colocated": col_c}
 
 
-def plan(
-    model: str | ModelSpec = "llama-3.1-8b",
-    workload=None,
-    *,
-    rate: float | None = None,
-    requests_per_day: float | None = None,
-    peak_factor: float = 1.0,
-    input_len="1000",
-    output_len="250",
-    ttft_slo_ms: float = 1000.0,
-    tpot_slo_ms: float = 50.0,
-    percentile: int = 90,
-    catalog=None,
-    gpus: list[str] | str | None = None,
-    prefill_gpus: list[str] | str | None = None,
-    decode_gpus: list[str] | str | None = None,
-    provider: str | None = None,
-    current: str | None = None,
-    profiles: list = (),
-    simulate: bool = False,
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
-    kv_compression: str = "none",
-    pareto: bool = True,
-    schedule: bool | None = None,
-    uncertainty: bool = True,
-    draws: int | None = None,
-) -> PlanResult:
-    """Size the cheapest disaggregated and colocated deployments for a workload (see module doc)."""
+def build_space(catalog=None, gpus=None, prefill_gpus=None, decode_gpus=None, provider=None, profiles=(), weight_dtype="bf16",
+                kv_dtype="bf16", kv_compression="none"):
+    """(catalog, SearchSpace, calibration report) from plan()'s hardware arguments: the catalog
+    (a Catalog, a YAML path or None for the packaged one), the GPU types allowed per role, the
+    price source, the profiles that calibrate the roofline, and the dtypes. Errors name the flag."""
     from planner.specs.catalog import Catalog, load_catalog
-    from planner.workload.workload import workload_from_flags
 
-    t0 = time.perf_counter()
-    spec = model if isinstance(model, ModelSpec) else resolve_model(model)
-    if workload is None:
-        if rate is None and requests_per_day is None:
-            rate = 10.0
-        workload = workload_from_flags(rate=rate, requests_per_day=requests_per_day, peak_factor=peak_factor, input_len=input_len,
-                                       output_len=output_len, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms, percentile=percentile)
-    w = workload
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
     for name, v in (("--weight-dtype", weight_dtype), ("--kv-dtype", kv_dtype)):
         if v not in ("fp32", "bf16", "fp16", "fp8", "int8", "int4"):
@@ -354,6 +321,50 @@ def plan(
         if not priced:
             raise BadInput(f"--provider {provider!r}: none of the allowed GPUs has a price from it")
         space.skipped = [(g.key, f"no {provider} price") for g in all_gpus if g not in priced]
+    return cat, space, calibration
+
+
+def plan(
+    model: str | ModelSpec = "llama-3.1-8b",
+    workload=None,
+    *,
+    rate: float | None = None,
+    requests_per_day: float | None = None,
+    peak_factor: float = 1.0,
+    input_len="1000",
+    output_len="250",
+    ttft_slo_ms: float = 1000.0,
+    tpot_slo_ms: float = 50.0,
+    percentile: int = 90,
+    catalog=None,
+    gpus: list[str] | str | None = None,
+    prefill_gpus: list[str] | str | None = None,
+    decode_gpus: list[str] | str | None = None,
+    provider: str | None = None,
+    current: str | None = None,
+    profiles: list = (),
+    simulate: bool = False,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    kv_compression: str = "none",
+    pareto: bool = True,
+    schedule: bool | None = None,
+    uncertainty: bool = True,
+    draws: int | None = None,
+) -> PlanResult:
+    """Size the cheapest disaggregated and colocated deployments for a workload (see module doc)."""
+    from planner.workload.workload import workload_from_flags
+
+    t0 = time.perf_counter()
+    spec = model if isinstance(model, ModelSpec) else resolve_model(model)
+    if workload is None:
+        if rate is None and requests_per_day is None:
+            rate = 10.0
+        workload = workload_from_flags(rate=rate, requests_per_day=requests_per_day, peak_factor=peak_factor, input_len=input_len,
+                                       output_len=output_len, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms, percentile=percentile)
+    w = workload
+    cat, space, calibration = build_space(catalog, gpus, prefill_gpus, decode_gpus, provider, profiles, weight_dtype, kv_dtype, kv_compression)
+    all_gpus = space.gpus
     check_floor(spec, w, space, all_gpus)
     t1 = time.perf_counter()
     d = Demand.from_workload(w)

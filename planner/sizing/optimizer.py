@@ -16,6 +16,8 @@ whose TTFT budget already pays for the KV transfer between the two pools.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
 from dataclasses import dataclass, field, replace
 
@@ -23,7 +25,7 @@ import numpy as np
 
 from planner.errors import PlannerError
 from planner.sizing.pool_ip import solve_pool_ip
-from planner.queueing.models import ColocatedModel, DecodeModel, Demand, PrefillModel, RoleEval, capacity
+from planner.queueing.models import ColocatedModel, DecodeModel, Demand, PrefillModel, RoleEval
 from planner.steptime.roofline import Efficiency, Replica, kv_transfer_s, valid_tp
 
 TP_SIZES = (1, 2, 4, 8)
@@ -240,12 +242,53 @@ def _slots(role: str, model, d: Demand, space: SearchSpace, gpus, decode_link_by
     return out
 
 
-def _search(role: str, sl: _Slot, cache: dict):
-    """The slot's Candidate (None if it serves nothing within the SLOs), from the cache or by
-    capacity() bisection (planner.queueing.models)."""
-    if sl.key in cache:
-        return cache[sl.key]
-    cap, at, why = capacity(sl.memo, lam_hi=sl.model.lam_max, rel_tol=REL_TOL) if role == "prefill" else capacity(sl.memo, rel_tol=REL_TOL)
+def _bisection(model, lam_hi: float | None = None, rel_tol: float = REL_TOL):
+    """planner.queueing.models.capacity(), one evaluation per step: the same rates in the same
+    order, so the same answer. Yields a rate known to be infeasible after each step (inf while
+    none is); returns (capacity_rps, evaluation at capacity, binding). The probe at ~0 load comes
+    last: it decides only whether the answer is 0, which no later rate can change."""
+    bound = getattr(model, "upper_bound", None)
+    hi = lam_hi or (bound() if bound else 0.0) or 1.0
+    lo, best = 0.0, None
+    e = model.eval(hi)
+    for _ in range(60):  # the bound was not binding: grow until infeasible
+        if not e.feasible:
+            break
+        lo, best, hi = hi, e, hi * 2
+        yield math.inf
+        e = model.eval(hi)
+    else:
+        return _with_probe(model, lo, best, "")
+    binding = e.binding
+    yield hi
+    while lo == 0.0 and hi > 1e-6:
+        mid = hi / 2
+        e = model.eval(mid)
+        if e.feasible:
+            lo, best = mid, e
+        else:
+            hi, binding = mid, e.binding
+        yield hi
+    while lo > 0 and hi - lo > rel_tol * lo:
+        mid = (lo + hi) / 2
+        e = model.eval(mid)
+        if e.feasible:
+            lo, best = mid, e
+        else:
+            hi, binding = mid, e.binding
+        yield hi
+    return _with_probe(model, lo, best, binding)
+
+
+def _with_probe(model, lo, best, binding):
+    probe = model.eval(1e-6)
+    if not probe.feasible:
+        return 0.0, probe, probe.binding
+    return lo, best or probe, binding
+
+
+def _finish(role: str, sl: _Slot, cache: dict, result) -> "Candidate | None":
+    cap, at, why = result
     cache.setdefault(("at slo", sl.key[0]), []).append((sl.key[1], cap))
     c = Candidate(role, sl.gpu, sl.tp, sl.price, sl.price.usd_per_gpu_hour, cap, at, why or "throughput", sl.mode, sl.rep, sl.xfer_ms,
                   sl.share, sl.model) if cap > 0 else None
@@ -253,20 +296,12 @@ def _search(role: str, sl: _Slot, cache: dict):
     return c
 
 
-def _bound(role: str, sl: _Slot, cache: dict) -> float:
-    """A strict upper bound on the slot's capacity (req/s): the model's throughput bound once one
-    evaluation there says infeasible (feasibility only falls with the rate), or the end of the
-    bisection at SLOs at least as loose (the Pareto front tightens them); inf if none is known."""
+def _looser_bound(sl: _Slot, cache: dict) -> float:
+    """The end of a finished bisection at SLOs at least as loose as this slot's (the Pareto front
+    tightens them): capacity cannot be higher (req/s); inf if none."""
     slo = sl.key[1]
-    looser = [cap * (1 + REL_TOL) * (1 + 1e-9) for s, cap in cache.get(("at slo", sl.key[0]), ()) if all(a >= b for a, b in zip(s, slo))]
-    bkey = (sl.key[0], "bound")
-    if bkey not in cache:
-        if role == "prefill":  # eval() refuses lam >= lam_max: capacity < lam_max by construction
-            cache[bkey] = sl.model.lam_max
-        else:
-            u = sl.model.upper_bound()
-            cache[bkey] = u if u > 0 and not sl.memo.eval(u).feasible else None
-    return min([cache[bkey] if cache[bkey] is not None else math.inf, *looser])
+    return min([cap * (1 + REL_TOL) * (1 + 1e-9) for s, cap in cache.get(("at slo", sl.key[0]), ()) if all(a >= b for a, b in zip(s, slo))],
+               default=math.inf)
 
 
 def candidates(role: str, model, d: Demand, space: SearchSpace, gpus, decode_link_bytes_s: float | None = None,
@@ -275,45 +310,64 @@ def candidates(role: str, model, d: Demand, space: SearchSpace, gpus, decode_lin
 
     Without `lam`: every one of them. With `lam` (req/s): only those that can change the plan,
     the runner-ups or the Pareto front at that rate, i.e. those cheapest_pool and
-    single_type_pools can pick (the 12 best $ per req/s, the 8 cheapest pools of one type, the
-    4 best $ per NIC share when KV needs the network). A replica's capacity is below its
-    throughput bound, so one whose bound already ranks it out needs no bisection: the answer is
-    the one a search of all of them gives, at a fraction of the cost. Capacities are cached on
-    the space (space.cache) per replica, lengths and the role's SLOs, for the Pareto front, the
-    daily schedule and repeated calls."""
+    single_type_pools can pick (the 12 best $ per req/s, the 8 cheapest pools of one type, the 4
+    best $ per NIC share when KV needs the network). Every bisection step leaves a rate known
+    to be infeasible, a strict upper bound on the capacity; the bisections advance best-first,
+    and one whose bound already ranks it below the k-th finished candidate stops there. The
+    finished ones are exactly what capacity() gives, so the plan is the one a search of all of
+    them gives, at a fraction of the evaluations. Capacities are cached on the space
+    (space.cache) per replica, lengths and the role's SLOs; queueing evaluations per replica and
+    rate, across SLOs (rejudge)."""
     slots = _slots(role, model, d, space, gpus, decode_link_bytes_s)
     cache = space.cache
-    if lam is None:
-        return [c for c in (_search(role, sl, cache) for sl in slots) if c is not None]
-    done: dict[int, Candidate | None] = {}
-
-    def settle(i):
-        if i not in done:
-            done[i] = _search(role, slots[i], cache)
-
-    bounds = [_bound(role, sl, cache) for sl in slots]
+    done: dict[int, Candidate | None] = {i: cache[sl.key] for i, sl in enumerate(slots) if sl.key in cache}
+    gens, bound = {}, {}
     for i, sl in enumerate(slots):
-        if bounds[i] <= 0:
+        if i in done:
+            continue
+        bound[i] = _looser_bound(sl, cache)
+        if bound[i] <= 0:
             done[i] = None  # serves nothing at looser SLOs already
-        elif sl.key in cache or bounds[i] == math.inf:
-            settle(i)
-    live = [i for i in range(len(slots)) if bounds[i] > 0]
+        else:
+            gens[i] = _bisection(sl.memo, sl.model.lam_max if role == "prefill" else None)
+
+    def step(i):
+        try:
+            bound[i] = min(bound[i], next(gens[i]))
+        except StopIteration as stop:
+            done[i] = _finish(role, slots[i], cache, stop.value)
+            del gens[i]
+
+    if lam is None:
+        for i in list(gens):
+            while i in gens:
+                step(i)
+        return [done[i] for i in sorted(done) if done[i] is not None]
     price = [sl.price.usd_per_gpu_hour * sl.tp for sl in slots]
     rules = [(12, lambda i, cap: price[i] / cap), (8, lambda i, cap: price[i] * math.ceil(lam / cap))]
     if need_net_bytes_s > 0:
         rules.append((4, lambda i, cap: price[i] / max(slots[i].share, 1e-9)))
     for k, key in rules:
-        def kth():
-            actual = sorted(key(j, c.capacity_rps) for j, c in done.items() if c is not None)
-            return actual[k - 1] if len(actual) >= k else math.inf
-
-        best_k = kth()
-        for i in sorted(live, key=lambda i: key(i, bounds[i])):  # optimistic: capacity at its bound
-            if key(i, bounds[i]) > best_k:
-                break  # this one and every later one rank below the k-th already found
-            if i not in done:
-                settle(i)
-                best_k = kth()
+        # Ranks are (key, catalog order): the stable sorts in cheapest_pool break ties that way.
+        finished = sorted((key(j, c.capacity_rps), j) for j, c in done.items() if c is not None)
+        heap = [(key(i, bound[i]), i) for i in gens]
+        heapq.heapify(heap)
+        while heap:
+            rank = heapq.heappop(heap)
+            i = rank[1]
+            if i not in gens:
+                continue
+            now = (key(i, bound[i]), i)  # optimistic: capacity at its bound
+            if now > rank:  # the bound tightened since it was pushed
+                heapq.heappush(heap, now)
+                continue
+            if len(finished) >= k and now > finished[k - 1]:
+                break  # this one and every one after it rank below the k-th found
+            step(i)
+            if i in gens:
+                heapq.heappush(heap, (key(i, bound[i]), i))
+            elif done[i] is not None:
+                bisect.insort(finished, (key(i, done[i].capacity_rps), i))
     return [done[i] for i in sorted(done) if done[i] is not None]
 
 

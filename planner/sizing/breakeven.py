@@ -28,7 +28,7 @@ import numpy as np
 SEED_POINT = (100, 500)  # the blog's scenario: 100-token prompts, 500-token outputs
 DEFAULT_INPUTS = (64, 32768, 12)  # log-spaced: first, last, count
 DEFAULT_OUTPUTS = (16, 4096, 10)
-BREAKEVEN_DRAWS = 12
+BREAKEVEN_DRAWS = 8  # fewer than a plan's 32: each cell is one number of a map
 
 
 def log_grid(first: int, last: int, n: int) -> list[int]:
@@ -36,6 +36,38 @@ def log_grid(first: int, last: int, n: int) -> list[int]:
     if n == 1:
         return [int(first)]
     return sorted({int(round(x)) for x in np.geomspace(first, last, n)})
+
+
+def parse_lengths(text: str | None, default: tuple, flag: str) -> list[int]:
+    """'64,256,1024' or 'FIRST:LAST:COUNT' (log-spaced) -> token counts; errors name the flag."""
+    from planner.errors import BadInput
+
+    if not text:
+        return log_grid(*default)
+    try:
+        if ":" in text:
+            a, b, n = (int(x) for x in text.split(":"))
+            if not (1 <= a < b and 2 <= n <= 64):
+                raise ValueError
+            return log_grid(a, b, n)
+        vals = sorted({int(x) for x in text.split(",") if x.strip()})
+        if not vals or vals[0] < 1:
+            raise ValueError
+        return vals
+    except ValueError:
+        raise BadInput(f"{flag} {text!r}: expected comma-separated token counts >= 1 (e.g. 64,256,1024) or FIRST:LAST:COUNT (e.g. 64:32768:12)") from None
+
+
+def parse_rates(text: str, flag: str = "--rates") -> list[float]:
+    from planner.errors import BadInput
+
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+        if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
+            raise ValueError
+        return vals
+    except ValueError:
+        raise BadInput(f"{flag} {text!r}: expected comma-separated arrival rates > 0 (req/s), e.g. 1,10,100") from None
 
 
 @dataclass(frozen=True)
@@ -131,6 +163,7 @@ def breakeven(model, space, slo, calibration: dict, input_lens, output_lens, rat
     grid = [row for r_i, r in enumerate(rates) for i in input_lens for o in output_lens for row in [by_pair[(int(i), int(o))][r_i]]]
     seed_rows = by_pair[SEED_POINT]
     return {
+        "model": model.name,
         "grid": grid,
         "seed_point": seed_rows,
         "input_lens": list(input_lens),

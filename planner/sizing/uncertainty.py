@@ -49,6 +49,7 @@ EXTRAPOLATED_SIGMA = 0.15  # a type reached through datasheet specs only
 MIN_FIT_SIGMA = 0.02
 REFERENCE_GPU = "h100-sxm"  # the type the default efficiencies reproduce
 INTERVAL = (5, 95)  # percentiles of the draws
+MC_REL_TOL = 0.02  # capacity bisection tolerance within a draw
 
 
 def spreads(calibration: dict, gpu_keys) -> dict:
@@ -96,7 +97,10 @@ def _side_draw(side, space, model, d, lam: float, need_net: float) -> dict:
         models, caps = [], []
         for c, _ in pool.items:
             m = _model_for(c, space.replica(model, c.gpu, c.tp), d, space)
-            cap = capacity(m, lam_hi=m.lam_max)[0] if c.role == "prefill" else capacity(m)[0]
+            # Bracketed from the point capacity: a draw moves it by tens of %, not by 10x; a 2%
+            # bisection tolerance is plenty for a 90% interval.
+            hi = min(m.lam_max, 1.5 * c.capacity_rps) if c.role == "prefill" else 1.5 * c.capacity_rps
+            cap = capacity(m, lam_hi=hi, rel_tol=MC_REL_TOL)[0]
             models.append(m)
             caps.append(cap)
         cost = [c.usd_per_replica_hour for c, _ in pool.items]

@@ -17,7 +17,7 @@ def _cell_text(c: dict) -> str:
     if c["recommendation"] == "n/a":
         return "n/a"
     if c["savings_pct"] is None:
-        return {"disaggregated": "split only", "colocated": "coloc only", "none": "none"}[c["recommendation"]]
+        return {"disaggregated": "split", "colocated": "coloc", "none": "none"}[c["recommendation"]]
     return f"{c['savings_pct']:+.0f}%"
 
 
@@ -26,6 +26,7 @@ def _nearest(values: list, x: float) -> int:
 
 
 def render_terminal(result: dict, console=None) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -36,10 +37,11 @@ def render_terminal(result: dict, console=None) -> None:
     for rate in result["rates_rps"]:
         cells = {(c["input_len"], c["output_len"]): c for c in result["grid"] if c["rate_rps"] == rate}
         t = Table(title=f"{result['model']}: savings of the split vs colocated (%), {rate:g} req/s, p{slo['percentile']} TTFT <= {slo['ttft_ms']:g} ms, "
-                        f"TPOT <= {slo['tpot_ms']:g} ms (predicted; + = split cheaper)")
-        t.add_column("prompt \\ output (tokens)")
+                        f"TPOT <= {slo['tpot_ms']:g} ms (predicted; + = split cheaper); rows: prompt tokens, columns: output tokens",
+                  box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        t.add_column("in\\out", no_wrap=True)
         for o in outs:
-            t.add_column(str(o), justify="right")
+            t.add_column(str(o), justify="right", no_wrap=True)
         for a, i in enumerate(ins):
             row = []
             for b, o in enumerate(outs):

@@ -77,12 +77,13 @@ class Cell:
     rate_rps: float
 
 
-def _solve_lengths(args) -> list[dict]:
-    """The cells of one (prompt, output) length pair at every rate: they share one capacity cache,
-    since a replica's capacity does not depend on the rate (runs in a worker when jobs > 1)."""
-    (input_len, output_len, rates), ctx = args
+def _solve_prompt(args) -> list[dict]:
+    """The cells of one prompt length, every output length and rate: they share one capacity
+    cache (a replica's capacity does not depend on the rate, a prefill replica's not on the
+    outputs). Runs in a worker process when jobs > 1."""
+    (input_len, output_lens, rates), ctx = args
     sp = _fresh(ctx["space"])
-    return [_solve_cell(Cell(input_len, output_len, r), ctx, sp) for r in rates]
+    return [_solve_cell(Cell(input_len, o, r), ctx, sp) for o in output_lens for r in rates]
 
 
 def _solve_cell(cell: Cell, ctx: dict, sp) -> dict:
@@ -112,7 +113,7 @@ def _solve_cell(cell: Cell, ctx: dict, sp) -> dict:
         from planner.sizing.uncertainty import plan_uncertainty
 
         res = SimpleNamespace(space=sp, model=model, workload=w, disaggregated=dis, colocated=col, calibration=calibration, savings_pct=sav)
-        u = plan_uncertainty(res, d, draws)
+        u = plan_uncertainty(res, d, draws, latencies=False)  # the map shows the verdict's interval only
         iv, p = u.get("savings_pct_interval"), u.get("p_disaggregated_cheaper")
     return {**out, "savings_pct": _r(sav), "recommendation": rec, "savings_pct_interval": iv, "p_disaggregated_cheaper": p,
             "disaggregated_usd_per_hour": _r(dis.usd_per_hour) if dis.feasible else None,
@@ -145,10 +146,9 @@ def breakeven(model, space, slo, calibration: dict, input_lens, output_lens, rat
     jobs: worker processes (default: the CPU count); 1 solves in this process."""
     t0 = time.perf_counter()
     rates = [float(r) for r in rates]
-    pairs = [(int(i), int(o)) for i in input_lens for o in output_lens] + [SEED_POINT]
     ctx = {"model": model, "space": space, "slo": slo, "calibration": calibration, "draws": draws}
-    # Longest prompts first: they cost most, and a pool hands out the big jobs before the small.
-    todo = [((i, o, rates), ctx) for i, o in sorted(set(pairs), key=lambda p: -p[0] * p[1])]
+    todo = [((int(i), [int(o) for o in output_lens], rates), ctx) for i in sorted(input_lens, reverse=True)]  # long prompts cost most: first
+    todo.append(((SEED_POINT[0], [SEED_POINT[1]], rates), ctx))
     jobs = jobs or os.cpu_count() or 1
     if jobs > 1 and len(todo) > 1:
         import multiprocessing as mp
@@ -156,12 +156,12 @@ def breakeven(model, space, slo, calibration: dict, input_lens, output_lens, rat
         # fork shares the loaded catalog and model; each worker keeps its own caches.
         method = "fork" if "fork" in mp.get_all_start_methods() else None
         with mp.get_context(method).Pool(min(jobs, len(todo))) as pool:
-            done = pool.map(_solve_lengths, todo, chunksize=1)
+            done = pool.map(_solve_prompt, todo, chunksize=1)
     else:
-        done = [_solve_lengths(x) for x in todo]
-    by_pair = {(rows[0]["input_len"], rows[0]["output_len"]): rows for rows in done}
-    grid = [row for r_i, r in enumerate(rates) for i in input_lens for o in output_lens for row in [by_pair[(int(i), int(o))][r_i]]]
-    seed_rows = by_pair[SEED_POINT]
+        done = [_solve_prompt(x) for x in todo]
+    cells = {(c["input_len"], c["output_len"], c["rate_rps"]): c for rows in done[:-1] for c in rows}
+    grid = [cells[(int(i), int(o), r)] for r in rates for i in input_lens for o in output_lens]
+    seed_rows = done[-1]
     return {
         "model": model.name,
         "grid": grid,
@@ -172,7 +172,7 @@ def breakeven(model, space, slo, calibration: dict, input_lens, output_lens, rat
         "slo": {"ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms, "percentile": slo.percentile},
         "gpus_considered": [g.key for g in space.gpus],
         "draws": draws,
-        "timings_s": {"total": round(time.perf_counter() - t0, 3), "cells": len(pairs) * len(rates), "jobs": jobs},
+        "timings_s": {"total": round(time.perf_counter() - t0, 3), "cells": len(grid) + len(seed_rows), "jobs": jobs},
         "assumptions": [
             "each cell: fixed prompt and output lengths, Poisson arrivals at the cell's rate, the plan's optimizer over the allowed GPUs",
             "savings_pct = (colocated - disaggregated) / colocated x 100: > 0 where the split is cheaper",

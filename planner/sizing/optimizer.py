@@ -205,8 +205,10 @@ class _Memo:
 
 def _demand_key(role: str, d: Demand) -> tuple:
     """What of the demand a role's capacity depends on: (the lengths and percentile, its own SLOs
-    (s)): prefill ignores the TPOT target, decode the TTFT target."""
+    (s)): prefill ignores the output lengths and the TPOT target, decode the TTFT target."""
     slo = {"prefill": (d.ttft_slo_s,), "decode": (d.tpot_slo_s,)}.get(role, (d.ttft_slo_s, d.tpot_slo_s))
+    if role == "prefill":  # a prefill replica never sees the output lengths
+        return (hash(d.prompt.tobytes()), d.q), slo
     return (hash(d.prompt.tobytes()), hash(d.output.tobytes()), d.q), slo
 
 

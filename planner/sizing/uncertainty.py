@@ -89,7 +89,7 @@ def _model_for(c, rep, d, space):
     return ColocatedModel(rep, d, chunk)
 
 
-def _side_draw(side, space, model, d, lam: float, need_net: float) -> dict:
+def _side_draw(side, space, model, d, lam: float, need_net: float, latencies: bool = True) -> dict:
     """One draw of one side: re-sized cost, per item capacity and count, latencies as sized."""
     out = {"usd": 0.0, "caps": [], "counts": [], "ttft": None, "tpot": None, "meets": True}
     worst: dict = {}
@@ -120,7 +120,7 @@ def _side_draw(side, space, model, d, lam: float, need_net: float) -> dict:
         out["caps"] += caps
         out["counts"] += list(n)
         own = {"prefill": ("ttft_ms",), "decode": ("tpot_ms",)}.get(role, ("ttft_ms", "tpot_ms"))
-        for m, lam_i in zip(models, pool.loads()):  # the plan as sized, at its own load
+        for m, lam_i in zip(models, pool.loads() if latencies else ()):  # the plan as sized, at its own load
             e = m.eval(lam_i)
             out["meets"] = out["meets"] and e.feasible
             for attr in own:  # mixed pools: the worst type per percentile, as evaluate_pool
@@ -148,7 +148,7 @@ def _r(x, nd: int = 4):
     return None if x is None or not math.isfinite(x) else round(float(x), nd)
 
 
-def plan_uncertainty(result, d, draws: int = DRAWS, seed: int = SEED) -> dict:
+def plan_uncertainty(result, d, draws: int = DRAWS, seed: int = SEED, latencies: bool = True) -> dict:
     """Intervals for a PlanResult's predictions (module doc). Returns the JSON-ready dict:
     {sides: {kind: {predicted_interval, usd_per_hour_interval, items: [...], p_meets_slo}},
      savings_pct_interval, p_disaggregated_cheaper, method: {...}}."""
@@ -168,14 +168,14 @@ def plan_uncertainty(result, d, draws: int = DRAWS, seed: int = SEED) -> dict:
         effs = {g: _draw_eff(space.eff(_gpu(sides, g)), sp[g], z_base, rng.standard_normal(4)) for g in keys}
         sub = replace(space, efficiencies={**space.efficiencies, **effs}, cache={})
         for kind, side in sides.items():
-            samples[kind].append(_side_draw(side, sub, model, d, lam, need_net))
+            samples[kind].append(_side_draw(side, sub, model, d, lam, need_net, latencies))
     out = {"sides": {}}
     for kind, side in sides.items():
         ss = samples[kind]
         pi = {}
         for attr, point in (("ttft", side.ttft), ("tpot", side.tpot)):
-            vals = [s[attr] for s in ss]
-            if point is None or all(v is None for v in vals):
+            vals = [s[attr] for s in ss] if latencies else []
+            if point is None or not vals or all(v is None for v in vals):
                 pi[f"{attr}_ms"] = None
                 continue
             pi[f"{attr}_ms"] = {q: _interval([v[i] if v else None for v in vals], getattr(point, q)) for i, q in enumerate(("p50", "p90", "p99"))}
@@ -186,7 +186,7 @@ def plan_uncertainty(result, d, draws: int = DRAWS, seed: int = SEED) -> dict:
                               "replicas_interval": _int_interval([s["counts"][i] for s in ss], n)})
                 i += 1
         out["sides"][kind] = {"predicted_interval": pi, "usd_per_hour_interval": _interval([s["usd"] for s in ss], side.usd_per_hour),
-                              "items": items, "p_meets_slo": round(sum(s["meets"] for s in ss) / len(ss), 3)}
+                              "items": items, "p_meets_slo": round(sum(s["meets"] for s in ss) / len(ss), 3) if latencies else None}
     if len(sides) == 2:
         sav = []
         for a, b in zip(samples["disaggregated"], samples["colocated"]):

@@ -46,7 +46,7 @@ def render_terminal(result: dict, console=None) -> None:
             row = []
             for b, o in enumerate(outs):
                 c = cells[(i, o)]
-                txt = _cell_text(c)
+                txt = _cell_text(c).rstrip("%").replace("coloc", "col")  # the title says %: narrow columns
                 style = "green" if c["recommendation"] == "disaggregated" else ("red" if c["recommendation"] == "colocated" else "dim")
                 mark = "*" if (a, b) == (si, so) else ""
                 row.append(f"[{style}]{txt}{mark}[/{style}]")

@@ -182,6 +182,23 @@ def breakeven(model, space, slo, calibration: dict, input_lens, output_lens, rat
     }
 
 
+def rule_of_thumb_lines(result: dict) -> list[str]:
+    """The blog's rule 'outputs over 3x inputs' against the map: how often the split wins in the
+    cells that satisfy it and in those that do not (per rate)."""
+    out = []
+    for r in result["rates_rps"]:
+        cells = [c for c in result["grid"] if c["rate_rps"] == r and c["recommendation"] in ("disaggregated", "colocated")]
+        for label, sel in (("outputs > 3x inputs", lambda c: c["output_len"] > 3 * c["input_len"]),
+                           ("outputs <= 3x inputs", lambda c: c["output_len"] <= 3 * c["input_len"])):
+            part = [c for c in cells if sel(c)]
+            wins = [c for c in part if c["recommendation"] == "disaggregated"]
+            sure = [c for c in wins if (c.get("p_disaggregated_cheaper") or 0) >= 0.9]
+            if part:
+                out.append(f"at {r:g} req/s, {label}: the split is cheaper in {len(wins)} of {len(part)} cells"
+                           + (f" ({len(sure)} with p_disaggregated_cheaper >= 0.9)" if wins else ""))
+    return out
+
+
 def summary_lines(result: dict) -> list[str]:
     """A few sentences of what the map says: where the split wins, by how much at best."""
     out = []
@@ -194,4 +211,4 @@ def summary_lines(result: dict) -> list[str]:
         best = max(cells, key=lambda c: c["savings_pct"])
         out.append(f"at {r:g} req/s the split is cheaper in {len(wins)} of {len(cells)} cells; best {best['savings_pct']:+.1f}% at "
                    f"{best['input_len']} in / {best['output_len']} out")
-    return out
+    return out + rule_of_thumb_lines(result)

@@ -7,7 +7,7 @@ import pytest
 
 from planner.api import plan, solve
 from planner.queueing.models import Demand, capacity
-from planner.sizing import optimizer as O
+from planner.sizing import capacities as O
 from planner.sizing.optimizer import SearchSpace, candidates, cheapest_pool, single_type_pools
 
 CASES = [dict(), dict(model="llama-2-7b", rate=100, input_len="100", output_len="500"),

@@ -8,7 +8,8 @@ The package is the pipeline; read it in this order:
     roofline   time of one prefill / one decode step on (GPU type, tp)
     queueing   latency percentiles and capacity of a pool under load
     simulate   discrete-event check of the same pools
-    optimizer  cheapest disaggregated vs colocated plan (scipy milp)
+    optimizer  cheapest disaggregated vs colocated plan (capacities, pool integer programs),
+               its uncertainty, and the breakeven map of where the split pays (sizing/)
     report     terminal, Markdown and JSON output
     profiles   measured profiles on disk; calibrate fits the roofline to them
     model      the torch decoder (profile and runtime share it)

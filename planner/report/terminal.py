@@ -197,7 +197,7 @@ def render_markdown(r: PlanResult) -> str:
     w = r.workload
     d, c = r.disaggregated, r.colocated
     tokps = r.output_tokens_per_s
-    out = [f"# Sizing report: {r.model.name}", "", f"**{headline(r)}**", "",
+    out = [f"# Sizing report: {r.model.name}", "", f"**{headline(r)}**", "", *([verdict_uncertainty(r), ""] if verdict_uncertainty(r) else []),
            f"Workload: {w.describe()}", "", "All latencies and costs below are predictions of planner's model, not measurements.", "",
            "| | disaggregated | colocated |", "|---|---|---|"]
 
@@ -214,6 +214,8 @@ def render_markdown(r: PlanResult) -> str:
     row("$ per million output tokens", per_mtok(d), per_mtok(c))
     row("TTFT p50/p90/p99", _pcts(d.ttft), _pcts(c.ttft))
     row("TPOT p50/p90/p99", _pcts(d.tpot), _pcts(c.tpot))
+    if r.uncertainty:
+        row("likely (90% interval)", interval_text(r, "disaggregated") or "-", interval_text(r, "colocated") or "-")
     row("utilization", ", ".join(f"{k} {v * 100:.0f}%" for k, v in d.utilization.items()), ", ".join(f"{k} {v * 100:.0f}%" for k, v in c.utilization.items()))
     row("KV transfer (mean)", f"{d.kv_transfer_ms:.2f} ms" if d.kv_transfer_ms is not None else "n/a", "none")
     row("binding constraint", d.binding or "-", c.binding or "-")

@@ -145,6 +145,7 @@ def _demand_key(role: str, d: Demand) -> tuple:
 def _slots(role: str, model, d: Demand, space, gpus, decode_link_bytes_s: float | None) -> list[_Slot]:
     """Every (GPU, tp[, mode]) replica that fits, in catalog order, with its queueing model."""
     out, (dkey, slo) = [], _demand_key(role, d)
+    mkey = (model.name, hash(model))
     for g in gpus:
         price = price_or_none(g, space.provider)
         if price is None:
@@ -156,8 +157,9 @@ def _slots(role: str, model, d: Demand, space, gpus, decode_link_bytes_s: float 
             if not rep.fits:
                 continue
             share = net_share_bytes_s(g, tp)
-            base = (role, model, g.key, tp, price.usd_per_gpu_hour, space.weight_dtype, space.kv_dtype, space.kv_compression,
-                    space.eff(g), id(space.measured.get(g.key)), dkey)
+            # Dataclass fields hash themselves on every lookup: key on their hashes, computed once.
+            base = (role, mkey, g.key, tp, price.usd_per_gpu_hour, space.weight_dtype, space.kv_dtype, space.kv_compression,
+                    hash(space.eff(g)), id(space.measured.get(g.key)), dkey)
             if role == "prefill":
                 link = min(share, decode_link_bytes_s) if decode_link_bytes_s else share
 

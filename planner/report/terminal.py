@@ -61,7 +61,10 @@ def interval_text(r: PlanResult, kind: str) -> str:
     pi = u["predicted_interval"]
     parts = [f"{name} {q} {_span((pi.get(key) or {}).get(q), '{:.1f}', 'ms')}" for name, key in (("TTFT", "ttft_ms"), ("TPOT", "tpot_ms")) if pi.get(key)]
     usd = u["usd_per_hour_interval"]
-    parts.append(f"{money(usd[0])}-{money(usd[1])}/h" if usd and None not in usd else "$/h n/a")
+    if usd and None not in usd:
+        parts.append(f"{money(usd[0])}/h in every draw" if usd[0] == usd[1] else f"{money(usd[0])}-{money(usd[1])}/h")
+    else:
+        parts.append("$/h n/a")
     parts.append(f"meets the SLOs in {u['p_meets_slo'] * 100:.0f}% of draws as sized")
     return ", ".join(parts)
 

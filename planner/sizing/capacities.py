@@ -180,7 +180,7 @@ def _bisection(model, lam_hi: float | None = None, rel_tol: float = REL_TOL):
     """planner.queueing.models.capacity(), one evaluation per step: the same rates in the same
     order, so the same answer. Yields a rate known to be infeasible after each step (inf while
     none is); returns (capacity_rps, evaluation at capacity, binding). The probe at ~0 load comes
-    last: it decides only whether the answer is 0, which no later rate can change."""
+    last, and only when no rate was feasible (_with_probe)."""
     bound = getattr(model, "upper_bound", None)
     hi = lam_hi or (bound() if bound else 0.0) or 1.0
     lo, best = 0.0, None
@@ -214,7 +214,22 @@ def _bisection(model, lam_hi: float | None = None, rel_tol: float = REL_TOL):
     return _with_probe(model, lo, best, binding)
 
 
+def search_capacity(model, lam_hi: float | None = None, rel_tol: float = REL_TOL):
+    """_bisection run to the end: queueing.models.capacity()'s answer (capacity_rps, evaluation
+    at capacity, binding) without its probe when a rate is feasible."""
+    gen = _bisection(model, lam_hi, rel_tol)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
 def _with_probe(model, lo, best, binding):
+    """capacity() first checks a near-zero load; a feasible rate lo > 0 already answers it (the
+    same monotonicity in the rate the bisection rests on), so only lo == 0 pays for the probe."""
+    if lo > 0 and best is not None:
+        return lo, best, binding
     probe = model.eval(1e-6)
     if not probe.feasible:
         return 0.0, probe, probe.binding

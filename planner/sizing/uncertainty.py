@@ -37,7 +37,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from planner.queueing.models import ColocatedModel, DecodeModel, PrefillModel, capacity
+from planner.queueing.models import ColocatedModel, DecodeModel, PrefillModel
+from planner.sizing.capacities import search_capacity
 from planner.sizing.pool_ip import solve_pool_ip
 from planner.steptime.roofline import Efficiency
 
@@ -100,7 +101,7 @@ def _side_draw(side, space, model, d, lam: float, need_net: float, latencies: bo
             # Bracketed from the point capacity: a draw moves it by tens of %, not by 10x; a 2%
             # bisection tolerance is plenty for a 90% interval.
             hi = min(m.lam_max, 1.5 * c.capacity_rps) if c.role == "prefill" else 1.5 * c.capacity_rps
-            cap = capacity(m, lam_hi=hi, rel_tol=MC_REL_TOL)[0]
+            cap = search_capacity(m, lam_hi=hi, rel_tol=MC_REL_TOL)[0]
             models.append(m)
             caps.append(cap)
         cost = [c.usd_per_replica_hour for c, _ in pool.items]

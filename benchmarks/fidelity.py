@@ -10,7 +10,7 @@ relative error (predicted - measured) / measured is collected; the table gives t
 worst |error| per metric over the valid pilots (a pilot whose requests failed, or that shared the
 machine with other busy processes, is listed but left out of the summary: its errors are not the
 model's). From the same measurements each pilot is also re-predicted with the other step-time
-models (`plan`: the plan's calibrated roofline; `kv-read`: plus a KV-read efficiency; `profile`:
+models (`plan`: the plan's calibrated roofline; `profile`:
 the measured profile points themselves), and the plan's discrete-event simulator is run on the
 replayed schedule. Closed forms with `profile` step times isolate the queueing model's error;
 `plan` vs `profile` is the roofline's share; closed forms vs simulator is the formulas' share.

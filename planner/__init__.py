@@ -9,7 +9,8 @@ The package is the pipeline; its folders follow the data:
     queueing/   one replica and whole pools under load: TTFT/TPOT percentiles, capacity, with the
                 serving engine's behaviour as options (engine.py)
     simulate/   discrete-event simulation of the same pools: the check on the closed forms
-    sizing/     candidates, the MILP per pool, the daily schedule, fixed deployments (--current)
+    sizing/     candidates and capacities, pool integer programs, the daily schedule, fixed
+                deployments (--current), uncertainty, the breakeven map
     api.py      plan(): workload -> step times -> queueing -> sizing -> PlanResult
     report/     terminal, Markdown and HTML reports
     measure/    `planner profile`: profile files, local torch engine, endpoints, NVML, Prometheus

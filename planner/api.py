@@ -7,73 +7,25 @@ is the JSON contract documented in the README.
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from planner.errors import BadInput, Infeasible, PlannerError, named, shown
 from planner.sizing.optimizer import (
     KV_TRANSFER_WARN_MS,
-    NETWORK_MAX_UTIL,
     Pool,
     TP_SIZES,
     SearchSpace,
-    candidates,
-    cheapest_pool,
-    evaluate_pool,
     price_or_none,
     single_type_pools,
 )
 from planner.queueing.engine import engine_named
 from planner.queueing.models import Demand
 from planner.sizing.current import evaluate_current, evaluate_split
-from planner.steptime.roofline import ACTIVATION_RESERVE_BYTES, KV_COMPRESSION_FACTOR, USABLE_MEMORY_FRACTION, Efficiency, Replica, valid_tp
+from planner.sizing.solve import HOURS_PER_MONTH, PlanSide, _r, solve  # noqa: F401  (PlanSide, HOURS_PER_MONTH: the API's vocabulary)
+from planner.steptime.roofline import ACTIVATION_RESERVE_BYTES, USABLE_MEMORY_FRACTION, Efficiency, Replica, valid_tp
 from planner.specs.models import ModelSpec, resolve_model
 from planner.workload.workload import DEFAULT_SLO_PERCENTILE, DEFAULT_TPOT_SLO_MS, DEFAULT_TTFT_SLO_MS
-
-HOURS_PER_MONTH = 730.0
-
-
-@dataclass
-class PlanSide:
-    """One answer (disaggregated or colocated): pools, cost, predicted latencies."""
-
-    kind: str
-    feasible: bool
-    pools: dict  # role -> Pool
-    usd_per_hour: float
-    ttft: object = None  # Pcts (ms)
-    tpot: object = None  # Pcts (ms)
-    binding: str = ""
-    utilization: dict = field(default_factory=dict)
-    kv_transfer_ms: float | None = None
-    mode: str = ""
-    why_infeasible: str = ""
-
-    def to_dict(self, out_tok_per_s: float) -> dict:
-        d = {
-            "feasible": self.feasible,
-            "usd_per_hour": _r(self.usd_per_hour),
-            "usd_per_month": _r(self.usd_per_hour * HOURS_PER_MONTH),
-            "usd_per_million_output_tokens": _r(self.usd_per_hour / (out_tok_per_s * 3600) * 1e6) if self.feasible and out_tok_per_s > 0 else None,
-            "gpus": sum(p.gpus for p in self.pools.values()),
-            "predicted": {
-                "ttft_ms": self.ttft.to_dict() if self.ttft else None,
-                "tpot_ms": self.tpot.to_dict() if self.tpot else None,
-            },
-            "utilization": {k: round(v, 3) for k, v in self.utilization.items()},
-            "binding_constraint": self.binding or None,
-        }
-        if not self.feasible:
-            d["why_infeasible"] = self.why_infeasible
-        for role, pool in self.pools.items():
-            d[role] = pool.to_list()
-        if self.kind == "disaggregated":
-            d["kv_transfer_ms"] = _r(self.kv_transfer_ms) if self.kv_transfer_ms is not None else None
-        else:
-            d["mode"] = self.mode or None
-        return d
-
 
 @dataclass
 class PlanResult:
@@ -96,6 +48,11 @@ class PlanResult:
     kv_dtype: str = "bf16"
     schedule: dict | None = None  # hourly sizing when the workload has a daily profile (planner.sizing.schedule)
     current_split: dict | None = None  # --current-split: a fixed disaggregated deployment (planner.sizing.current)
+    uncertainty: dict | None = None  # intervals from planner.sizing.uncertainty
+
+    def _unc(self, kind: str) -> dict | None:
+        """The side's intervals (planner.sizing.uncertainty), None without them."""
+        return ((self.uncertainty or {}).get("sides") or {}).get(kind)
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -123,10 +80,13 @@ class PlanResult:
                 "prefill_flops_per_token_at_mean_prompt": _r(m.prefill_flops(self.workload.input.mean) / self.workload.input.mean),
             },
             "workload": self.workload.to_dict(),
-            "disaggregated": self.disaggregated.to_dict(self.output_tokens_per_s),
-            "colocated": self.colocated.to_dict(self.output_tokens_per_s),
+            "disaggregated": self.disaggregated.to_dict(self.output_tokens_per_s, self._unc("disaggregated")),
+            "colocated": self.colocated.to_dict(self.output_tokens_per_s, self._unc("colocated")),
             "recommendation": self.recommendation,
             "savings_pct": _r(self.savings_pct) if self.savings_pct is not None else None,
+            "savings_pct_interval": (self.uncertainty or {}).get("savings_pct_interval"),
+            "p_disaggregated_cheaper": (self.uncertainty or {}).get("p_disaggregated_cheaper"),
+            "uncertainty": (self.uncertainty or {}).get("method"),
             "current": self.current,
             "current_split": self.current_split,
             "engine": self.space.engine.to_dict() if self.space else None,
@@ -141,58 +101,7 @@ class PlanResult:
         }
 
 
-def _r(x, nd=4):
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return None
-    return round(float(x), nd)
-
-
 # ---------------------------------------------------------------------------------------------------
-
-
-def _pool_prediction(kind: str, pools: dict, d: Demand, space: SearchSpace):
-    """The pools model's prediction (planner.queueing.pools) of single-type pools at their rate, for
-    an engine whose pools differ from their replicas (smoother decode arrivals, per-request TPOT);
-    None otherwise (the replica evaluations are then the prediction)."""
-    from planner.queueing.pools import predict_colocated, predict_split
-    from planner.sizing.current import split_link_bytes_s
-
-    eng = space.engine
-    if (eng.tpot, eng.decode_arrivals) == ("per-step", "poisson") or any(len(p.items) != 1 for p in pools.values()):
-        return None
-    if kind == "colocated":
-        (c, n), = pools["pool"].items
-        return predict_colocated(c.replica, d, eng, n, pools["pool"].lam_rps, c.qmodel.chunk)
-    (cp, np_), (cd, nd) = pools["prefill"].items[0], pools["decode"].items[0]
-    link = split_link_bytes_s(cp.gpu, cp.tp, cd.gpu, cd.tp)
-    return predict_split(cp.replica, cd.replica, d, eng, np_, nd, pools["decode"].lam_rps, link, compression=space.kv_compression)
-
-
-def _side_from_pools(kind: str, pools: dict, d: Demand, why: str = "", space: SearchSpace | None = None) -> PlanSide:
-    if any(p is None for p in pools.values()):
-        missing = [r for r, p in pools.items() if p is None]
-        return PlanSide(kind, False, {r: p for r, p in pools.items() if p}, math.inf, why_infeasible=why or f"no {'/'.join(missing)} replica meets the SLOs on the allowed GPUs")
-    evals = {r: evaluate_pool(p) for r, p in pools.items()}
-    cost = sum(p.usd_per_hour for p in pools.values())
-    pp = _pool_prediction(kind, pools, d, space) if space is not None else None
-    if kind == "disaggregated":
-        pe, de = evals["prefill"], evals["decode"]
-        binding = _binding_of(pools)
-        xfer = [c.kv_transfer_ms for c, _ in pools["prefill"].items]
-        ttft, tpot = (pp.ttft_ms, pp.tpot_ms) if pp is not None and pp.feasible else (pe.ttft_ms, de.tpot_ms)
-        return PlanSide(kind, pe.feasible and de.feasible, pools, cost, ttft, tpot, binding,
-                        {"prefill": pe.utilization, "decode": de.utilization}, float(max(xfer)))
-    e = evals["pool"]
-    modes = sorted({c.mode for c, _ in pools["pool"].items})
-    ttft, tpot = (pp.ttft_ms, pp.tpot_ms) if pp is not None and pp.feasible else (e.ttft_ms, e.tpot_ms)
-    return PlanSide(kind, e.feasible, pools, cost, ttft, tpot, _binding_of(pools), {"pool": e.utilization}, None, ", ".join(modes))
-
-
-def _binding_of(pools: dict) -> str:
-    """The constraint that sized the most expensive pool's main replica type."""
-    role, pool = max(pools.items(), key=lambda kv: kv[1].usd_per_hour)
-    c, _ = max(pool.items, key=lambda it: it[0].usd_per_replica_hour * it[1])
-    return f"{c.binding} ({role} {c.label()})" if role != "pool" else f"{c.binding} ({c.label()})"
 
 
 def _profiled_limits(engine: str, profiles) -> tuple[int | None, int | None]:
@@ -274,78 +183,13 @@ def check_floor(model: ModelSpec, w, space: SearchSpace, gpus: list) -> None:
                        f"takes at least {pf * 1e3:.1f} ms to prefill on the fastest allowed setup")
 
 
-def solve(model: ModelSpec, w, space: SearchSpace, d: Demand | None = None, reuse: dict | None = None) -> tuple[PlanSide, PlanSide, dict]:
-    """The optimizer proper: candidates per role, MILP per pool. Returns (disagg, coloc, candidates).
-
-    A replica's capacity depends on the SLOs and the lengths, not on the arrival rate, so callers
-    that only change the rate (the daily schedule) or one SLO (the Pareto front) pass the
-    candidate lists that stay valid in `reuse` {role: candidates} and skip their capacity search;
-    `reuse["prefill_by_link"]` is a dict {decode link (B/s): prefill candidates} filled as it goes."""
-    d = d or Demand.from_workload(w)
-    reuse = reuse or {}
-    lam = w.rate_rps
-    kv_rate = lam * d.mean_prompt * model.kv_bytes_per_token(space.kv_dtype) * KV_COMPRESSION_FACTOR[space.kv_compression]
-    need_net = kv_rate / NETWORK_MAX_UTIL
-    dec_c = reuse.get("decode") or candidates("decode", model, d, space, space.decode_gpus or space.gpus)
-    dec_pool = cheapest_pool(dec_c, lam, need_net)
-    link = min((c.net_share_bytes_s for c, _ in dec_pool.items), default=None) if dec_pool else None
-    by_link = reuse.get("prefill_by_link")  # prefill capacity depends on the decode pool's NIC share
-    pre_c = reuse.get("prefill") or (by_link or {}).get(link)
-    if not pre_c:
-        pre_c = candidates("prefill", model, d, space, space.prefill_gpus or space.gpus, link)
-        if by_link is not None:
-            by_link[link] = pre_c
-    pre_pool = cheapest_pool(pre_c, lam, need_net)
-    col_c = reuse.get("colocated") or candidates("colocated", model, d, space, space.gpus)
-    col_pool = cheapest_pool(col_c, lam)
-    dis = _side_from_pools("disaggregated", {"prefill": pre_pool, "decode": dec_pool}, d, space=space)
-    col = _side_from_pools("colocated", {"pool": col_pool}, d, space=space)
-    return dis, col, {"prefill": pre_c, "decode": dec_c, "colocated": col_c}
-
-
-def plan(
-    model: str | ModelSpec = "llama-3.1-8b",
-    workload=None,
-    *,
-    rate: float | None = None,
-    requests_per_day: float | None = None,
-    peak_factor: float = 1.0,
-    input_len="1000",
-    output_len="250",
-    ttft_slo_ms: float = DEFAULT_TTFT_SLO_MS,
-    tpot_slo_ms: float = DEFAULT_TPOT_SLO_MS,
-    percentile: int = DEFAULT_SLO_PERCENTILE,
-    catalog=None,
-    gpus: list[str] | str | None = None,
-    prefill_gpus: list[str] | str | None = None,
-    decode_gpus: list[str] | str | None = None,
-    provider: str | None = None,
-    current: str | None = None,
-    profiles: list = (),
-    simulate: bool = False,
-    weight_dtype: str = "bf16",
-    kv_dtype: str = "bf16",
-    kv_compression: str = "none",
-    pareto: bool = True,
-    schedule: bool | None = None,
-    engine: str = "generic",
-    current_split: str | None = None,
-    max_num_seqs: int | None = None,
-    max_num_batched_tokens: int | None = None,
-) -> PlanResult:
-    """Size the cheapest disaggregated and colocated deployments for a workload (see module doc)."""
+def build_space(catalog=None, gpus=None, prefill_gpus=None, decode_gpus=None, provider=None, profiles=(), weight_dtype="bf16",
+                kv_dtype="bf16", kv_compression="none", engine="generic", max_num_seqs=None, max_num_batched_tokens=None):
+    """(catalog, SearchSpace, calibration report) from plan()'s hardware arguments: the catalog
+    (a Catalog, a YAML path or None for the packaged one), the GPU types allowed per role, the
+    price source, the profiles that calibrate the roofline, and the dtypes. Errors name the flag."""
     from planner.specs.catalog import Catalog, load_catalog
-    from planner.workload.workload import workload_from_flags
 
-    t0 = time.perf_counter()
-    with named("--model"):
-        spec = model if isinstance(model, ModelSpec) else resolve_model(model)
-    if workload is None:
-        if rate is None and requests_per_day is None:
-            rate = 10.0
-        workload = workload_from_flags(rate=rate, requests_per_day=requests_per_day, peak_factor=peak_factor, input_len=input_len,
-                                       output_len=output_len, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms, percentile=percentile)
-    w = workload
     with named("--catalog"):
         cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
     for name, v in (("--weight-dtype", weight_dtype), ("--kv-dtype", kv_dtype)):
@@ -387,7 +231,6 @@ def plan(
     all_gpus = pick(gpus, "--gpus") or list(cat)
     space = SearchSpace(all_gpus, pick(prefill_gpus, "--prefill-gpus"), pick(decode_gpus, "--decode-gpus"), provider, weight_dtype,
                         kv_dtype, kv_compression, efficiencies, measured=measured, engine=_engine(engine, max_num_seqs, max_num_batched_tokens))
-    check_lengths(spec, w)
     if provider is not None:
         if not provider.strip():
             raise BadInput("--provider '': empty; give a provider name as the catalog spells it (see `planner gpus`)")
@@ -395,6 +238,57 @@ def plan(
         if not priced:
             raise BadInput(f"--provider {shown(provider)}: none of the allowed GPUs has a price from it")
         space.skipped = [(g.key, f"no {provider} price") for g in all_gpus if g not in priced]
+    return _with_local(cat, extra_gpus), space, calibration  # local devices resolve too (--current 2xlocal)
+
+
+def plan(
+    model: str | ModelSpec = "llama-3.1-8b",
+    workload=None,
+    *,
+    rate: float | None = None,
+    requests_per_day: float | None = None,
+    peak_factor: float = 1.0,
+    input_len="1000",
+    output_len="250",
+    ttft_slo_ms: float = DEFAULT_TTFT_SLO_MS,
+    tpot_slo_ms: float = DEFAULT_TPOT_SLO_MS,
+    percentile: int = DEFAULT_SLO_PERCENTILE,
+    catalog=None,
+    gpus: list[str] | str | None = None,
+    prefill_gpus: list[str] | str | None = None,
+    decode_gpus: list[str] | str | None = None,
+    provider: str | None = None,
+    current: str | None = None,
+    profiles: list = (),
+    simulate: bool = False,
+    weight_dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    kv_compression: str = "none",
+    pareto: bool = True,
+    schedule: bool | None = None,
+    uncertainty: bool = True,
+    draws: int | None = None,
+    engine: str = "generic",
+    current_split: str | None = None,
+    max_num_seqs: int | None = None,
+    max_num_batched_tokens: int | None = None,
+) -> PlanResult:
+    """Size the cheapest disaggregated and colocated deployments for a workload (see module doc)."""
+    from planner.workload.workload import workload_from_flags
+
+    t0 = time.perf_counter()
+    with named("--model"):
+        spec = model if isinstance(model, ModelSpec) else resolve_model(model)
+    if workload is None:
+        if rate is None and requests_per_day is None:
+            rate = 10.0
+        workload = workload_from_flags(rate=rate, requests_per_day=requests_per_day, peak_factor=peak_factor, input_len=input_len,
+                                       output_len=output_len, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms, percentile=percentile)
+    w = workload
+    cat, space, calibration = build_space(catalog, gpus, prefill_gpus, decode_gpus, provider, profiles, weight_dtype, kv_dtype, kv_compression,
+                                          engine, max_num_seqs, max_num_batched_tokens)
+    all_gpus = space.gpus
+    check_lengths(spec, w)
     check_floor(spec, w, space, all_gpus)
     t1 = time.perf_counter()
     d = Demand.from_workload(w)
@@ -411,8 +305,8 @@ def plan(
         rec, savings = "none", None
 
     runner_ups = {role: [_pool_summary(p) for p in single_type_pools(cs, w.rate_rps)] for role, cs in cands.items()}
-    cur = evaluate_current(current, _with_local(cat, extra_gpus), spec, d, w, space) if current else None
-    cur_split = evaluate_split(current_split, _with_local(cat, extra_gpus), spec, d, w, space) if current_split else None
+    cur = evaluate_current(current, cat, spec, d, w, space) if current else None
+    cur_split = evaluate_split(current_split, cat, spec, d, w, space) if current_split else None
     best = dis if rec == "disaggregated" else col
     for c in (cur, cur_split):
         if not c:
@@ -430,6 +324,14 @@ def plan(
     result = PlanResult(spec, w, dis, col, rec, savings, runner_ups, front, cur, assumptions, warnings, calibration,
                         {"setup": t1 - t0, "optimizer": t2 - t1, "runner_ups_and_current": t3 - t2, "pareto": t4 - t3}, None, space, weight_dtype, kv_dtype,
                         current_split=cur_split)
+    if uncertainty and (dis.feasible or col.feasible):
+        from planner.sizing.uncertainty import DRAWS, plan_uncertainty
+
+        if draws is not None and not (isinstance(draws, int) and 2 <= draws <= 10000):
+            raise BadInput(f"--draws {draws!r}: expected an integer from 2 to 10000")
+        tu = time.perf_counter()
+        result.uncertainty = plan_uncertainty(result, d, draws or DRAWS)
+        result.timings_s["uncertainty"] = time.perf_counter() - tu
     if simulate:
         from planner.simulate.check import simulate_plan
 
@@ -472,11 +374,9 @@ def pareto_front(model, w, space: SearchSpace, cands: dict, chosen=(), factors=(
             if f == 1.0:
                 dis, col = chosen
             else:
-                # Prefill capacity ignores the TPOT target and decode capacity the TTFT target.
-                keep = {"tpot_ms": "prefill", "ttft_ms": "decode"}[target]
-                reuse = {keep: [c for c in cands[keep] if c.gpu.key in keys]}
+                # The role whose SLO did not move finds its capacities in the cache (solve).
                 try:
-                    dis, col, _ = solve(model, replace(w, slo=slo), sub, reuse=reuse)
+                    dis, col, _ = solve(model, replace(w, slo=slo), sub)
                 except PlannerError:  # a tightened SLO may leave nothing: that point is infeasible
                     dis = col = None
             out.append({"vary": target, "factor": f, "ttft_slo_ms": slo.ttft_ms, "tpot_slo_ms": slo.tpot_ms,

@@ -64,7 +64,7 @@ def blog():
 
 @pytest.fixture(scope="module")
 def long70():
-    return _plan(model="llama-3.1-70b", workload=None, rate=20, input_len="8000", output_len="300", ttft_slo_ms=2000, tpot_slo_ms=30)
+    return _plan(model="llama-3.1-70b", workload=None, rate=100, input_len="8000", output_len="300", ttft_slo_ms=2000, tpot_slo_ms=30)
 
 
 def _unchunked(plan: dict) -> dict:
@@ -111,7 +111,7 @@ def test_full_recipe_is_the_plan(long70):
         items = long70["disaggregated"][role]
         deps = r.of(role)
         assert [(d.gpu, d.tp, d.replicas) for d in deps] == [(i["gpu"], i["tp"], i["replicas"]) for i in items]
-    assert r.pilot_rate_rps == pytest.approx(20.0)
+    assert r.pilot_rate_rps == pytest.approx(long70["workload"]["rate_rps"])
     assert r.usd_per_hour == pytest.approx(long70["disaggregated"]["usd_per_hour"], rel=1e-6)
     assert r.max_model_len == 8301  # longest prompt + longest output + BOS
     pre, dec = r.of("prefill")[0], r.of("decode")[0]
@@ -124,8 +124,9 @@ def test_pilot_keeps_per_replica_load(long70):
     pre, dec = r.of("prefill")[0], r.of("decode")[0]
     n_p, n_d = long70["disaggregated"]["prefill"][0]["replicas"], long70["disaggregated"]["decode"][0]["replicas"]
     assert (pre.replicas, dec.replicas) == (math.ceil(0.1 * n_p), math.ceil(0.1 * n_d))
-    assert r.pilot_rate_rps == pytest.approx(20.0 * min(pre.replicas / n_p, dec.replicas / n_d))
-    assert r.pilot_rate_rps >= 0.1 * 20.0
+    rate = long70["workload"]["rate_rps"]
+    assert r.pilot_rate_rps == pytest.approx(rate * min(pre.replicas / n_p, dec.replicas / n_d))
+    assert r.pilot_rate_rps >= 0.1 * rate
     for d in r.deployments:
         assert d.load_rps <= d.plan_load_rps * (1 + 1e-9)
     binding = min(r.deployments, key=lambda d: d.replicas / d.plan_replicas)

@@ -62,6 +62,8 @@ def plan_cmd(
     emit: Optional[List[str]] = typer.Option(None, "--emit", help="Write the launch recipe for vllm, sglang, dynamo, llm-d or all (repeatable) into --out."),
     emit_out: Optional[Path] = typer.Option(None, "--out", help="Folder for --emit's recipes (and the plan.json they name)."),
     pilot_fraction: Optional[float] = typer.Option(None, "--pilot-fraction", help="--emit a pilot for this share of traffic, e.g. 0.1 (default: the full plan)."),
+    uncertainty: bool = typer.Option(True, "--uncertainty/--no-uncertainty", help="90% intervals by Monte Carlo over the roofline's calibrated efficiencies (seeded)."),
+    draws: Optional[int] = typer.Option(None, "--draws", help="Monte Carlo draws for the intervals [default: 32]."),
 ):
     """Size the cheapest disaggregated (prefill/decode split) and colocated deployments for a workload."""
     from rich.console import Console
@@ -99,7 +101,8 @@ def plan_cmd(
                   ttft_slo_ms=ttft_slo, tpot_slo_ms=tpot_slo, percentile=percentile, catalog=catalog, gpus=gpus, prefill_gpus=prefill_gpus,
                   decode_gpus=decode_gpus, provider=provider, current=current, profiles=profile or [], simulate=simulate,
                   weight_dtype=weight_dtype, kv_dtype=kv_dtype, kv_compression=kv_compression, pareto=pareto, schedule=schedule,
-                  engine=engine, current_split=current_split, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
+                  engine=engine, current_split=current_split, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                  uncertainty=uncertainty, draws=draws)
     to_stdout = json_out in STREAMS and STREAMS[json_out] == "stdout"
     render_terminal(result, Console(stderr=to_stdout, markup=False))
     if json_out:
@@ -118,6 +121,67 @@ def plan_cmd(
         emit_after_plan(result, emit_engines, emit_out, pilot_fraction)
     if not result.feasible:
         raise Infeasible(f"no plan meets the SLOs: disaggregated: {result.disaggregated.why_infeasible or result.disaggregated.binding}; colocated: {result.colocated.why_infeasible or result.colocated.binding}")
+
+
+@app.command("breakeven")
+def breakeven_cmd(
+    model: str = typer.Option("llama-3.1-8b", "--model", "-m", help="Preset name (see `planner models`) or a Hugging Face config.json."),
+    rate: float = typer.Option(10.0, "--rate", help="Arrival rate of every cell, req/s (or --rates)."),
+    rates: Optional[str] = typer.Option(None, "--rates", help="Comma-separated rates (req/s): one map per rate."),
+    input_lens: Optional[str] = typer.Option(None, "--input-lens", help="Prompt lengths: 64,256,... or FIRST:LAST:COUNT log-spaced [default: 64:32768:12]."),
+    output_lens: Optional[str] = typer.Option(None, "--output-lens", help="Output lengths, same forms [default: 16:4096:10]."),
+    ttft_slo: float = typer.Option(1000.0, "--ttft-slo", "--ttft-slo-ms", help="Time-to-first-token target, ms (as plan)."),
+    tpot_slo: float = typer.Option(50.0, "--tpot-slo", "--tpot-slo-ms", help="Time-per-output-token target, ms (as plan)."),
+    percentile: int = typer.Option(90, "--percentile", help="SLO percentile: 50, 90 or 99."),
+    engine: str = typer.Option("generic", "--engine", help="Serving engine whose scheduling the model takes (as plan): generic, vllm or planner."),
+    catalog: Optional[Path] = typer.Option(None, "--catalog", help="Your own GPU catalog YAML [default: the packaged gpu_catalog.yaml]."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="Comma-separated GPU types to consider."),
+    prefill_gpus: Optional[str] = typer.Option(None, "--prefill-gpus", help="GPU types for the prefill pool only."),
+    decode_gpus: Optional[str] = typer.Option(None, "--decode-gpus", help="GPU types for the decode pool only."),
+    provider: Optional[str] = typer.Option(None, "--provider", help="Price from this provider [default: cheapest listed on-demand]."),
+    profile: Optional[List[Path]] = typer.Option(None, "--profile", help="Profile file(s) from `planner profile` to calibrate the model."),
+    weight_dtype: str = typer.Option("bf16", "--weight-dtype", help="Weights: bf16, fp16, fp8, int8, int4, fp32."),
+    kv_dtype: str = typer.Option("bf16", "--kv-dtype", help="KV cache: bf16, fp16, fp8, int8, fp32."),
+    kv_compression: str = typer.Option("none", "--kv-compression", help="Compress KV for the transfer between pools: none, fp8, int8."),
+    draws: int = typer.Option(8, "--draws", help="Monte Carlo draws per cell for savings_pct_interval (0: none)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", help="Worker processes [default: the CPU count]."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write the map as JSON to FILE ('-' for stdout)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the heatmap page: FILE.html."),
+):
+    """Map where disaggregation is cheaper: prompt length x output length (x rate), what binds, by how much."""
+    from rich.console import Console
+
+    from planner.api import build_space
+    from planner.io import STREAMS, target
+    from planner.report.breakeven import render_html, render_terminal
+    from planner.sizing.breakeven import DEFAULT_INPUTS, DEFAULT_OUTPUTS, breakeven, parse_lengths, parse_rates
+    from planner.specs.models import resolve_model
+    from planner.workload.workload import slo_from_flags
+
+    spec = resolve_model(model)
+    slo = slo_from_flags(ttft_slo, tpot_slo, percentile)
+    if not 0 <= draws <= 10000:
+        raise BadInput(f"--draws {draws}: expected 0 to 10000")
+    if jobs is not None and jobs < 1:
+        raise BadInput(f"--jobs {jobs}: expected at least 1")
+    if report and report.suffix.lower() not in (".html", ".htm"):
+        raise BadInput(f"--report {report}: the map is an HTML page; give FILE.html")
+    ins, outs = parse_lengths(input_lens, DEFAULT_INPUTS, "--input-lens"), parse_lengths(output_lens, DEFAULT_OUTPUTS, "--output-lens")
+    rate_list = parse_rates(rates) if rates else parse_rates(str(rate), "--rate")
+    for flag, out in (("--json", json_out), ("--report", report)):
+        if out is not None:
+            target(out, flag)  # before minutes of work
+    _, space, calibration = build_space(catalog, gpus, prefill_gpus, decode_gpus, provider, profile or [], weight_dtype, kv_dtype, kv_compression,
+                                        engine)
+    result = breakeven(spec, space, slo, calibration, ins, outs, rate_list, draws=draws, jobs=jobs)
+    to_stdout = json_out in STREAMS and STREAMS[json_out] == "stdout"
+    render_terminal(result, Console(stderr=to_stdout, markup=False))
+    if json_out:
+        _write(json_out, json.dumps(result, indent=1, default=_jsonable) + "\n", "--json")
+    if report:
+        _write(report, render_html(result), "--report")
+    if not any(c["recommendation"] in ("disaggregated", "colocated") for c in result["grid"]):
+        raise Infeasible("no cell of the map has a plan that meets the SLOs on the allowed GPUs")
 
 
 def _given(value, default):

@@ -17,7 +17,7 @@ import math
 
 from planner.report import charts
 from planner.api import HOURS_PER_MONTH, PlanResult, PlanSide
-from planner.report.terminal import money, pool_text, headline
+from planner.report.terminal import headline, interval_text, money, pool_text, verdict_uncertainty
 
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Helvetica,Arial,sans-serif;color:#222;margin:0;background:#f6f7f9}
@@ -94,6 +94,8 @@ def render_plan_html(result: PlanResult, schedule: dict | None = None) -> str:
         sched = schedule_for_plan(r)
     body = [f"<h1>Sizing report: {_e(r.model.name)}</h1>", f'<p class="sub">{_e(w.describe())}</p>',
             f'<div class="headline {"ok" if r.recommendation != "none" else "bad"}">{_e(headline(r))}</div>']
+    if verdict_uncertainty(r):
+        body.append(f'<p class="sub">{_e(verdict_uncertainty(r))}</p>')
     if r.current:
         body.append(f"<p>{_e(_current_sentence(r))}</p>")
     body.append(_kpis(r))
@@ -171,6 +173,8 @@ def _cost_section(r: PlanResult) -> list[str]:
         ["KV transfer (mean)", f"{d.kv_transfer_ms:.2f} ms" if d.kv_transfer_ms is not None else "n/a", "none (same GPUs)"],
         ["binding constraint", d.binding or "-", c.binding or "-"],
     ]
+    if r.uncertainty:
+        rows.append(["likely (90% interval)", interval_text(r, "disaggregated") or "-", interval_text(r, "colocated") or "-"])
     out = ["<h2>Cost</h2>"]
     if bars:
         out.append(_chart(charts.cost_bars, bars, caption="Stacked by pool: a disaggregated plan pays for a prefill pool and a decode pool; "

@@ -65,6 +65,43 @@ class _PlainTable:
         return self.table
 
 
+def _span(iv, fmt: str, unit: str) -> str:
+    """'lo-hi unit' of an interval; an open upper end (draws that overload the plan) as '>= lo'."""
+    if not iv or iv[0] is None:
+        return "n/a"
+    if iv[1] is None:
+        return f">= {fmt.format(iv[0])} {unit}"
+    return f"{fmt.format(iv[0])}-{fmt.format(iv[1])} {unit}"
+
+
+def interval_text(r: PlanResult, kind: str) -> str:
+    """One line of a side's 90% intervals (planner.sizing.uncertainty), '' without them."""
+    u = ((r.uncertainty or {}).get("sides") or {}).get(kind)
+    if not u:
+        return ""
+    q = f"p{r.workload.slo.percentile}"
+    pi = u["predicted_interval"]
+    parts = [f"{name} {q} {_span((pi.get(key) or {}).get(q), '{:.1f}', 'ms')}" for name, key in (("TTFT", "ttft_ms"), ("TPOT", "tpot_ms")) if pi.get(key)]
+    usd = u["usd_per_hour_interval"]
+    if usd and None not in usd:
+        parts.append(f"{money(usd[0])}/h in every draw" if usd[0] == usd[1] else f"{money(usd[0])}-{money(usd[1])}/h")
+    else:
+        parts.append("$/h n/a")
+    parts.append(f"meets the SLOs in {u['p_meets_slo'] * 100:.0f}% of draws as sized")
+    return ", ".join(parts)
+
+
+def verdict_uncertainty(r: PlanResult) -> str:
+    """The verdict's uncertainty in one sentence, '' without intervals."""
+    u = r.uncertainty or {}
+    iv, p = u.get("savings_pct_interval"), u.get("p_disaggregated_cheaper")
+    if iv is None or p is None or None in iv:
+        return ""
+    m = u.get("method") or {}
+    return (f"With the model's uncertainty ({m.get('draws')} Monte Carlo draws of the roofline's efficiencies): the split saves "
+            f"{iv[0]:.1f}% to {iv[1]:.1f}% (90% interval) and is cheaper in {p * 100:.0f}% of draws.")
+
+
 def render_terminal(r: PlanResult, console=None) -> None:
     from rich.console import Console
     from rich.text import Text
@@ -94,12 +131,16 @@ def render_terminal(r: PlanResult, console=None) -> None:
               f"{money(c.usd_per_hour)}/h, {money(c.usd_per_hour * HOURS_PER_MONTH)}/month, {per_mtok(c)}/M output tokens")
     t.add_row("TTFT p50/p90/p99", _pcts(d.ttft), _pcts(c.ttft))
     t.add_row("TPOT p50/p90/p99", _pcts(d.tpot), _pcts(c.tpot))
+    if r.uncertainty:
+        t.add_row("likely (90% interval)", interval_text(r, "disaggregated") or "-", interval_text(r, "colocated") or "-")
     t.add_row("utilization", ", ".join(f"{k} {v * 100:.0f}%" for k, v in d.utilization.items()) or "-", ", ".join(f"{k} {v * 100:.0f}%" for k, v in c.utilization.items()) or "-")
     t.add_row("KV transfer (mean)", f"{d.kv_transfer_ms:.2f} ms" if d.kv_transfer_ms is not None else "n/a", "none (same GPUs)")
     t.add_row("binding constraint", d.binding or "-", c.binding or "-")
     con.print(t)
     style = "green" if r.recommendation != "none" else "red"
     say((headline(r), f"bold {style}"))
+    if verdict_uncertainty(r):
+        say(verdict_uncertainty(r))
     for title, cur in (("Current", r.current), ("Current split", r.current_split)):
         if not cur:
             continue
@@ -187,7 +228,7 @@ def render_markdown(r: PlanResult) -> str:
     w = r.workload
     d, c = r.disaggregated, r.colocated
     tokps = r.output_tokens_per_s
-    out = [f"# Sizing report: {r.model.name}", "", f"**{headline(r)}**", "",
+    out = [f"# Sizing report: {r.model.name}", "", f"**{headline(r)}**", "", *([verdict_uncertainty(r), ""] if verdict_uncertainty(r) else []),
            f"Workload: {w.describe()}", "", "All latencies and costs below are predictions of planner's model, not measurements.", "",
            "| | disaggregated | colocated |", "|---|---|---|"]
 
@@ -204,6 +245,8 @@ def render_markdown(r: PlanResult) -> str:
     row("$ per million output tokens", per_mtok(d), per_mtok(c))
     row("TTFT p50/p90/p99", _pcts(d.ttft), _pcts(c.ttft))
     row("TPOT p50/p90/p99", _pcts(d.tpot), _pcts(c.tpot))
+    if r.uncertainty:
+        row("likely (90% interval)", interval_text(r, "disaggregated") or "-", interval_text(r, "colocated") or "-")
     row("utilization", ", ".join(f"{k} {v * 100:.0f}%" for k, v in d.utilization.items()), ", ".join(f"{k} {v * 100:.0f}%" for k, v in c.utilization.items()))
     row("KV transfer (mean)", f"{d.kv_transfer_ms:.2f} ms" if d.kv_transfer_ms is not None else "n/a", "none")
     row("binding constraint", d.binding or "-", c.binding or "-")

@@ -9,7 +9,8 @@ A pool that may mix types is then the integer program
               sum_i net_share_i * n_i >= kv_bytes_rate     (disaggregated: KV fits the network)
               n_i integer >= 0
 
-solved by scipy.optimize.milp (HiGHS). Disaggregated = cheapest decode pool + cheapest prefill pool
+solved exactly by a small branch and bound (planner.sizing.pool_ip, which falls back on
+scipy.optimize.milp only past its node budget). Disaggregated = cheapest decode pool + cheapest prefill pool
 whose TTFT budget already pays for the KV transfer between the two pools.
 """
 
@@ -19,48 +20,24 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
 
-from planner.errors import PlannerError
 from planner.queueing.engine import GENERIC, Engine
-from planner.queueing.models import Demand, RoleEval, capacity
-from planner.queueing.pools import role_model
-from planner.steptime.roofline import Efficiency, Replica, kv_transfer_s, valid_tp
+from planner.queueing.models import RoleEval
+from planner.sizing.capacities import (  # noqa: F401 (re-exported: the optimizer's vocabulary)
+    COLOCATED_MODES,
+    REL_TOL,
+    TP_SIZES,
+    Candidate,
+    candidates,
+    mode_label,
+    net_share_bytes_s,
+    price_or_none,
+)
+from planner.sizing.pool_ip import solve_pool_ip
+from planner.steptime.roofline import Efficiency, Replica
 
-TP_SIZES = (1, 2, 4, 8)
 NETWORK_MAX_UTIL = 0.8  # plan KV traffic to at most 80% of the NICs
 KV_TRANSFER_WARN_MS = 100.0  # the source blog's threshold: above it, disaggregation's latency gain is gone
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One replica type for one role, with its capacity within the SLOs."""
-
-    role: str  # "prefill", "decode", "colocated"
-    gpu: object  # planner.specs.catalog.GPU
-    tp: int
-    price: object  # planner.specs.catalog.Price
-    usd_per_gpu_hour: float
-    capacity_rps: float
-    at_capacity: RoleEval
-    binding: str  # constraint that stops more load: ttft, tpot, memory, throughput
-    mode: str = ""  # colocated: "unchunked" or "chunked N"
-    replica: Replica | None = None
-    kv_transfer_ms: float = 0.0
-    net_share_bytes_s: float = 0.0  # this replica's share of its node's NIC (B/s)
-    qmodel: object = None  # the queueing model that evaluates this replica at any load
-
-    @property
-    def usd_per_replica_hour(self) -> float:
-        return self.usd_per_gpu_hour * self.tp
-
-    @property
-    def usd_per_rps_hour(self) -> float:
-        return self.usd_per_replica_hour / self.capacity_rps if self.capacity_rps > 0 else math.inf
-
-    def label(self) -> str:
-        m = f" {self.mode}" if self.mode and self.mode != "unchunked" else ""
-        return f"{self.gpu.key} tp{self.tp}{m}"
 
 
 @dataclass
@@ -112,6 +89,7 @@ class SearchSpace:
     skipped: list = field(default_factory=list)  # (gpu key, why)
     measured: dict = field(default_factory=dict)  # gpu key -> Profile whose points time that type (calibrate)
     engine: Engine = GENERIC  # the serving engine whose behaviour the queueing models take (planner.queueing.engine)
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # replica capacities (candidates); shared by replace()
 
     def eff(self, gpu) -> Efficiency:
         return self.efficiencies.get(gpu.key) or self.efficiencies.get("*") or Efficiency()
@@ -130,64 +108,6 @@ class SearchSpace:
         return rep
 
 
-def mode_label(chunk: int | None) -> str:
-    """How a colocated replica runs prefill: "unchunked" or "chunked N" (N tokens per step)."""
-    return "unchunked" if chunk is None else f"chunked {chunk}"
-
-
-def price_or_none(gpu, provider):
-    """The GPU's price from `provider` (cheapest on-demand if None), or None when it has none."""
-    try:
-        return gpu.price(provider)
-    except PlannerError:
-        return None
-
-
-def net_share_bytes_s(gpu, tp: int) -> float:
-    """A replica's share of its node's network (B/s): NIC * tp / gpus_per_node."""
-    return gpu.network_bytes_s * tp / max(gpu.gpus_per_node, 1)
-
-
-def candidates(role: str, model, d: Demand, space: SearchSpace, gpus, decode_link_bytes_s: float | None = None) -> list[Candidate]:
-    """Every feasible (GPU, tp[, mode]) replica for `role`, with its capacity (req/s)."""
-    out = []
-    for g in gpus:
-        price = price_or_none(g, space.provider)
-        if price is None:
-            continue
-        for tp in TP_SIZES:
-            if not valid_tp(model, g, tp):
-                continue
-            rep = space.replica(model, g, tp)
-            if not rep.fits:
-                continue
-            share = net_share_bytes_s(g, tp)
-            eng = space.engine.for_replica(g, tp)
-            if role == "prefill":
-                link = min(share, decode_link_bytes_s) if decode_link_bytes_s else share
-                xfer = kv_transfer_s(d.prompt, rep.kv_bytes_per_token, link, compression=space.kv_compression)
-                m = role_model("prefill", rep, d, eng, transfer_s=xfer)
-                cap, at, why = capacity(m, lam_hi=m.lam_max)
-                xfer_ms = float(np.mean(xfer)) * 1e3
-                modes = [("", cap, at, why, m)]
-            elif role == "decode":
-                m = role_model("decode", rep, d, eng)
-                cap, at, why = capacity(m)
-                xfer_ms = 0.0
-                modes = [("", cap, at, why, m)]
-            else:
-                xfer_ms = 0.0
-                modes = []
-                for chunk in eng.colocated_modes:
-                    m = role_model("colocated", rep, d, eng, chunk)
-                    cap, at, why = capacity(m)
-                    modes.append((mode_label(chunk), cap, at, why, m))
-            for mode, cap, at, why, m in modes:
-                if cap > 0:
-                    out.append(Candidate(role, g, tp, price, price.usd_per_gpu_hour, cap, at, why or "throughput", mode, rep, xfer_ms, share, m))
-    return out
-
-
 def cheapest_pool(cands: list[Candidate], lam: float, min_net_bytes_s: float = 0.0) -> Pool | None:
     """Solve the mixed-type pool integer program (module docstring). None if nothing can serve."""
     cands = [c for c in cands if c.capacity_rps > 0]
@@ -200,22 +120,18 @@ def cheapest_pool(cands: list[Candidate], lam: float, min_net_bytes_s: float = 0
     if min_net_bytes_s > 0:
         keep += sorted(cands, key=lambda c: c.usd_per_replica_hour / max(c.net_share_bytes_s, 1e-9))[:4]
     cands = list({id(c): c for c in keep}.values())
-    cost = np.array([c.usd_per_replica_hour for c in cands])
-    caps = np.array([c.capacity_rps for c in cands])
-    ub = np.array([math.ceil(lam / c.capacity_rps) + 1 for c in cands], dtype=float)
-    # At least one replica: a rate below the solver's feasibility tolerance (1e-6 req/s and less)
-    # would otherwise be "served" by an empty pool.
-    cons = [LinearConstraint(caps[None, :], lb=lam, ub=np.inf), LinearConstraint(np.ones((1, len(cands))), lb=1, ub=np.inf)]
+    cost = [c.usd_per_replica_hour for c in cands]
+    caps = [c.capacity_rps for c in cands]
+    ub = [math.ceil(lam / c.capacity_rps) + 1 for c in cands]
+    net = None
     if min_net_bytes_s > 0:
-        net = np.array([c.net_share_bytes_s for c in cands])
-        if net.max() <= 0:
+        net = [c.net_share_bytes_s for c in cands]
+        if max(net) <= 0:
             return None
-        ub = np.maximum(ub, np.ceil(min_net_bytes_s / np.maximum(net, 1e-9)) + 1)
-        cons.append(LinearConstraint(net[None, :], lb=min_net_bytes_s, ub=np.inf))
-    res = milp(c=cost, constraints=cons, integrality=np.ones(len(cands)), bounds=Bounds(np.zeros(len(cands)), ub))
-    if not res.success:
+        ub = [max(u, math.ceil(min_net_bytes_s / max(x, 1e-9)) + 1) for u, x in zip(ub, net)]
+    n = solve_pool_ip(cost, caps, lam, ub, net, min_net_bytes_s)
+    if n is None:
         return None
-    n = np.round(res.x).astype(int)
     items = [(c, int(k)) for c, k in zip(cands, n) if k > 0]
     return Pool(cands[0].role, items, lam)
 

@@ -2,7 +2,7 @@
 
 Traffic is not flat, and a pool sized for the busiest hour idles through the night. Given a
 workload's 24-hour profile (`hourly_rps`, req/s: from a YAML `hourly_rps:` list or a trace spanning
-at least two hours), we re-run the optimizer (planner.api.solve) at each hour's rate and report,
+at least two hours), we re-run the optimizer (planner.sizing.solve.solve) at each hour's rate and report,
 per hour and per kind (disaggregated, colocated), the pools and $/hour, then per day:
 
     autoscaled  = sum over the 24 hours of the cheapest plan at that hour's rate   ($/day)
@@ -25,7 +25,7 @@ from dataclasses import replace
 from planner.errors import BadInput
 
 HOURS_PER_DAY = 24
-DAYS_PER_MONTH = 730.0 / 24.0  # the same month as planner.api.HOURS_PER_MONTH
+DAYS_PER_MONTH = 730.0 / 24.0  # the same month as planner.sizing.solve.HOURS_PER_MONTH
 KINDS = ("disaggregated", "colocated")
 
 
@@ -90,31 +90,25 @@ def hourly_schedule(model, workload, space, gpu_keys=None, hourly_rps=None) -> d
 
 
 class RateSolver:
-    """planner.api.solve at many rates of one workload, sharing the expensive part.
+    """planner.sizing.solve.solve at many rates of one workload, sharing the expensive part.
 
     A replica's capacity within the SLOs (optimizer.candidates: a bisection per GPU type and tp)
     depends on the lengths and SLOs, not on the pool's arrival rate; only the prefill candidates
-    depend on the decode pool's network share. So decode and colocated candidates are computed
-    once, prefill candidates once per distinct decode link, and each rate costs three small MILPs
-    (~10 ms) instead of a full solve (~0.2 s): api.solve with its `reuse` argument.
+    depend on the decode pool's network share. solve caches capacities on the search space,
+    so after the first rate each one costs the few capacity searches a new rate brings into
+    contention and three small integer programs.
     """
 
     def __init__(self, model, space, d):
-        from planner.sizing.optimizer import candidates
-
         self.model, self.space, self.d = model, space, d
-        self.dec_c = candidates("decode", model, d, space, space.decode_gpus or space.gpus)
-        self.col_c = candidates("colocated", model, d, space, space.gpus)
-        self._pre_c: dict = {}
 
     def __call__(self, lam: float) -> tuple:
         """(disaggregated PlanSide, colocated PlanSide) at `lam` req/s."""
         from types import SimpleNamespace
 
-        from planner.api import solve
+        from planner.sizing.solve import solve
 
-        reuse = {"decode": self.dec_c, "colocated": self.col_c, "prefill_by_link": self._pre_c}
-        dis, col, _ = solve(self.model, SimpleNamespace(rate_rps=lam), self.space, self.d, reuse=reuse)
+        dis, col, _ = solve(self.model, SimpleNamespace(rate_rps=lam), self.space, self.d)
         return dis, col
 
 
@@ -145,7 +139,7 @@ def restrict(space, keys):
 
 
 def _keys_from_solve(model, w_peak, space, d) -> set:
-    from planner.api import solve
+    from planner.sizing.solve import solve
     from planner.sizing.optimizer import single_type_pools
 
     dis, col, cands = solve(model, w_peak, space, d)

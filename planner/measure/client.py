@@ -116,11 +116,13 @@ def chunk_tokens(choice: dict) -> tuple[int, str | None]:
 
 
 def request_body(model: str | None, prompt, max_tokens: int, chat: bool = False, extras: bool = True,
-                 exact_length: bool = True) -> dict:
+                 min_tokens: bool = True) -> dict:
     """A greedy (temperature 0) streamed body. `prompt` is text or token ids (completions only).
-    `extras`: the usage block and per-chunk token ids; with `exact_length`, also ignore_eos and
-    min_tokens so exactly max_tokens come back (vLLM, SGLang and this project's runtime honour
-    them; a strict server that refuses them gets a plain body, see the callers' warm-ups)."""
+    `extras`: the usage block, per-chunk token ids and ignore_eos so exactly max_tokens come back
+    (vLLM, SGLang and this project's runtime honour them; a strict server that refuses them gets
+    a plain body, see the callers' warm-ups), with `min_tokens` = max_tokens as well unless told
+    not to (the pilot's replay sends it; the profiler sends ignore_eos alone, as vLLM's own
+    benchmark does)."""
     body = {"max_tokens": int(max_tokens), "stream": True, "temperature": 0.0}
     if model:
         body["model"] = model
@@ -129,9 +131,9 @@ def request_body(model: str | None, prompt, max_tokens: int, chat: bool = False,
     else:
         body["prompt"] = prompt
     if extras:
-        body.update(stream_options={"include_usage": True}, return_token_ids=True)
-        if exact_length:
-            body.update(ignore_eos=True, min_tokens=int(max_tokens))
+        body.update(stream_options={"include_usage": True}, return_token_ids=True, ignore_eos=True)
+        if min_tokens:
+            body["min_tokens"] = int(max_tokens)
     return body
 
 

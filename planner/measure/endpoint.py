@@ -336,9 +336,9 @@ def _fit_lengths(run: _Run, lens: list[int], max_tokens: int, what: str) -> list
 
 
 def _payload(run: _Run, prompt: str, max_tokens: int) -> dict:
-    """Greedy, streamed; with extras the usage block, per-chunk token ids and exactly max_tokens
-    (ignore_eos): planner.measure.client.request_body."""
-    return client.request_body(run.model, prompt, max_tokens, chat=run.chat, extras=run.extras_ok)
+    """Greedy, streamed; with extras the usage block, per-chunk token ids and exactly max_tokens by
+    ignore_eos alone, as `vllm bench serve` sends it (planner.measure.client.request_body)."""
+    return client.request_body(run.model, prompt, max_tokens, chat=run.chat, extras=run.extras_ok, min_tokens=False)
 
 
 async def _warmup(run: _Run) -> None:

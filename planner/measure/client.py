@@ -182,14 +182,15 @@ def why(e) -> str:
 
 
 async def stream(session, url: str, body: dict, timeout_s: float = 60.0, headers: dict | None = None,
-                 retry_delays_s=(), result: StreamResult | None = None) -> StreamResult:
+                 retry_delays_s=(), result: StreamResult | None = None, on_tokens=None) -> StreamResult:
     """POST `body` to `url` (the full completions or chat URL) and stream the answer into
     `result` (a new one when None), which is returned. The server's faults never raise: they
     become `result.error`. A connection refused, or HTTP 429/502/503, before any byte is resent
     after each of `retry_delays_s` (nothing was generated); a connection the server dropped before
     answering is tried once more (a stale keep-alive connection). Cancellation (Ctrl-C) is recorded as
     "interrupted" and re-raised, so a caller holding `result` keeps what was measured.
-    `timeout_s`: seconds without a byte before the request counts as timed out."""
+    `timeout_s`: seconds without a byte before the request counts as timed out. `on_tokens(result)`
+    is called after each network read that brought tokens (a watcher of a live stream)."""
     import aiohttp
 
     r = result if result is not None else StreamResult()
@@ -214,9 +215,11 @@ async def stream(session, url: str, body: dict, timeout_s: float = 60.0, headers
                         return r
                     parser = SSEParser()
                     async for chunk in resp.content.iter_any():
-                        now = time.perf_counter()
+                        now, seen = time.perf_counter(), len(r.event_times_s)
                         for ev in parser.feed(chunk):
                             _fold(ev, now, r)
+                        if on_tokens is not None and len(r.event_times_s) > seen:
+                            on_tokens(r)
                     for ev in parser.close():
                         _fold(ev, time.perf_counter(), r)
             except aiohttp.ClientConnectorError as e:

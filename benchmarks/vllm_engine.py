@@ -198,9 +198,10 @@ def bench_serve(py: Path, model: Path, url: str, a, c: int, out: Path, seed: int
 
 
 def stage_a(py: Path, model: Path, url: str, a, run_dir: Path, profile_out: Path) -> dict:
-    """The full profile (saved), then per concurrency a profile of that point and `vllm bench
-    serve` right after it: on a machine shared with other work the load drifts over minutes, so
-    each pair is measured back to back."""
+    """The full profile (saved), then per concurrency `vllm bench serve`, a profile of that point,
+    and `vllm bench serve` again: on a machine shared with other work the load drifts over
+    minutes, so each comparison is measured back to back, and bench against itself shows how far
+    the machine moved in between."""
     t0 = time.time()
     full = profile_endpoint(url, a, profile_out, a.prompt_lens, ",".join(map(str, a.concurrency)), run_dir / "profile.txt")
     print((run_dir / "profile.txt").read_text()[-4000:])
@@ -208,43 +209,48 @@ def stage_a(py: Path, model: Path, url: str, a, run_dir: Path, profile_out: Path
     pairs, bench, load = {}, {}, {}
     for i, c in enumerate(a.concurrency):
         la = os.getloadavg()[0]
+        seed = int(time.time()) + 10 * i
+        before = bench_serve(py, model, url, a, c, run_dir / f"bench-c{c}-1.json", seed)
         pairs[c] = profile_endpoint(url, a, run_dir / f"pair-c{c}.json", "16", str(c), run_dir / f"pair-c{c}.txt")
-        bench[c] = bench_serve(py, model, url, a, c, run_dir / f"bench-c{c}.json", int(time.time()) + i)
-        load[c] = (la, os.getloadavg()[0])
-        log(f"c={c}: profile {pairs[c]['extra']['requests_failed']} failed; vllm bench serve {bench[c]['completed']} "
-            f"completed, {bench[c].get('failed', 0)} failed; load average {la:.1f} -> {load[c][1]:.1f}")
+        after = bench_serve(py, model, url, a, c, run_dir / f"bench-c{c}-2.json", seed + 1)
+        bench[c], load[c] = (before, after), (la, os.getloadavg()[0])
+        log(f"c={c}: profile {pairs[c]['extra']['requests_failed']} failed; vllm bench serve "
+            f"{before['completed']} + {after['completed']} completed, {before.get('failed', 0) + after.get('failed', 0)} "
+            f"failed; load average {la:.1f} -> {load[c][1]:.1f}")
     return compare(full, pairs, bench, load, a)
 
 
 def compare(full: dict, pairs: dict, bench: dict, load: dict, a) -> dict:
     """Medians side by side: the profiler's per-request TTFT and TPOT ((e2e - TTFT) / (tokens - 1))
     and its inter-token gaps at each concurrency (decode sweep), against `vllm bench serve`'s median
-    TTFT, TPOT and ITL (the same definitions)."""
+    TTFT, TPOT and ITL (the same definitions), bench run just before and just after the profile:
+    ratio = profile / mean of the two; `bench 2/1` is how far the machine moved bench alone."""
     rows = []
-    for c, b in bench.items():
+    for c, (b1, b2) in bench.items():
         mine = [r for r in pairs[c]["extra"]["requests"] if r["sweep"] == "decode" and r["point"] == c]
         ok = [r for r in mine if not r["error"]]
         gaps = [g for r in ok for g in r["gaps_s"]]
         tpot = [(r["e2e_s"] - r["ttft_s"]) / (r["output_tokens"] - 1) for r in ok if r["output_tokens"] > 1]
         short = [r for r in ok if r["output_tokens"] != a.output_len]
         row = {"concurrency": c, "profile_requests": len(mine), "profile_failed": len(mine) - len(ok),
-               "profile_short": len(short), "bench_completed": b["completed"], "bench_failed": b.get("failed", 0),
-               "load_avg": load[c]}
+               "profile_short": len(short), "bench_completed": b1["completed"] + b2["completed"],
+               "bench_failed": b1.get("failed", 0) + b2.get("failed", 0), "load_avg": load[c]}
         for key, vals, bkey in (("ttft", [r["ttft_s"] for r in ok], "median_ttft_ms"),
                                 ("tpot", tpot, "median_tpot_ms"), ("itl", gaps, "median_itl_ms")):
             mine_ms = statistics.median(vals) * 1e3 if vals else None
-            row[f"{key}_profile_ms"], row[f"{key}_bench_ms"] = mine_ms, b[bkey]
-            row[f"{key}_ratio"] = mine_ms / b[bkey] if mine_ms and b[bkey] else None
+            ref = (b1[bkey] + b2[bkey]) / 2
+            row[f"{key}_profile_ms"], row[f"{key}_bench_ms"] = mine_ms, ref
+            row[f"{key}_ratio"] = mine_ms / ref if mine_ms and ref else None
+            row[f"{key}_bench_drift"] = b2[bkey] / b1[bkey] if b1[bkey] else None
         rows.append(row)
-    print("\n(a) planner profile endpoint vs vllm bench serve, same server, each concurrency back to back; "
-          "medians (ms), ratio = profile / bench")
-    print(f"{'conc':>4} | {'TTFT prof':>9} {'bench':>8} {'ratio':>6} | {'TPOT prof':>9} {'bench':>8} {'ratio':>6} | "
-          f"{'ITL prof':>8} {'bench':>8} {'ratio':>6} | requests prof ok/failed/short, bench ok/failed | load avg")
+    print("\n(a) planner profile endpoint vs vllm bench serve (run just before and just after it), same server; "
+          "medians (ms); ratio = profile / bench mean; 2/1 = bench after / bench before")
     f = lambda x, w, nd: f"{x:{w}.{nd}f}" if x is not None else f"{'-':>{w}}"  # noqa: E731
+    head = " | ".join(f"{k + ' prof':>9} {'bench':>8} {'ratio':>6} {'2/1':>5}" for k in ("TTFT", "TPOT", "ITL"))
+    print(f"conc | {head} | requests prof ok/failed/short, bench ok/failed | load avg")
     for r in rows:
-        cells = [f"{f(r[k + '_profile_ms'], 9, 1)} {f(r[k + '_bench_ms'], 8, 1)} {f(r[k + '_ratio'], 6, 3)}"
-                 for k in ("ttft", "tpot")]
-        cells.append(f"{f(r['itl_profile_ms'], 8, 1)} {f(r['itl_bench_ms'], 8, 1)} {f(r['itl_ratio'], 6, 3)}")
+        cells = [f"{f(r[k + '_profile_ms'], 9, 1)} {f(r[k + '_bench_ms'], 8, 1)} {f(r[k + '_ratio'], 6, 3)} "
+                 f"{f(r[k + '_bench_drift'], 5, 2)}" for k in ("ttft", "tpot", "itl")]
         print(f"{r['concurrency']:>4} | " + " | ".join(cells) + f" | {r['profile_requests'] - r['profile_failed']}/"
               f"{r['profile_failed']}/{r['profile_short']}, {r['bench_completed']}/{r['bench_failed']}"
               f" | {r['load_avg'][0]:.1f} -> {r['load_avg'][1]:.1f}")

@@ -56,6 +56,7 @@ class FakeServerConfig:
     empty_text_every: int = 3  # like vLLM: every n-th token streams as a chunk with text "" (0: never)
     root: str | None = None  # /v1/models `root` (vLLM: the path it serves from)
     token_ids: bool = True  # honour `return_token_ids` (False: a server that ignores it)
+    info_after: int = 0  # cache_config_info appears only once this many completions were served
 
     def prefill_s(self, prompt_tokens: int) -> float:
         """Prefill time (s) of one prompt of `prompt_tokens` tokens."""
@@ -192,9 +193,10 @@ class FakeServer:
             lines += [f"sglang:token_usage{{{label}}} {self.kv_tokens / capacity!r}",
                       f"sglang:max_total_num_tokens{{{label}}} {float(capacity)}"]
         else:
-            lines += [f"{p}kv_cache_usage_perc{{{label}}} {self.kv_tokens / capacity!r}",
-                      f'{p}cache_config_info{{block_size="{self.cfg.block_size}",enable_prefix_caching="True",'
-                      f'engine="0",num_gpu_blocks="{self.cfg.kv_blocks}"}} 1.0']
+            lines += [f"{p}kv_cache_usage_perc{{{label}}} {self.kv_tokens / capacity!r}"]
+            if self.success_total >= self.cfg.info_after:
+                lines += [f'{p}cache_config_info{{block_size="{self.cfg.block_size}",enable_prefix_caching="True",'
+                          f'engine="0",num_gpu_blocks="{self.cfg.kv_blocks}"}} 1.0']
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def completions(self, request):

@@ -435,3 +435,14 @@ def test_a_connection_closed_while_idle_is_reopened(tmp_path, monkeypatch):
     extra = load_profile(path).meta["extra"]
     assert extra["tokenize_dialect"] == "vllm" and extra["requests_failed"] == 0
     assert extra["server"]["metrics_available"]
+
+
+def test_cache_config_read_from_a_later_scrape(tmp_path):
+    """vLLM sets its cache_config_info gauge a little after it starts answering: the first scrape
+    may lack it, a later one has it."""
+    with start_fake_server(FakeServerConfig(info_after=3)) as srv:
+        path = run_endpoint_profile(srv.url, out=tmp_path / "i.json", prompt_lens=[32], concurrency=[1, 2],
+                                    input_len=16, output_len=4, requests_per_point=2, progress=False)
+    prof = load_profile(path)
+    assert prof.meta["extra"]["server"]["kv_capacity_tokens"] == CFG.kv_blocks * CFG.block_size
+    assert prof.meta["deployment"]["scheduler"]["block_size"]["value"] == CFG.block_size

@@ -116,11 +116,13 @@ def chunk_tokens(choice: dict) -> tuple[int, str | None]:
 
 
 def request_body(model: str | None, prompt, max_tokens: int, chat: bool = False, extras: bool = True,
-                 exact_length: bool = True) -> dict:
+                 min_tokens: bool = True) -> dict:
     """A greedy (temperature 0) streamed body. `prompt` is text or token ids (completions only).
-    `extras`: the usage block and per-chunk token ids; with `exact_length`, also ignore_eos and
-    min_tokens so exactly max_tokens come back (vLLM, SGLang and this project's runtime honour
-    them; a strict server that refuses them gets a plain body, see the callers' warm-ups)."""
+    `extras`: the usage block, per-chunk token ids and ignore_eos so exactly max_tokens come back
+    (vLLM, SGLang and this project's runtime honour them; a strict server that refuses them gets
+    a plain body, see the callers' warm-ups), with `min_tokens` = max_tokens as well unless told
+    not to (the pilot's replay sends it; the profiler sends ignore_eos alone, as vLLM's own
+    benchmark does)."""
     body = {"max_tokens": int(max_tokens), "stream": True, "temperature": 0.0}
     if model:
         body["model"] = model
@@ -129,9 +131,9 @@ def request_body(model: str | None, prompt, max_tokens: int, chat: bool = False,
     else:
         body["prompt"] = prompt
     if extras:
-        body.update(stream_options={"include_usage": True}, return_token_ids=True)
-        if exact_length:
-            body.update(ignore_eos=True, min_tokens=int(max_tokens))
+        body.update(stream_options={"include_usage": True}, return_token_ids=True, ignore_eos=True)
+        if min_tokens:
+            body["min_tokens"] = int(max_tokens)
     return body
 
 
@@ -180,14 +182,15 @@ def why(e) -> str:
 
 
 async def stream(session, url: str, body: dict, timeout_s: float = 60.0, headers: dict | None = None,
-                 retry_delays_s=(), result: StreamResult | None = None) -> StreamResult:
+                 retry_delays_s=(), result: StreamResult | None = None, on_tokens=None) -> StreamResult:
     """POST `body` to `url` (the full completions or chat URL) and stream the answer into
     `result` (a new one when None), which is returned. The server's faults never raise: they
     become `result.error`. A connection refused, or HTTP 429/502/503, before any byte is resent
     after each of `retry_delays_s` (nothing was generated); a connection the server dropped before
     answering is tried once more (a stale keep-alive connection). Cancellation (Ctrl-C) is recorded as
     "interrupted" and re-raised, so a caller holding `result` keeps what was measured.
-    `timeout_s`: seconds without a byte before the request counts as timed out."""
+    `timeout_s`: seconds without a byte before the request counts as timed out. `on_tokens(result)`
+    is called after each network read that brought tokens (a watcher of a live stream)."""
     import aiohttp
 
     r = result if result is not None else StreamResult()
@@ -212,9 +215,11 @@ async def stream(session, url: str, body: dict, timeout_s: float = 60.0, headers
                         return r
                     parser = SSEParser()
                     async for chunk in resp.content.iter_any():
-                        now = time.perf_counter()
+                        now, seen = time.perf_counter(), len(r.event_times_s)
                         for ev in parser.feed(chunk):
                             _fold(ev, now, r)
+                        if on_tokens is not None and len(r.event_times_s) > seen:
+                            on_tokens(r)
                     for ev in parser.close():
                         _fold(ev, time.perf_counter(), r)
             except aiohttp.ClientConnectorError as e:

@@ -285,10 +285,6 @@ async def _profile(run: _Run, sweep: dict, show_progress: bool) -> None:
         await _warmup(run)
         first = await _scrape(run)
         if first is not None:
-            run.engine = prometheus.detect_engine(first) or run.engine
-            run.kv_capacity_tokens = prometheus.kv_capacity_tokens(first)
-            run.cache_info = prometheus.info_labels(first, "cache_config_info")
-            run.bucket_edges = prometheus.bucket_edges(first, run.engine) if run.engine else {}
             if prometheus.detect_engine(first) is None:
                 run.note(f"metrics at {client.redact_url(run.metrics_url)} carry no vllm:/sglang:/planner: series: "
                          "no server-side phase times")
@@ -336,9 +332,9 @@ def _fit_lengths(run: _Run, lens: list[int], max_tokens: int, what: str) -> list
 
 
 def _payload(run: _Run, prompt: str, max_tokens: int) -> dict:
-    """Greedy, streamed; with extras the usage block, per-chunk token ids and exactly max_tokens
-    (ignore_eos): planner.measure.client.request_body."""
-    return client.request_body(run.model, prompt, max_tokens, chat=run.chat, extras=run.extras_ok)
+    """Greedy, streamed; with extras the usage block, per-chunk token ids and exactly max_tokens by
+    ignore_eos alone, as `vllm bench serve` sends it (planner.measure.client.request_body)."""
+    return client.request_body(run.model, prompt, max_tokens, chat=run.chat, extras=run.extras_ok, min_tokens=False)
 
 
 async def _warmup(run: _Run) -> None:
@@ -407,13 +403,28 @@ async def _scrape(run: _Run):
         status, _, text, _ = await prompts.get_json(run, run.metrics_url, timeout=aiohttp.ClientTimeout(total=min(run.timeout_s, 10.0)))
         if status != 200:
             raise aiohttp.ClientError(f"HTTP {status}")
-        return prometheus.parse(text)
+        scrape = prometheus.parse(text)
+        _learn(run, scrape)
+        return scrape
     except (aiohttp.ClientError, asyncio.TimeoutError) as e:
         run.metrics_ok = False
         why = f"{client.redact_url(run.metrics_url)} ({e or type(e).__name__})"
         run.note(f"Prometheus metrics stopped answering at {why}: no server-side times from there on" if run.points
                  else f"no Prometheus metrics at {why}: server-side phase times not recorded")
         return None
+
+
+def _learn(run: _Run, scrape) -> None:
+    """The server's static facts, from the first scrape that has them (vLLM sets its
+    cache_config_info gauge a little after it starts answering)."""
+    if run.engine is None:
+        run.engine = prometheus.detect_engine(scrape)
+    if run.kv_capacity_tokens is None:
+        run.kv_capacity_tokens = prometheus.kv_capacity_tokens(scrape)
+    if run.cache_info is None:
+        run.cache_info = prometheus.info_labels(scrape, "cache_config_info")
+    if not run.bucket_edges and run.engine:
+        run.bucket_edges = prometheus.bucket_edges(scrape, run.engine)
 
 
 async def _server_stats(run: _Run, before, n_ok: int) -> dict:

@@ -189,8 +189,16 @@ async def send_one(session, url: str, body: dict, rec: RequestRecord, timeout_s:
     ids each chunk carries, else the usage block). Never raises for the server's faults: they
     become `rec.error`. Cancellation (Ctrl-C) is recorded as an error too, then re-raised."""
     r = client.StreamResult()
+
+    def live(r: client.StreamResult) -> None:  # the contention probe watches tokens arrive
+        t = r.event_times_s
+        if rec.ttft_s is None:
+            rec.ttft_s = t[0] - r.sent_s
+        rec.gaps_s += [t[j] - t[j - 1] for j in range(len(rec.gaps_s) + 1, len(t))]
+        rec.e2e_s = t[-1] - r.sent_s
+
     try:
-        await client.stream(session, url + "/v1/completions", body, timeout_s=timeout_s, result=r)
+        await client.stream(session, url + "/v1/completions", body, timeout_s=timeout_s, result=r, on_tokens=live)
     finally:
         rec.status, rec.error = r.status, r.error
         rec.ttft_s, rec.e2e_s, rec.gaps_s = r.ttft_s, r.e2e_s, r.gaps_s

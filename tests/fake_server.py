@@ -131,7 +131,15 @@ class FakeServer:
             app.router.add_post("/tokenize", self.tokenize)
         if self.cfg.metrics_prefix:
             app.router.add_get("/metrics", self.metrics)
+        if self.cfg.metrics_prefix == "sglang:":
+            app.router.add_get("/get_server_info", self.server_info)
         return app
+
+    async def server_info(self, request):
+        """A few of SGLang's server arguments, as its /get_server_info lists them."""
+        return web.json_response({"model_path": self.cfg.model, "tp_size": 2, "chunked_prefill_size": 8192,
+                                  "max_running_requests": 128, "page_size": 1, "disable_radix_cache": False,
+                                  "schedule_policy": "fcfs", "version": "fake-sglang-0.1"})
 
     @web.middleware
     async def _auth(self, request, handler):

@@ -14,6 +14,7 @@ from planner.measure import endpoint
 from planner.measure.endpoint import run_endpoint_profile
 from fake_server import FakeServerConfig, start_fake_server
 from planner.measure.files import load_profile
+from planner.measure.deployment import DeploymentFlags
 
 KEY = "sk-test-7f3c9a1e-SECRET-do-not-save"
 # Steps of 12-40 ms, so that a late wake-up on a busy 2-core machine (a few ms) stays small.
@@ -446,3 +447,18 @@ def test_cache_config_read_from_a_later_scrape(tmp_path):
     prof = load_profile(path)
     assert prof.meta["extra"]["server"]["kv_capacity_tokens"] == CFG.kv_blocks * CFG.block_size
     assert prof.meta["deployment"]["scheduler"]["block_size"]["value"] == CFG.block_size
+
+
+def test_sglang_server_arguments_are_read(tmp_path):
+    with start_fake_server(FakeServerConfig(metrics_prefix="sglang:", model="Qwen/Qwen2.5-7B-Instruct")) as srv:
+        path = run_endpoint_profile(srv.url, out=tmp_path / "s.json", prompt_lens=[32], concurrency=[1],
+                                    input_len=16, output_len=4, requests_per_point=1, progress=False,
+                                    deploy=DeploymentFlags(gpu="h100-sxm", dtype="bf16"))
+    prof = load_profile(path)
+    d = prof.meta["deployment"]
+    assert d["engine"] == "sglang" and d["tp"] == 2 and d["tp_source"] == "sglang server info tp_size"
+    sched = {k: v["value"] for k, v in d["scheduler"].items()}
+    assert sched == {"max_num_seqs": 128, "max_num_batched_tokens": 8192, "chunked_prefill": None, "block_size": 1,
+                     "prefix_caching": True}
+    assert prof.model["layers"] == 28 and "mapped to preset qwen2.5-7b" in d["model_source"]
+    assert d["missing_for_plan"] == [] and prof.meta["device"]["catalog_key"] == "h100-sxm"

@@ -18,8 +18,9 @@ from planner.measure.endpoint import run_endpoint_profile
 from planner.measure.files import load_profile
 
 VENV = Path(os.environ.get("PLANNER_VLLM_VENV", "~/.cache/planner-vllm/venv")).expanduser()
-pytestmark = pytest.mark.skipif(not (VENV / "bin" / "python").exists(),
-                                reason=f"no vLLM venv at {VENV} (python benchmarks/vllm_engine.py installs one)")
+pytestmark = [pytest.mark.e2e,  # starts a real vLLM server: about a minute
+              pytest.mark.skipif(not (VENV / "bin" / "python").exists(),
+                                 reason=f"no vLLM venv at {VENV} (python benchmarks/vllm_engine.py installs one)")]
 
 
 def _bench_module():

@@ -196,7 +196,7 @@ def print_report(rows: list[dict], main_model: str, others: list[str], wall_s: f
                [("errors_simulated", f"simulator, {main_model}")]
     sums = {key: summarize(use, key) for key, _ in variants}
     t2 = Table(title=f"summary over {len(use)} {'valid ' if valid else ''}pilots: median |error| / worst |error| "
-                     "(step times: plan = the plan's calibrated roofline, kv-read = plus a KV-read efficiency, "
+                     "(step times: plan = the plan's calibrated roofline, "
                      "profile = the measured points; simulator = the plan's discrete-event simulator on the replayed schedule)")
     t2.add_column("metric")
     for _, label in variants:

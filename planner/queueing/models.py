@@ -294,7 +294,10 @@ class DecodeModel:
         p90 = max(p50, self.t(1 + qs[1]) * 1e3)
         tp = Pcts(p50, p90, max(p90, self.t(1 + qs[2]) * 1e3))
         bq = max(qs[2], 1)  # the p99 batch must fit: else requests queue for a slot and TTFT tails grow
-        util = (self.rep.decode_weight_bytes(b) + b * self.c * self.rep.kv_bytes_per_token) / self.t(b) / (self.rep.tp * self.rep.gpu.mem_bw_bytes_s)
+        # Share of peak bandwidth the step's reads use; at most 1 (measured step times on a device
+        # whose measured ceiling undershoots what the engine reaches would read above it).
+        util = min(1.0, (self.rep.decode_weight_bytes(b) + b * self.c * self.rep.kv_bytes_per_token) / self.t(b)
+                   / (self.rep.tp * self.rep.gpu.mem_bw_bytes_s))
         if bq > self.max_batch:
             return RoleEval(False, self.batch_limit, lam, tpot_ms=tp, utilization=util, batch_mean=b)
         ok = tp.at(self.d.q) <= self.d.tpot_slo_s * 1e3

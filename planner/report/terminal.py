@@ -34,6 +34,10 @@ def headline(r: PlanResult) -> str:
     d, c = r.disaggregated, r.colocated
     if r.recommendation == "none":
         return "No plan meets the SLOs on the allowed GPUs (see why below)."
+    if d.feasible and c.feasible and r.savings_pct is None:  # an unpriced (local) device: no saving to state
+        gd, gc = (sum(p.gpus for p in side.pools.values()) for side in (d, c))
+        return (f"Both meet the SLOs; the devices have no price ({money(c.usd_per_hour)}/h), so there is no saving to state: "
+                f"the split uses {gd} device(s), colocated {gc}.")
     if r.recommendation == "disaggregated":
         if r.savings_pct is None:
             return f"Disaggregate: only a split deployment meets the SLOs, at {money(d.usd_per_hour)}/h."

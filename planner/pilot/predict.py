@@ -66,7 +66,7 @@ def predict(pilot: Pilot, rep, d: Demand, transport_bytes_s: float | None = None
     if pilot.mode == "colocated":
         return predict_colocated(rep, d, eng, pilot.workers, pilot.rate_rps, eng.for_replica(rep.gpu, rep.tp).colocated_modes[0])
     if transport_bytes_s is None and pilot.engine != "planner":  # an endpoint's split: the KV path plan assumes
-        from planner.sizing.current import split_link_bytes_s
+        from planner.sizing.capacities import split_link_bytes_s
 
         transport_bytes_s = split_link_bytes_s(rep.gpu, rep.tp, rep.gpu, rep.tp)
     return predict_split(rep, rep, d, eng, pilot.prefill_workers, pilot.decode_workers, pilot.rate_rps, transport_bytes_s, kv_latency_s)

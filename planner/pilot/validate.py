@@ -259,7 +259,7 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
     pilot = _with_rate(pilot, cap, limit, pilot_rate, traffic_rps)
     rate = pilot.rate_rps
     if predict_only:
-        from planner.sizing.current import split_link_bytes_s
+        from planner.sizing.capacities import split_link_bytes_s
 
         # The KV path plan assumes for these devices (nothing is measured): the contract with plan.
         link = split_link_bytes_s(rep.gpu, 1, rep.gpu, 1) if pilot.mode == "disaggregated" else None

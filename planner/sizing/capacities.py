@@ -82,6 +82,11 @@ def net_share_bytes_s(gpu, tp: int) -> float:
     return gpu.network_bytes_s * tp / max(gpu.gpus_per_node, 1)
 
 
+def split_link_bytes_s(pre_gpu, pre_tp: int, dec_gpu, dec_tp: int) -> float:
+    """The KV path between a prefill and a decode replica (B/s): the smaller NIC share."""
+    return min(net_share_bytes_s(pre_gpu, pre_tp), net_share_bytes_s(dec_gpu, dec_tp))
+
+
 class _Slot:
     """One (GPU, tp[, mode]) replica of a role before its capacity search. Its queueing model is
     built on first use: a cached capacity or bound needs none."""

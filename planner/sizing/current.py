@@ -15,10 +15,11 @@ import re
 from planner.errors import BadInput, shown
 from planner.queueing.models import Demand
 from planner.queueing.pools import PoolPrediction, predict_colocated, predict_split
-from planner.sizing.optimizer import TP_SIZES, SearchSpace, mode_label, net_share_bytes_s
+from planner.sizing.capacities import split_link_bytes_s
+from planner.sizing.optimizer import TP_SIZES, SearchSpace, mode_label
+from planner.sizing.solve import HOURS_PER_MONTH
 from planner.steptime.roofline import valid_tp
 
-HOURS_PER_MONTH = 730.0
 
 
 def parse_gpus(spec: str, catalog, model, flag: str = "--current"):
@@ -77,11 +78,6 @@ def evaluate_current(spec: str, catalog, model, d: Demand, w, space: SearchSpace
     (ok, _), tp, replicas, p, chunk, why = best
     return {**out, "tp": tp, "replicas": replicas, "mode": mode_label(chunk), "feasible": ok,
             "why": "" if ok else f"fails {why} at {w.rate_rps / replicas:.3g} req/s per replica", "predicted": p.predicted()}
-
-
-def split_link_bytes_s(pre_gpu, pre_tp: int, dec_gpu, dec_tp: int) -> float:
-    """The KV path between a prefill and a decode replica (B/s): the smaller NIC share."""
-    return min(net_share_bytes_s(pre_gpu, pre_tp), net_share_bytes_s(dec_gpu, dec_tp))
 
 
 def evaluate_split(spec: str, catalog, model, d: Demand, w, space: SearchSpace) -> dict:

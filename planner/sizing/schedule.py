@@ -24,8 +24,10 @@ from dataclasses import replace
 
 from planner.errors import BadInput
 
+from planner.sizing.solve import HOURS_PER_MONTH
+
 HOURS_PER_DAY = 24
-DAYS_PER_MONTH = 730.0 / 24.0  # the same month as planner.sizing.solve.HOURS_PER_MONTH
+DAYS_PER_MONTH = HOURS_PER_MONTH / 24.0  # the same month as the plan's $/month
 KINDS = ("disaggregated", "colocated")
 
 

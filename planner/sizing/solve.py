@@ -81,7 +81,7 @@ def _pool_prediction(kind: str, pools: dict, d: Demand, space: SearchSpace):
     an engine whose pools differ from their replicas (smoother decode arrivals, per-request TPOT);
     None otherwise (the replica evaluations are then the prediction)."""
     from planner.queueing.pools import predict_colocated, predict_split
-    from planner.sizing.current import split_link_bytes_s
+    from planner.sizing.capacities import split_link_bytes_s
 
     eng = space.engine
     if (eng.tpot, eng.decode_arrivals) == ("per-step", "poisson") or any(len(p.items) != 1 for p in pools.values()):

@@ -7,7 +7,7 @@ Parsers and schemas used when present (paths overridable by environment variable
 - SGLang 0.5.23 ServerArgs + sglang-router 0.3.2 RouterArgs: PLANNER_SGLANG_PATH (default
   ~/.cache/planner-sglang; `src/` = the two wheels unpacked (`pip download sglang==0.5.23
   sglang-router==0.3.2 --no-deps`, unzip), `deps/` = `pip install --no-deps --target deps orjson
-  pybase64 requests urllib3 certifi triton starlette msgspec`; torch comes from this venv).
+  pybase64 requests urllib3 certifi triton starlette msgspec psutil`; torch comes from this venv).
 - kubernetes-validate 1.37.0 (Kubernetes' published OpenAPI schemas): PLANNER_K8S_VALIDATE_PATH
   (default ~/.cache/planner-k8s-validate: `pip install --no-deps --target ... kubernetes-validate
   importlib_resources`).
@@ -230,6 +230,8 @@ def test_vllm_args_parse_with_vllms_parser(blog, long70):
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "missing" in got:
+        pytest.skip(f"SGLang is unpacked at {src} but its dependency {got['missing']!r} is not in {deps} or this venv")
     assert "error" in got.pop("control:typo")
     for key, parsed in got.items():
         assert "error" not in parsed, (key, parsed)
@@ -308,8 +310,14 @@ def test_sglang_flags_are_documented_flags(blog, long70):
 
 SGLANG_CHECK = r"""
 import argparse, json, sys
-from sglang.srt.server_args import ServerArgs
-from sglang_router.router_args import RouterArgs
+try:
+    from sglang.srt.server_args import ServerArgs
+    from sglang_router.router_args import RouterArgs
+except ModuleNotFoundError as e:  # an incomplete deps/ folder is this machine's set-up, not a recipe fault
+    if (e.name or "").split(".")[0] in ("sglang", "sglang_router"):
+        raise
+    print(json.dumps({"missing": e.name}))
+    sys.exit(0)
 out = {}
 for name, argv in json.load(sys.stdin).items():
     if name.endswith(":router"):
@@ -344,6 +352,8 @@ def test_sglang_args_parse_with_serverargs(blog, long70):
     proc = subprocess.run([sys.executable, "-c", SGLANG_CHECK], input=json.dumps(cmds), capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "missing" in got:
+        pytest.skip(f"SGLang is unpacked at {src} but its dependency {got['missing']!r} is not in {deps} or this venv")
     assert "error" in got.pop("control:typo")
     for key, parsed in got.items():
         assert "error" not in parsed, (key, parsed)

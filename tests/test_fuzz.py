@@ -551,7 +551,7 @@ def test_corpus_messages_say_what_is_wrong(tmp_path):
 
 
 def test_plain_click_usage_errors_are_one_line_too(monkeypatch):
-    """typer 0.29 raises its vendored click's exceptions; a plain click one (another typer, a
+    """typer 0.28 raises its vendored click's exceptions; a plain click one (another typer, a
     click callback) must end the same way: one line, exit 2."""
     import click
 

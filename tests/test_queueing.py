@@ -85,3 +85,38 @@ def test_unchunked_colocated_tpot_suffers_prefill_stalls():
     chk = ColocatedModel(rep, d, 2048).eval(lam)
     assert col.tpot_ms.p90 > dis.tpot_ms.p90
     assert chk.tpot_ms.p90 < col.tpot_ms.p90
+
+
+def test_percentiles_are_numpys_bit_for_bit():
+    """Pcts.of's own partition-and-lerp gives np.percentile's linear answer exactly, for the
+    sample sizes the model uses and odd ones, with ties, infinities and NaN."""
+    from planner.queueing.models import percentiles_50_90_99
+
+    rng = np.random.default_rng(0)
+    for n in [*range(1, 40), 999, 1000, 1001, 4096]:
+        for kind in range(5):
+            x = rng.random(n) * 10.0 ** rng.integers(-6, 6)
+            if kind == 1:
+                x = np.round(x, 1)  # ties
+            elif kind == 2 and n > 3:
+                x[rng.integers(n)], x[rng.integers(n)] = np.inf, -np.inf
+            elif kind == 3 and n > 3:
+                x[rng.integers(n)] = np.nan
+            elif kind == 4:
+                x = np.full(n, 0.3)
+            with np.errstate(invalid="ignore"):
+                want = np.percentile(x, (50, 90, 99))
+            got = percentiles_50_90_99(x)
+            assert all(a == b or (np.isnan(a) and np.isnan(b)) for a, b in zip(want, got)), (n, kind, want, got)
+
+
+def test_scalar_decode_step_is_the_array_formula():
+    """The hoisted scalar path of Replica.decode_step_s gives what the general (array) formula
+    gives, bit for bit, for tp 1 and 8, with and without a prefill chunk; MoE keeps its own path."""
+    for name, gpu, tp in (("llama-3.1-8b", "h100-sxm", 1), ("llama-3.1-70b", "h100-sxm", 8), ("qwen2.5-7b", "l4", 2)):
+        r = Replica(PRESETS[name], CAT.resolve(gpu), tp=tp)
+        assert r._scalar_decode is not None
+        for b, c, p in ((1.0, 100.0, 0.0), (37.3, 1234.5, 0.0), (8, 4000, 512), (255.9, 17.0, 3.5)):
+            arr = r.decode_step_s(np.array([b], dtype=float), np.array([c], dtype=float), np.array([p], dtype=float))
+            assert r.decode_step_s(b, c, p) == float(arr[0])
+    assert Replica(PRESETS["mixtral-8x7b"], H100, tp=2)._scalar_decode is None

@@ -278,13 +278,23 @@ def _usage_error(e: BaseException) -> bool:
 
 
 def _bad_value(e: BaseException) -> str:
-    """' (got VALUE)' when typer's pydantic coercion rejected a value (its message omits it)."""
+    """' (got VALUE)' when a pydantic coercion (typer 0.29's) rejected a value: its message omits it."""
     errors = getattr(e.__cause__, "errors", None)
     try:
         value = errors()[0]["input"] if callable(errors) else None
     except Exception:
         return ""
     return "" if value is None else f" (got {shown(value)})"
+
+
+def _clip_words(message: str) -> str:
+    """Click quotes a rejected value whole ('AAAA...' is not a valid float): each word longer than
+    MAX_SHOWN characters cut to that, with its full length, so one bad flag stays one short line."""
+    import re
+
+    from planner.errors import MAX_SHOWN
+
+    return re.sub(r"\S{%d,}" % (MAX_SHOWN + 1), lambda m: f"{m.group()[:MAX_SHOWN]}... ({len(m.group()):,} characters)", message)
 
 
 def _red_line(message: str) -> None:
@@ -317,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.stdout.write(e.format_message() + "\n")
             sys.exit(0)
         if _usage_error(e):
-            msg = e.format_message() + _bad_value(e)
+            msg = _clip_words(e.format_message()) + _bad_value(e)
             ctx = getattr(e, "ctx", None)
             hint = f" (see: {ctx.command_path} --help)" if ctx is not None and getattr(ctx, "command_path", None) else ""
             _red_line(msg + hint)

@@ -59,7 +59,39 @@ class Pcts:
         """Percentiles of samples given in seconds, in ms: linear interpolation between order
         statistics (numpy's default), the one definition every percentile here uses, predicted or
         measured (the replay, the simulator, profiles; `vllm bench serve` uses it too)."""
-        return Pcts(*(float(x) * 1e3 for x in np.percentile(samples_s, (50, 90, 99))))
+        return Pcts(*(x * 1e3 for x in percentiles_50_90_99(samples_s)))
+
+
+_Q = np.true_divide((50, 90, 99), 100)
+_AT: dict[int, tuple] = {}  # sample count -> (partition points, (below, above, weight) per percentile)
+
+
+def percentiles_50_90_99(samples) -> tuple[float, float, float]:
+    """np.percentile(samples, (50, 90, 99)) bit for bit (its default linear method: the same
+    virtual indices and the same two-sided lerp), from one partition at the six order statistics
+    it needs: ~11 us for 1,000 samples against numpy's ~50 us, on a path run ~1,200 times a plan."""
+    a = np.asarray(samples, dtype=float).ravel()
+    n = a.size
+    if n < 2:
+        return tuple(float(x) for x in np.percentile(a, (50, 90, 99)))  # numpy's own errors for an empty array
+    at = _AT.get(n)
+    if at is None:
+        v = (n - 1) * _Q
+        lo = np.floor(v).astype(np.intp).tolist()
+        hi = [min(i + 1, n - 1) for i in lo]
+        at = (sorted({*lo, *hi, n - 1}), list(zip(lo, hi, (v - lo).tolist())))
+        if len(_AT) < 64:  # the model's fixed sample counts; measured ones vary and are not kept
+            _AT[n] = at
+    kth, spots = at
+    part = np.partition(a, kth)
+    if part[-1] != part[-1]:  # NaN: numpy moves it to the end, and answers NaN
+        return (float("nan"),) * 3
+    out = []
+    for i, j, g in spots:
+        x, y = float(part[i]), float(part[j])
+        d = y - x
+        out.append(y - d * (1 - g) if g >= 0.5 else x + d * g)
+    return tuple(out)
 
 
 def poisson_quantiles(mean: float, qs=(50, 90, 99)) -> list[int]:
@@ -322,6 +354,8 @@ class ColocatedModel:
         if chunk_tokens:
             self.n_chunks = np.ceil(d.prompt / chunk_tokens)
             self.mean_chunk = float(d.prompt.sum() / self.n_chunks.sum())
+            self._first_chunk = np.minimum(d.prompt, chunk_tokens)
+        self._steps = np.maximum(d.decode_steps, 1)
 
     @cached_property
     def _sd_prefill(self) -> float:
@@ -400,13 +434,13 @@ class ColocatedModel:
         if max(bq, 1) > dec.max_batch:
             return RoleEval(False, dec.batch_limit, lam, batch_mean=b)
         t_d = dec.t(1 + b)
-        steps = np.maximum(d.decode_steps, 1)
+        steps = self._steps
         life = steps * t_d / (1 - share)
         rng = _seeded_rng(2)
         n_stalls = rng.poisson(rate * life)
         # Stalls differ in size (prompts differ): their sum over N stalls has mean N * stall and
         # spread sqrt(N) * sd, with sd that of the prompt's own prefill (or chunk) time.
-        sd = self._sd_prefill if not self.chunk else float(np.std(self.rep.decode_step_s(max(b, 1.0), dec.c, np.minimum(d.prompt, self.chunk))))
+        sd = self._sd_prefill if not self.chunk else float(np.std(self.rep.decode_step_s(max(b, 1.0), dec.c, self._first_chunk)))
         stall_sum = np.maximum(n_stalls * stall + np.sqrt(n_stalls) * sd * rng.standard_normal(len(steps)), 0.0)
         # The running batch a request lives with fluctuates around b (Poisson, as for decode).
         b_i = 1 + rng.poisson(b, len(steps))

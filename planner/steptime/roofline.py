@@ -164,12 +164,33 @@ class Replica:
         """Time of one decode iteration: `batch` sequences of mean context `context` tokens, plus an
         optional chunk of `prefill_tokens` prompt tokens mixed into the same step (chunked prefill) (s):
         max(decode_work FLOPs / FLOP/s, bytes / B/s) + tp all-reduces + per-step overhead."""
+        k = self._scalar_decode
+        if k is not None and isinstance(batch, (int, float)) and isinstance(context, (int, float)) and isinstance(prefill_tokens, (int, float)):
+            # The queueing fixed points' hot path (~25,000 calls a plan): decode_work, tp_comm_s and
+            # the sum below with their constants hoisted, the same operations in the same order.
+            k1, k2, k3, k4, w, kv, F, B, comm_k, lat, layers2, ovh = k
+            fl = k1 * (batch + prefill_tokens) + k2 * batch + k3 * batch * context + k4 * prefill_tokens * context
+            by = w + batch * context * kv
+            comm = layers2 * (comm_k * ((batch + prefill_tokens) * self.model.hidden * 2.0) / self.gpu.link_bytes_s + lat) if comm_k else 0.0
+            return max(fl / F, by / B) + comm + ovh
         fl, by = self.decode_work(batch, context, prefill_tokens)
         comm = self.tp_comm_s(batch + prefill_tokens) if self.tp > 1 else 0.0
-        if isinstance(fl, float) and isinstance(by, float):  # scalar: the optimizer's hot path
+        if isinstance(fl, float) and isinstance(by, float):  # scalar
             return max(fl / self.flops_per_s, by / self.bytes_per_s) + comm + self.eff.decode_overhead_s
         t = np.maximum(fl / self.flops_per_s, by / self.bytes_per_s) + comm + self.eff.decode_overhead_s
         return float(t) if np.ndim(t) == 0 else t
+
+    @cached_property
+    def _scalar_decode(self) -> tuple | None:
+        """decode_step_s's constants for scalar arguments on a dense model; None for MoE (its
+        weight bytes depend on the batch) and for subclasses with step times of their own."""
+        if type(self).decode_step_s is not Replica.decode_step_s or self.model.experts > 1:
+            return None
+        m = self.model
+        att, head = m.layers * m.heads * m.head_dim, m.head_params
+        comm_k = 2.0 * (self.tp - 1) / self.tp if self.tp > 1 else 0.0
+        return (2.0 * (m.matmul_params_active - head), 2.0 * head, 4.0 * att, 2.0 * att, self.weight_bytes, self.kv_bytes_per_token,
+                self.flops_per_s, self.bytes_per_s, comm_k, ALLREDUCE_LATENCY_S, 2 * m.layers, self.eff.decode_overhead_s)
 
     @property
     def weight_read_floor_s(self) -> float:

@@ -1,6 +1,6 @@
 """How fast is `planner plan`, against a baseline commit timed in the same run?
 
-    python benchmarks/plan_speed.py [--repeat 5] [--baseline 82cd21e] [--no-baseline]
+    python benchmarks/plan_speed.py [--repeat 5] [--baseline 2fb5a5a] [--no-baseline]
 
 Prints, for people, a table of medians (and min/max) and the paired ratio baseline / this code
 (each repetition runs both back to back, so a load from other processes hits both alike), then
@@ -91,7 +91,7 @@ def in_process(repeat: int) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--baseline", default="82cd21e", help="commit to time beside this code")
+    ap.add_argument("--baseline", default="2fb5a5a", help="commit to time beside this code (issue 11 measures against 2fb5a5a)")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--no-breakeven", action="store_true")
     a = ap.parse_args()

@@ -23,8 +23,9 @@ What it does, each step idempotent:
    it, and never hits); prints TTFT and ITL/TPOT medians side by side with their ratio, and the
    requests each side dropped or failed;
    (b) `planner plan --profile <that profile> --gpus local` and its summary;
-   (c) `planner validate --endpoint URL --engine vllm` over a small grid, if `planner validate
-   --help` lists `--engine`; otherwise says it was skipped and why.
+   (c) the fidelity grid: `planner validate --endpoint URL --engine vllm --mode colocated` for two
+   length mixes x three loads (30/50/70% of the capacity the profile predicts), printing each
+   pilot's errors and the median and worst |error| of TTFT p50/p90, TPOT p50/p90 and throughput.
 
 The server is stopped at exit (its own process group, by PID). Nothing is downloaded but the pip
 install. Results: one JSON line at the end, and the files under --workdir/run-<time>/.
@@ -271,23 +272,50 @@ def stage_b(model: Path, profile_out: Path, a, run_dir: Path) -> int:
     return r.returncode
 
 
-def stage_c(url: str, model: Path, profile_out: Path, a, run_dir: Path) -> str:
+GRID_METRICS = ("ttft_ms_p50", "ttft_ms_p90", "tpot_ms_p50", "tpot_ms_p90", "throughput_rps")
+
+
+def stage_c(url: str, model: Path, profile_out: Path, a, run_dir: Path) -> dict:
+    """The fidelity grid: `planner validate --endpoint URL --engine vllm` for each length mix x
+    load (a share of the capacity the profile predicts), colocated (one vLLM instance serves the
+    URL: validate never assumes the shape). Prints each pilot's errors, then the median and worst
+    |error| per metric over the grid."""
     help_text = sh(planner_cmd("validate", "--help"), env={"PYTHONPATH": str(ROOT), "COLUMNS": "200"}, check=False).stdout
     if "--engine" not in help_text:
         msg = "(c) skipped: `planner validate --help` lists no --engine (the engine-aware validate is not merged yet)"
         print("\n" + msg)
-        return msg
-    out = []
-    for rate in a.validate_rates:
-        # One vLLM server behind the URL: a colocated pilot of one instance (validate never assumes it).
-        cmd = planner_cmd("validate", "--endpoint", url, "--engine", "vllm", "--profile", profile_out, "--model", model,
-                          "--served-model", model.name, "--mode", "colocated", "--workers", "1", "--pilot-rate", rate,
-                          "--input-len", a.input_len, "--output-len", a.output_len, "--json", run_dir / f"validate-{rate}.json")
-        r = sh(cmd, env={"PYTHONPATH": str(ROOT), "COLUMNS": "120"}, check=False)
-        (run_dir / f"validate-{rate}.txt").write_text(r.stdout + r.stderr)
-        print(f"\n(c) validate at {rate} req/s (exit {r.returncode})\n{r.stdout[-3000:]}{r.stderr[-1000:]}")
-        out.append(f"rate {rate}: exit {r.returncode}")
-    return "; ".join(out)
+        return {"skipped": msg}
+    rows = []
+    for mix in a.validate_mixes:
+        inp, outp = mix.split("/")
+        for load in a.validate_loads:
+            tag = f"{inp}-{outp}-{load}".replace(":", "")
+            cmd = planner_cmd("validate", "--endpoint", url, "--engine", "vllm", "--profile", profile_out, "--model", model,
+                              "--served-model", model.name, "--mode", "colocated", "--workers", "1", "--load-frac", load,
+                              "--requests", a.validate_requests, "--input-len", inp, "--output-len", outp,
+                              "--seed", a.validate_seed + len(rows), "--no-progress", "--json", run_dir / f"validate-{tag}.json")
+            t0 = time.time()
+            r = sh(cmd, env={"PYTHONPATH": str(ROOT), "COLUMNS": "120"}, check=False)
+            (run_dir / f"validate-{tag}.txt").write_text(r.stdout + r.stderr)
+            row = {"mix": mix, "load_frac": load, "exit": r.returncode, "wall_s": round(time.time() - t0, 1)}
+            try:
+                res = json.loads((run_dir / f"validate-{tag}.json").read_text())
+                row.update(valid=res.get("valid"), rate_rps=res["pilot"].get("rate_rps"), requests=res.get("requests"),
+                           errors={k: res["metrics"][k]["rel_error"] for k in GRID_METRICS if k in res["metrics"]})
+            except (OSError, ValueError, KeyError) as e:
+                row["error"] = f"no result: {e}; see {run_dir / f'validate-{tag}.txt'}"
+            rows.append(row)
+            errs = "  ".join(f"{k} {v:+.0%}" for k, v in row.get("errors", {}).items() if v is not None)
+            log(f"(c) {mix} at {load:.0%} of capacity ({row.get('rate_rps') or 0:.3f} req/s): exit {r.returncode}, {errs or row.get('error')}")
+    summary = {}
+    print(f"\n(c) validate against vLLM, {len(rows)} pilots (colocated, {a.validate_requests} requests each)")
+    print(f"{'metric':16s} {'median |error|':>15s} {'worst |error|':>14s}  pilots")
+    for k in GRID_METRICS:
+        vals = [abs(r["errors"][k]) for r in rows if r.get("valid") and r.get("errors", {}).get(k) is not None]
+        if vals:
+            summary[k] = {"median_abs_error": round(statistics.median(vals), 4), "worst_abs_error": round(max(vals), 4), "pilots": len(vals)}
+            print(f"{k:16s} {statistics.median(vals):15.1%} {max(vals):14.1%}  {len(vals)}")
+    return {"pilots": rows, "summary": summary}
 
 
 def main(argv=None) -> None:
@@ -315,11 +343,16 @@ def main(argv=None) -> None:
     ap.add_argument("--plan-rate", type=float, default=0.5)
     ap.add_argument("--ttft-slo", type=float, default=2000.0)
     ap.add_argument("--tpot-slo", type=float, default=200.0)
-    ap.add_argument("--validate-rates", default="0.2,0.5")
+    ap.add_argument("--validate-mixes", default="256/64,uniform:64-512/uniform:32-128",
+                    help="length mixes of the grid, INPUT/OUTPUT in validate's forms, comma-separated")
+    ap.add_argument("--validate-loads", default="0.3,0.5,0.7", help="pilot loads, shares of the profile's predicted capacity")
+    ap.add_argument("--validate-requests", type=int, default=32)
+    ap.add_argument("--validate-seed", type=int, default=0, help="first pilot's arrival seed (then +1 per pilot)")
     ap.add_argument("--profile-out", type=Path, default=None, help="where to write the profile (default in the run folder)")
     a = ap.parse_args(argv)
     a.concurrency = [int(x) for x in a.concurrency.split(",")]
-    a.validate_rates = [float(x) for x in a.validate_rates.split(",")]
+    a.validate_mixes = a.validate_mixes.split(",")
+    a.validate_loads = [float(x) for x in a.validate_loads.split(",")]
     run_dir = a.workdir / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
     py = install(a.venv, a.vllm_spec, run_dir / "install.log")

@@ -115,12 +115,21 @@ def _profiled_limits(engine: str, profiles) -> tuple[int | None, int | None]:
     return None, None
 
 
-def _engine(name: str, max_num_seqs: int | None, max_num_batched_tokens: int | None):
+def _endpoint_engine(profiles) -> str | None:
+    """The modelled engine every endpoint profile among `profiles` measured (vllm), if they agree."""
+    from planner.measure.files import profile_engine
+    from planner.queueing.engine import ENGINE_NAMES
+
+    names = {profile_engine(p)["name"] for p in profiles if p.kind == "endpoint"}
+    return names.pop() if len(names) == 1 and next(iter(names)) in ENGINE_NAMES and "generic" not in names else None
+
+
+def _engine(name: str | None, max_num_seqs: int | None, max_num_batched_tokens: int | None):
     """The engine modelled, with the limits the user pinned (each checked: a positive integer)."""
     for flag, v in (("--max-num-seqs", max_num_seqs), ("--max-num-batched-tokens", max_num_batched_tokens)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1_000_000):
             raise BadInput(f"{flag} {v!r}: expected an integer between 1 and 1000000")
-    eng = engine_named(name)
+    eng = engine_named(name or "generic")
     if max_num_batched_tokens is not None and max_num_seqs is None and eng.name != "planner" and max_num_batched_tokens <= eng.max_num_seqs:
         max_num_seqs = max_num_batched_tokens - 1  # a step must hold its decodes and at least one prompt token
     return eng.with_limits(max_num_seqs, max_num_batched_tokens)
@@ -184,7 +193,7 @@ def check_floor(model: ModelSpec, w, space: SearchSpace, gpus: list) -> None:
 
 
 def build_space(catalog=None, gpus=None, prefill_gpus=None, decode_gpus=None, provider=None, profiles=(), weight_dtype="bf16",
-                kv_dtype="bf16", kv_compression="none", engine="generic", max_num_seqs=None, max_num_batched_tokens=None):
+                kv_dtype="bf16", kv_compression="none", engine=None, max_num_seqs=None, max_num_batched_tokens=None):
     """(catalog, SearchSpace, calibration report) from plan()'s hardware arguments: the catalog
     (a Catalog, a YAML path or None for the packaged one), the GPU types allowed per role, the
     price source, the profiles that calibrate the roofline, and the dtypes. Errors name the flag."""
@@ -208,6 +217,10 @@ def build_space(catalog=None, gpus=None, prefill_gpus=None, decode_gpus=None, pr
         with named("--profile"):
             cal = calibrate_from_profiles(profiles, cat)
         efficiencies, extra_gpus, calibration, measured = cal.efficiencies, cal.local_gpus, cal.report, cal.measured
+        if engine is None:  # a vLLM user's own profile: plan the engine it measured
+            engine = _endpoint_engine(cal.measured.values())
+            if engine:
+                calibration["engine_from_profile"] = engine
         if max_num_seqs is None and max_num_batched_tokens is None:
             max_num_seqs, max_num_batched_tokens = _profiled_limits(engine, cal.measured.values())
 
@@ -268,10 +281,11 @@ def plan(
     schedule: bool | None = None,
     uncertainty: bool = True,
     draws: int | None = None,
-    engine: str = "generic",
+    engine: str | None = None,
     current_split: str | None = None,
     max_num_seqs: int | None = None,
     max_num_batched_tokens: int | None = None,
+    itl_slo_ms: float | None = None,
 ) -> PlanResult:
     """Size the cheapest disaggregated and colocated deployments for a workload (see module doc)."""
     from planner.workload.workload import workload_from_flags
@@ -283,7 +297,13 @@ def plan(
         if rate is None and requests_per_day is None:
             rate = 10.0
         workload = workload_from_flags(rate=rate, requests_per_day=requests_per_day, peak_factor=peak_factor, input_len=input_len,
-                                       output_len=output_len, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms, percentile=percentile)
+                                       output_len=output_len, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms, percentile=percentile,
+                                       itl_slo_ms=itl_slo_ms)
+    elif itl_slo_ms is not None:
+        from planner.workload.workload import slo_from_flags
+
+        s = workload.slo
+        workload = replace(workload, slo=slo_from_flags(s.ttft_ms, s.tpot_ms, s.percentile, itl=itl_slo_ms))
     w = workload
     cat, space, calibration = build_space(catalog, gpus, prefill_gpus, decode_gpus, provider, profiles, weight_dtype, kv_dtype, kv_compression,
                                           engine, max_num_seqs, max_num_batched_tokens)
@@ -397,7 +417,8 @@ def _notes(spec, w, space: SearchSpace, dis: PlanSide, col: PlanSide, cat, calib
                                      f"{eff0.prefill_overhead_s * 1e3:g} ms per prefill batch, {eff0.decode_overhead_s * 1e3:g} ms per decode step), "
                                      "moved to other GPUs by their datasheet specs"),
         f"memory: {USABLE_MEMORY_FRACTION:.0%} of device memory usable, {ACTIVATION_RESERVE_BYTES / 1e9:g} GB per GPU reserved for activations",
-        "serving " + eng.describe(),
+        "serving " + eng.describe() + (f" (--engine {calibration['engine_from_profile']}: the engine the endpoint profile measured)"
+                                       if calibration.get("engine_from_profile") else ""),
         "TTFT in disaggregated mode includes the KV transfer to the decode pool" if eng.kv_transfer == "whole"
         else "KV moves layer by layer during the prefill: the last layer's transfer delays the second token, not the first",
         "KV transfer between pools goes over the node network (each replica gets its share of the node NIC: NIC * tp / GPUs per node) plus 1 ms latency",

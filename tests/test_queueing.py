@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from planner.specs.catalog import load_catalog
-from planner.queueing.models import (ColocatedModel, DecodeModel, Demand, PrefillModel, capacity, md1_wait, mg1_wait, mmc_wait_erlang_c,
+from planner.queueing.models import (ColocatedModel, DecodeModel, Demand, Pcts, PrefillModel, capacity, md1_wait, mg1_wait, mmc_wait_erlang_c,
                               poisson_quantiles)
 from planner.steptime.roofline import Replica
 from planner.specs.models import PRESETS
@@ -120,3 +120,32 @@ def test_scalar_decode_step_is_the_array_formula():
             arr = r.decode_step_s(np.array([b], dtype=float), np.array([c], dtype=float), np.array([p], dtype=float))
             assert r.decode_step_s(b, c, p) == float(arr[0])
     assert Replica(PRESETS["mixtral-8x7b"], H100, tp=2)._scalar_decode is None
+
+
+def test_itl_is_every_gap_and_catches_the_stalls_tpot_averages_away():
+    """ITL samples: without stalls, the step at the running batch's Poisson spread; with stalls
+    landing in ~5% of the gaps, the p99 gap carries one whole while the p50 does not."""
+    from planner.queueing.models import itl_samples
+
+    t = lambda n: 0.02 + 0.001 * np.asarray(n, dtype=float)  # noqa: E731
+    steps = np.full(1000, 99.0)
+    plain = Pcts.of(itl_samples(t, 8.0, steps))
+    assert 0.02 + 0.001 * 8 < plain.p50 / 1e3 < 0.02 + 0.001 * 11 and plain.p99 < 0.04 * 1e3
+    stalled = Pcts.of(itl_samples(t, 8.0, steps, stall_rate=1.8, stall_s=0.5, share=0.0))  # 1.8/s x ~29 ms: ~5% of gaps
+    assert stalled.p50 == pytest.approx(plain.p50, rel=0.1) and stalled.p99 > 500
+
+
+def test_an_itl_target_sizes_the_plan():
+    """--itl-slo: loose, the plan of no target; tight enough to bind, the colocated side is
+    sized for it (more $/h, or infeasible) and says ITL binds."""
+    from planner.api import plan
+
+    base = plan(rate=10, pareto=False, uncertainty=False, gpus="h100-sxm")
+    loose = plan(rate=10, pareto=False, uncertainty=False, gpus="h100-sxm", itl_slo_ms=1000)
+    assert loose.colocated.usd_per_hour == base.colocated.usd_per_hour and loose.disaggregated.usd_per_hour == base.disaggregated.usd_per_hour
+    assert base.colocated.itl is not None and base.colocated.itl.p90 >= base.colocated.tpot.p50 * 0.5
+    tight_ms = base.colocated.itl.p90 * 0.9
+    tight = plan(rate=10, pareto=False, uncertainty=False, gpus="h100-sxm", itl_slo_ms=tight_ms)
+    col = tight.colocated
+    assert (not col.feasible) or col.usd_per_hour > base.colocated.usd_per_hour or col.itl.p90 <= tight_ms
+    assert tight.to_dict()["workload"]["slo"]["itl_ms"] == tight_ms

@@ -67,6 +67,8 @@ def test_prompt_ids_deterministic_exact_length_in_range():
     assert a != rp.prompt_ids(4, 57)
     assert min(a) >= rp.PROMPT_ID_RANGE[0] and max(a) < rp.PROMPT_ID_RANGE[1]
     assert len(rp.prompt_ids(-1, 5)) == 5  # warm-up indices are negative
+    # an endpoint pilot's salt: the same schedule, other prompts (no prefix cache hit from the last pilot)
+    assert rp.prompt_ids(3, 57, salt=12345) != a and rp.prompt_ids(3, 57, salt=12345) == rp.prompt_ids(3, 57, salt=12345)
 
 
 def test_chunk_tokens_counts_ids_then_logprobs_then_text():

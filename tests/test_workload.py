@@ -209,7 +209,7 @@ def test_to_dict_is_json_and_helpers():
     assert d["rate_rps"] == 15 and d["mean_rate_rps"] == 10 and d["peak_factor"] == 1.5
     assert d["input"]["kind"] == "uniform" and d["input"]["mean"] == 200 and d["input"]["max"] == 300
     assert set(d["output"]) >= {"kind", "mean", "p50", "p90", "p99", "max"}
-    assert d["slo"] == {"ttft_ms": 1000, "tpot_ms": 50, "percentile": 90} and d["source"] == "flags"
+    assert d["slo"] == {"ttft_ms": 1000, "tpot_ms": 50, "percentile": 90, "itl_ms": None} and d["source"] == "flags"
     w2 = w.with_rate(30)
     assert (w2.rate_rps, w2.mean_rate_rps, w2.peak_factor) == (30, 20, 1.5) and "what-if" in w2.notes[-1]
     w3 = w.with_slo(tpot_ms=20)

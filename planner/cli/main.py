@@ -37,6 +37,7 @@ def plan_cmd(
     ttft_slo: Optional[float] = typer.Option(None, "--ttft-slo", "--ttft-slo-ms", help="Time-to-first-token target, ms [default: 1000]."),
     tpot_slo: Optional[float] = typer.Option(None, "--tpot-slo", "--tpot-slo-ms", help="Time-per-output-token target, ms [default: 50]."),
     percentile: Optional[int] = typer.Option(None, "--percentile", help="SLO percentile: 50, 90 or 99 [default: 90]."),
+    itl_slo: Optional[float] = typer.Option(None, "--itl-slo", "--itl-slo-ms", help="Inter-token latency target, ms, over every gap (vllm bench serve's ITL; --tpot-slo bounds each request's mean gap) [default: none]."),
     workload: Optional[Path] = typer.Option(None, "--workload", help="Workload YAML file (rate, lengths, SLOs, trace)."),
     trace: Optional[Path] = typer.Option(None, "--trace", help="CSV/JSONL trace: lengths and arrival pattern (Azure trace columns recognised)."),
     catalog: Optional[Path] = typer.Option(None, "--catalog", help="Your own GPU catalog YAML [default: the packaged gpu_catalog.yaml]."),
@@ -46,7 +47,7 @@ def plan_cmd(
     provider: Optional[str] = typer.Option(None, "--provider", help="Price from this provider [default: cheapest listed on-demand]."),
     current: Optional[str] = typer.Option(None, "--current", help="What you run today, colocated: COUNTxGPU[:tpN], e.g. 8xa100-40gb."),
     current_split: Optional[str] = typer.Option(None, "--current-split", help="Evaluate a fixed split: PREFILLxGPU[:tpN]+DECODExGPU[:tpN], e.g. 2xh100+6xh100."),
-    engine: str = typer.Option("generic", "--engine", help="Serving engine whose scheduling the model takes: generic (the planner's original vLLM-like model), vllm (vLLM V1 `vllm serve` defaults per device) or planner (this project's runtime)."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="Serving engine whose scheduling the model takes: generic (the planner's original vLLM-like model), vllm (vLLM V1 `vllm serve` defaults per device) or planner (this project's runtime) [default: the engine an endpoint --profile measured, else generic]."),
     max_num_seqs: Optional[int] = typer.Option(None, "--max-num-seqs", help="Pin the engine's running-sequence limit per replica [default: the engine's own]."),
     max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens", help="Pin the engine's token budget per step / prefill batch [default: the engine's own]."),
     profile: Optional[List[Path]] = typer.Option(None, "--profile", help="Profile file(s) from `planner profile` to calibrate the model."),
@@ -102,7 +103,7 @@ def plan_cmd(
                   decode_gpus=decode_gpus, provider=provider, current=current, profiles=profile or [], simulate=simulate,
                   weight_dtype=weight_dtype, kv_dtype=kv_dtype, kv_compression=kv_compression, pareto=pareto, schedule=schedule,
                   engine=engine, current_split=current_split, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                  uncertainty=uncertainty, draws=draws)
+                  uncertainty=uncertainty, draws=draws, itl_slo_ms=itl_slo)
     to_stdout = json_out in STREAMS and STREAMS[json_out] == "stdout"
     render_terminal(result, Console(stderr=to_stdout, markup=False))
     if json_out:

@@ -26,7 +26,8 @@ LABELS = {
     "utilization_prefill": ("prefill worker busy", "share"), "utilization_decode": ("decode worker busy", "share"),
     "utilization_colocated": ("worker busy", "share"), "prefill_queue_ms_mean": ("prefill queue mean", "ms"),
     "prefill_time_ms_mean": ("prefill time mean", "ms"), "kv_bytes_per_request": ("KV bytes / request", "B"),
-    "decode_batch_mean": ("decode batch (running)", "seqs"), "itl_ms_p50": ("inter-token gap p50", "ms"),
+    "decode_batch_mean": ("decode batch (running)", "seqs"),
+    "itl_ms_p50": ("ITL p50 (every gap)", "ms"), "itl_ms_p90": ("ITL p90 (every gap)", "ms"), "itl_ms_p99": ("ITL p99 (every gap)", "ms"),
     "e2e_s_mean": ("end-to-end mean", "s"),
 }
 
@@ -75,7 +76,8 @@ def _verdict_line(run: dict) -> str:
             return "n/a"
         return f"{'meets' if x['meets'] else 'misses'} (p{q} TTFT {x['ttft_ms']:.0f} ms, p{q} TPOT {x['tpot_ms']:.1f} ms)"
 
-    return f"SLO p{q} TTFT <= {slo['ttft_ms']:g} ms, TPOT <= {slo['tpot_ms']:g} ms: measured {say(v['measured'])}; predicted {say(v['predicted'])}"
+    itl = f", ITL <= {slo['itl_ms']:g} ms" if slo.get("itl_ms") is not None else ""
+    return f"SLO p{q} TTFT <= {slo['ttft_ms']:g} ms, TPOT <= {slo['tpot_ms']:g} ms{itl}: measured {say(v['measured'])}; predicted {say(v['predicted'])}"
 
 
 def render_terminal(result: dict, console) -> None:
@@ -196,6 +198,7 @@ def validate(
     output_len: Optional[str] = typer.Option(None, "--output-len", help="Output tokens (default: uniform:32-96)."),
     ttft_slo: Optional[float] = typer.Option(None, "--ttft-slo", "--ttft-slo-ms", help="TTFT target, ms (default: 1000)."),
     tpot_slo: Optional[float] = typer.Option(None, "--tpot-slo", "--tpot-slo-ms", help="TPOT target, ms (default: 50)."),
+    itl_slo: Optional[float] = typer.Option(None, "--itl-slo", "--itl-slo-ms", help="ITL target, ms, over every inter-token gap (default: none)."),
     percentile: Optional[int] = typer.Option(None, "--percentile", help="SLO percentile: 50, 90 or 99 (default: 90)."),
     workload: Optional[Path] = typer.Option(None, "--workload", help="Workload YAML file."),
     trace: Optional[Path] = typer.Option(None, "--trace", help="CSV/JSONL trace: replayed with its own (scaled) timing."),
@@ -268,6 +271,11 @@ def validate(
     model = model or "tiny"
     if slo_given:
         w = w.with_slo(ttft_slo, tpot_slo, percentile)
+    if itl_slo is not None:
+        from dataclasses import replace
+
+        s = w.slo
+        w = replace(w, slo=slo_from_flags(s.ttft_ms, s.tpot_ms, s.percentile, itl=itl_slo))
     say = lambda msg: console.print(msg, highlight=False, markup=False)  # noqa: E731
     result = run_validate(model=model, device=device, workload=w, plan=plan_doc, max_workers=max_workers, mode=mode,
                           prefill_workers=prefill_workers, decode_workers=decode_workers, workers=workers, load_frac=load_frac,

@@ -87,6 +87,9 @@ class RunResult:
             out[f"ttft_ms_{q}"] = _entry(getattr(p.ttft_ms, q) if p.ttft_ms else None, cl.get("ttft_ms", {}).get(q))
         for q in ("p50", "p90", "p99"):
             out[f"tpot_ms_{q}"] = _entry(getattr(p.tpot_ms, q) if p.tpot_ms else None, cl.get("tpot_ms", {}).get(q))
+        itl = getattr(p, "itl_ms", None)
+        for q in ("p50", "p90", "p99"):
+            out[f"itl_ms_{q}"] = _entry(getattr(itl, q) if itl else None, cl.get("itl_ms", {}).get(q))
         out["throughput_rps"] = _entry(self.throughput_pred[0], cl.get("throughput_rps"))
         out["output_tokens_per_s"] = _entry(self.throughput_pred[1], cl.get("output_tokens_per_s"))
         kv_meas = m.server.get("server_kv_mean_s")
@@ -124,7 +127,6 @@ class RunResult:
         out["decode_batch_mean"] = _entry(p.batch_mean.get(role), meas_b)
         if sim.get("mean_decode_batch") is not None:
             out["decode_batch_mean"]["simulated"] = round(float(sim["mean_decode_batch"]), 4)
-        out["itl_ms_p50"] = _entry(None, m.client.get("itl_ms", {}).get("p50"))
         out["e2e_s_mean"] = _entry(p.e2e_s_mean, m.client.get("e2e_s_mean"))
         if sim.get("e2e_s_mean") is not None:
             out["e2e_s_mean"]["simulated"] = round(float(sim["e2e_s_mean"]), 4)
@@ -149,15 +151,22 @@ class RunResult:
         meas = self.measurement.client
         pred = self.prediction
 
-        def judge(ttft, tpot):
+        itl_slo = getattr(self.slo, "itl_ms", None)
+
+        def judge(ttft, tpot, itl):
             if ttft is None or tpot is None:
                 return None
-            return {"ttft_ms": ttft, "tpot_ms": tpot, "meets": ttft <= self.slo.ttft_ms and tpot <= self.slo.tpot_ms}
+            meets = ttft <= self.slo.ttft_ms and tpot <= self.slo.tpot_ms
+            out = {"ttft_ms": ttft, "tpot_ms": tpot, "meets": meets}
+            if itl_slo is not None:
+                out.update(itl_ms=itl, meets=meets and itl is not None and itl <= itl_slo)
+            return out
 
+        pitl = getattr(pred, "itl_ms", None)
         return {"slo": self.slo.to_dict(),
-                "measured": judge(meas.get("ttft_ms", {}).get(f"p{q}"), meas.get("tpot_ms", {}).get(f"p{q}")),
+                "measured": judge(meas.get("ttft_ms", {}).get(f"p{q}"), meas.get("tpot_ms", {}).get(f"p{q}"), meas.get("itl_ms", {}).get(f"p{q}")),
                 "predicted": judge(getattr(pred.ttft_ms, f"p{q}") if pred.ttft_ms else None,
-                                   getattr(pred.tpot_ms, f"p{q}") if pred.tpot_ms else None)}
+                                   getattr(pred.tpot_ms, f"p{q}") if pred.tpot_ms else None, getattr(pitl, f"p{q}") if pitl else None)}
 
     def to_dict(self) -> dict:
         m, p = self.measurement, self.prediction

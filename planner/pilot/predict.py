@@ -32,7 +32,7 @@ def pilot_engine(pilot: Pilot):
 
 def relaxed(d: Demand) -> Demand:
     """The same lengths without SLOs: feasibility is then stability (and batch limits) only."""
-    return replace(d, ttft_slo_s=math.inf, tpot_slo_s=math.inf)
+    return replace(d, ttft_slo_s=math.inf, tpot_slo_s=math.inf, itl_slo_s=None)
 
 
 def pilot_capacity(pilot: Pilot, rep, d: Demand) -> tuple[float, str]:

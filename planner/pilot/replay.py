@@ -169,10 +169,11 @@ def trace_schedule(workload, rate_rps: float, n: int | None = None, duration_s: 
     return reqs
 
 
-def prompt_ids(index: int, n: int, seed: int = 0) -> list[int]:
+def prompt_ids(index: int, n: int, seed: int = 0, salt: int = 0) -> list[int]:
     """n token ids for request `index`: random (so no prefix cache shares work between requests)
-    and deterministic (the same schedule sends the same prompts)."""
-    rng = np.random.default_rng([seed, index + WARMUP_INDEX_BASE])
+    and deterministic for one (seed, salt): the same schedule sends the same prompts. A per-run
+    `salt` keeps a server's prefix cache from serving one pilot's prompts to the next."""
+    rng = np.random.default_rng([seed, index + WARMUP_INDEX_BASE, salt])
     return rng.integers(*PROMPT_ID_RANGE, size=n).tolist()
 
 
@@ -208,7 +209,7 @@ async def send_one(session, url: str, body: dict, rec: RequestRecord, timeout_s:
 
 # ---- the replay -------------------------------------------------------------------------------
 async def replay(url: str, model: str | None, schedule: list[ReplayRequest], state: ReplayState,
-                 timeout_s: float = 60.0, extras: bool = True, seed: int = 0, on_event=None) -> ReplayState:
+                 timeout_s: float = 60.0, extras: bool = True, seed: int = 0, on_event=None, salt: int = 0) -> ReplayState:
     """Send every request of `schedule` at its time (open loop) and wait for all of them.
 
     `on_event(kind, record)` is called with "sent" and "done" (a progress bar). On cancellation
@@ -226,7 +227,7 @@ async def replay(url: str, model: str | None, schedule: list[ReplayRequest], sta
         async def one(req: ReplayRequest) -> None:
             rec = state.records[req.index]
             try:
-                await send_one(session, base, request_body(model, prompt_ids(req.index, req.prompt_tokens, seed),
+                await send_one(session, base, request_body(model, prompt_ids(req.index, req.prompt_tokens, seed, salt),
                                                            req.output_tokens, extras), rec, timeout_s)
             finally:
                 state.finished_at_s = max(state.finished_at_s, time.perf_counter() - state.t0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,9 +276,14 @@ def run_pilot(pilot: Pilot, schedule, endpoint: str | None = None, timeout_s: fl
         watch.start()
         if on_serving is not None:
             on_serving(handle if handle is not None else url)
+        # Someone else's server keeps a prefix cache across pilots (vLLM, SGLang): the same seed
+        # would send the same prompts and hit it. Ours has none; its prompts stay reproducible.
+        salt = 0 if endpoint is None else random.SystemRandom().randrange(1 << 32)
+        if salt:
+            meas.notes.append("prompts salted for this run (an endpoint's prefix cache cannot serve them from an earlier pilot)")
         say(f"replaying {len(schedule)} requests against {url} (open loop, {pilot.rate_rps:.3g} req/s)")
         with _Progress(progress, len(schedule)) as bar:
-            asyncio.run(rp.replay(url, model, schedule, state, timeout_s, extras, seed, on_event=bar.event))
+            asyncio.run(rp.replay(url, model, schedule, state, timeout_s, extras, seed, on_event=bar.event, salt=salt))
         meas.cpu = watch.stop()
         if handle is not None:  # a worker's busy share: its CPU seconds per wall second per thread
             by_role: dict = {}

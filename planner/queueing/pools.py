@@ -32,7 +32,7 @@ from planner.queueing.arrivals import (_scv, alone_share, decode_arrival_scv, li
                                        others_over_life, smooth_arrivals)
 from planner.queueing.engine import Engine
 from planner.queueing.greedy import GreedyPrefillModel
-from planner.queueing.models import N_SAMPLES, ColocatedModel, DecodeModel, Demand, Pcts, PrefillModel
+from planner.queueing.models import N_SAMPLES, ColocatedModel, DecodeModel, Demand, Pcts, PrefillModel, itl_samples
 from planner.steptime.adjust import Adjusted, longest_context_pad
 
 #: Fixed latency of one KV message between processes on a host (s): ZeroMQ over loopback.
@@ -58,10 +58,12 @@ class PoolPrediction:
     ttft_samples_ms: np.ndarray = field(repr=False, default=None)
     tpot_samples_ms: np.ndarray = field(repr=False, default=None)
     notes: tuple = ()
+    itl_ms: Pcts | None = None  # every inter-token gap (percentiles over gaps, not requests)
 
     def predicted(self) -> dict:
-        """The JSON block `plan` and `validate` both print: {ttft_ms, tpot_ms} x {p50, p90, p99}."""
-        return {"ttft_ms": self.ttft_ms.to_dict() if self.ttft_ms else None, "tpot_ms": self.tpot_ms.to_dict() if self.tpot_ms else None}
+        """The JSON block `plan` and `validate` both print: {ttft_ms, tpot_ms, itl_ms} x {p50, p90, p99}."""
+        return {"ttft_ms": self.ttft_ms.to_dict() if self.ttft_ms else None, "tpot_ms": self.tpot_ms.to_dict() if self.tpot_ms else None,
+                "itl_ms": self.itl_ms.to_dict() if self.itl_ms else None}
 
 
 def engine_replica(rep, d: Demand, engine: Engine):
@@ -170,14 +172,16 @@ def predict_split(pre_rep, dec_rep, d: Demand, engine: Engine, n_prefill: int, n
         tpot = step + first_gap / steps
         tpot_p = Pcts.of(tpot)
         util_d = 1 - math.exp(-b)
+        itl = itl_samples(_step_at(dm), b + shift, steps, first_gap=first_gap)
     else:
         tpot_p, util_d = de.tpot_ms, de.utilization
         tpot = np.full(N_SAMPLES, tpot_p.p50 / 1e3)
+        itl = itl_samples(_step_at(dm), b, steps)
     ttft_ok = Pcts.of(ttft).at(d.q) <= d.ttft_slo_s * 1e3
     return PoolPrediction("disaggregated", True, de.binding if ttft_ok else "ttft", Pcts.of(ttft), tpot_p, float(np.mean(kv_s)) * 1e3,
                           float(kv_bytes.mean()), {"prefill": busy_p, "decode": util_d}, {"prefill": k, "decode": b},
                           float(pre_wait.mean()) * 1e3, float(service.mean()) * 1e3, float(ttft.mean() + (steps * tpot).mean()),
-                          ttft * 1e3, tpot * 1e3, tuple(notes))
+                          ttft * 1e3, tpot * 1e3, tuple(notes), itl_ms=Pcts.of(itl))
 
 
 def predict_colocated(rep, d: Demand, engine: Engine, workers: int, rate_rps: float, chunk: int | None = None) -> PoolPrediction:
@@ -193,8 +197,10 @@ def predict_colocated(rep, d: Demand, engine: Engine, workers: int, rate_rps: fl
         return PoolPrediction("colocated", False, e.binding or "throughput", None, None, None, None, {"colocated": 1.0},
                               {"colocated": e.batch_mean}, None, None, None, notes=over)
     if engine.tpot != "per-request":
+        rate_stall, stall_s, share = cm.stalls(lam, e.batch_mean)
+        itl = itl_samples(_step_at(cm.dec), e.batch_mean, steps, rate_stall, stall_s, share)
         return PoolPrediction("colocated", True, e.binding, e.ttft_ms, e.tpot_ms, None, None, {"colocated": e.utilization},
-                              {"colocated": e.batch_mean}, None, None, None)
+                              {"colocated": e.batch_mean}, None, None, None, itl_ms=Pcts.of(itl))
     wait, mean_wait, _, k = cm.pre.wait_samples(lam)
     service = cm.pre.s1 + (cm.pre.T(k) - cm.pre.T(1))
     stall_share = lambda x: cm.stalls(lam, x)[2]  # noqa: E731
@@ -211,7 +217,7 @@ def predict_colocated(rep, d: Demand, engine: Engine, workers: int, rate_rps: fl
                               {"colocated": float(engine.max_num_seqs)}, None, None, None, notes=over)
     rate_stall, stall_s, share = cm.stalls(lam, b)
     step, life = _per_request_tpot(_step_at(cm.dec), b, shift, lam, steps, ca2, share)
-    tpot = step + np.random.default_rng(2).poisson(rate_stall * life) * stall_s / steps
+    tpot = step + np.random.default_rng(2).poisson(rate_stall * (life + cm.own_prefill_s(lam, b))) * stall_s / steps
     if cm.chunk:  # ColocatedModel's own chunked TTFT; no per-request samples
         ttft, tt_samples, wait_ms, service_ms = e.ttft_ms, None, None, None
         mean_ttft = e.ttft_ms.p50 / 1e3
@@ -220,6 +226,7 @@ def predict_colocated(rep, d: Demand, engine: Engine, workers: int, rate_rps: fl
         ttft, tt_samples, mean_ttft = Pcts.of(t_s), t_s * 1e3, float(t_s.mean())
         wait_ms, service_ms = mean_wait * 1e3, float(service.mean()) * 1e3
     util = share + (1 - share) * (1 - math.exp(-b))
+    itl = itl_samples(_step_at(cm.dec), b + shift, steps, rate_stall, stall_s, share)
     return PoolPrediction("colocated", True, e.binding, ttft, Pcts.of(tpot), None, None, {"colocated": min(util, 1.0)},
                           {"colocated": b}, wait_ms, service_ms, mean_ttft + float((steps * tpot).mean()),
-                          tt_samples, tpot * 1e3)
+                          tt_samples, tpot * 1e3, itl_ms=Pcts.of(itl))

@@ -135,6 +135,8 @@ def render_terminal(r: PlanResult, console=None) -> None:
               f"{money(c.usd_per_hour)}/h, {money(c.usd_per_hour * HOURS_PER_MONTH)}/month, {per_mtok(c)}/M output tokens")
     t.add_row("TTFT p50/p90/p99", _pcts(d.ttft), _pcts(c.ttft))
     t.add_row("TPOT p50/p90/p99", _pcts(d.tpot), _pcts(c.tpot))
+    if d.itl or c.itl:
+        t.add_row("ITL p50/p90/p99 (every gap)", _pcts(d.itl) if d.itl else "n/a", _pcts(c.itl) if c.itl else "n/a")
     if r.uncertainty:
         t.add_row("likely (90% interval)", interval_text(r, "disaggregated") or "-", interval_text(r, "colocated") or "-")
     t.add_row("utilization", ", ".join(f"{k} {v * 100:.0f}%" for k, v in d.utilization.items()) or "-", ", ".join(f"{k} {v * 100:.0f}%" for k, v in c.utilization.items()) or "-")
@@ -249,6 +251,8 @@ def render_markdown(r: PlanResult) -> str:
     row("$ per million output tokens", per_mtok(d), per_mtok(c))
     row("TTFT p50/p90/p99", _pcts(d.ttft), _pcts(c.ttft))
     row("TPOT p50/p90/p99", _pcts(d.tpot), _pcts(c.tpot))
+    if d.itl or c.itl:
+        row("ITL p50/p90/p99 (every gap)", _pcts(d.itl) if d.itl else "n/a", _pcts(c.itl) if c.itl else "n/a")
     if r.uncertainty:
         row("likely (90% interval)", interval_text(r, "disaggregated") or "-", interval_text(r, "colocated") or "-")
     row("utilization", ", ".join(f"{k} {v * 100:.0f}%" for k, v in d.utilization.items()), ", ".join(f"{k} {v * 100:.0f}%" for k, v in c.utilization.items()))

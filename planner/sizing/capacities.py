@@ -112,7 +112,7 @@ class _Slot:
         return self._memo
 
 
-SOFT_BINDINGS = ("", "ttft", "tpot")  # verdicts that depend on the SLO targets; any other is a hard limit
+SOFT_BINDINGS = ("", "ttft", "tpot", "itl")  # verdicts that depend on the SLO targets; any other is a hard limit
 
 
 def rejudge(e: RoleEval, d: Demand) -> RoleEval:
@@ -123,8 +123,9 @@ def rejudge(e: RoleEval, d: Demand) -> RoleEval:
         return e
     ok_t = e.ttft_ms is None or e.ttft_ms.at(d.q) <= d.ttft_slo_s * 1e3
     ok_p = e.tpot_ms is None or e.tpot_ms.at(d.q) <= d.tpot_slo_s * 1e3
-    ok = ok_t and ok_p
-    b = "" if ok else ("tpot" if not ok_p else "ttft")
+    ok_i = d.itl_slo_s is None or e.itl_ms is None or e.itl_ms.at(d.q) <= d.itl_slo_s * 1e3
+    ok = ok_t and ok_p and ok_i
+    b = "" if ok else ("tpot" if not ok_p else "ttft" if not ok_t else "itl")
     return e if (ok, b) == (e.feasible, e.binding) else replace(e, feasible=ok, binding=b)
 
 
@@ -148,10 +149,13 @@ class _Memo:
 def _demand_key(role: str, d: Demand) -> tuple:
     """What of the demand a role's capacity depends on: (the lengths and percentile, its own SLOs
     (s)): prefill ignores the output lengths and the TPOT target, decode the TTFT target."""
-    slo = {"prefill": (d.ttft_slo_s,), "decode": (d.tpot_slo_s,)}.get(role, (d.ttft_slo_s, d.tpot_slo_s))
+    itl = math.inf if d.itl_slo_s is None else d.itl_slo_s  # no target: the loosest one
+    slo = {"prefill": (d.ttft_slo_s,), "decode": (d.tpot_slo_s, itl)}.get(role, (d.ttft_slo_s, d.tpot_slo_s, itl))
     if role == "prefill":  # a prefill replica never sees the output lengths
         return (hash(d.prompt.tobytes()), d.q), slo
-    return (hash(d.prompt.tobytes()), hash(d.output.tobytes()), d.q), slo
+    # Colocated evaluations carry ITL percentiles only when a target asks (models.ColocatedModel):
+    # those made without one cannot judge one.
+    return (hash(d.prompt.tobytes()), hash(d.output.tobytes()), d.q, d.itl_slo_s is not None), slo
 
 
 def _slots(role: str, model, d: Demand, space, gpus, decode_link_bytes_s: float | None) -> list[_Slot]:

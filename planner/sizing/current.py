@@ -49,6 +49,8 @@ def meets(p: PoolPrediction, d: Demand) -> tuple[bool, str]:
         return False, "tpot"
     if p.ttft_ms.at(d.q) > d.ttft_slo_s * 1e3:
         return False, "ttft"
+    if d.itl_slo_s is not None and p.itl_ms is not None and p.itl_ms.at(d.q) > d.itl_slo_s * 1e3:
+        return False, "itl"
     return True, ""
 
 

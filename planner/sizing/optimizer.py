@@ -167,4 +167,4 @@ def evaluate_pool(pool: Pool) -> RoleEval:
     first = evals[0]
     util = float(np.average([e.utilization for e in evals], weights=[n for _, n in pool.items]))
     return RoleEval(all(e.feasible for e in evals), next((e.binding for e in evals if e.binding), ""), pool.lam_rps,
-                    worst("ttft_ms"), worst("tpot_ms"), util, float(np.mean([e.batch_mean for e in evals])), first.extra)
+                    worst("ttft_ms"), worst("tpot_ms"), util, float(np.mean([e.batch_mean for e in evals])), first.extra, worst("itl_ms"))

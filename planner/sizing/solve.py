@@ -35,6 +35,7 @@ class PlanSide:
     kv_transfer_ms: float | None = None
     mode: str = ""
     why_infeasible: str = ""
+    itl: object = None  # Pcts (ms): every inter-token gap
 
     def to_dict(self, out_tok_per_s: float, unc: dict | None = None) -> dict:
         """JSON of this side; `unc` (planner.sizing.uncertainty, this side's entry) adds intervals."""
@@ -47,6 +48,7 @@ class PlanSide:
             "predicted": {
                 "ttft_ms": self.ttft.to_dict() if self.ttft else None,
                 "tpot_ms": self.tpot.to_dict() if self.tpot else None,
+                "itl_ms": self.itl.to_dict() if self.itl else None,
             },
             "utilization": {k: round(v, 3) for k, v in self.utilization.items()},
             "binding_constraint": self.binding or None,
@@ -105,13 +107,17 @@ def _side_from_pools(kind: str, pools: dict, d: Demand, why: str = "", space: Se
         pe, de = evals["prefill"], evals["decode"]
         binding = _binding_of(pools)
         xfer = [c.kv_transfer_ms for c, _ in pools["prefill"].items]
-        ttft, tpot = (pp.ttft_ms, pp.tpot_ms) if pp is not None and pp.feasible else (pe.ttft_ms, de.tpot_ms)
+        ttft, tpot, itl = (pp.ttft_ms, pp.tpot_ms, pp.itl_ms) if pp is not None and pp.feasible else (pe.ttft_ms, de.tpot_ms, de.itl_ms)
         return PlanSide(kind, pe.feasible and de.feasible, pools, cost, ttft, tpot, binding,
-                        {"prefill": pe.utilization, "decode": de.utilization}, float(max(xfer)))
+                        {"prefill": pe.utilization, "decode": de.utilization}, float(max(xfer)), itl=itl)
     e = evals["pool"]
     modes = sorted({c.mode for c, _ in pools["pool"].items})
-    ttft, tpot = (pp.ttft_ms, pp.tpot_ms) if pp is not None and pp.feasible else (e.ttft_ms, e.tpot_ms)
-    return PlanSide(kind, e.feasible, pools, cost, ttft, tpot, _binding_of(pools), {"pool": e.utilization}, None, ", ".join(modes))
+    ttft, tpot, itl = (pp.ttft_ms, pp.tpot_ms, pp.itl_ms) if pp is not None and pp.feasible else (e.ttft_ms, e.tpot_ms, e.itl_ms)
+    if itl is None and e.feasible:  # the replicas' own ITL, the worst type per percentile (as evaluate_pool)
+        ps = [c.qmodel.itl_at(lam_i) for (c, _), lam_i in zip(pools["pool"].items, pools["pool"].loads()) if hasattr(c.qmodel, "itl_at")]
+        if ps and all(ps):
+            itl = type(ps[0])(*(max(getattr(p, q) for p in ps) for q in ("p50", "p90", "p99")))
+    return PlanSide(kind, e.feasible, pools, cost, ttft, tpot, _binding_of(pools), {"pool": e.utilization}, None, ", ".join(modes), itl=itl)
 
 
 def _binding_of(pools: dict) -> str:

@@ -33,27 +33,33 @@ from planner.workload.lengths import KINDS, MAX_TOKENS, LengthDist, _number, _to
 class SLO:
     """Latency targets, met at `percentile` (50, 90 or 99) of requests.
 
-    TTFT: time to first token (queueing + prefill + KV transfer). TPOT: time per output token
-    after the first (inter-token latency).
+    TTFT: time to first token (queueing + prefill + KV transfer). TPOT: a request's time per
+    output token after the first, (e2e - TTFT) / (n - 1), as `vllm bench serve` reports it.
+    ITL (optional): every inter-token gap, percentiles over gaps: a prefill stall that one gap of
+    a long request absorbs moves its ITL tail, hardly its TPOT.
     """
 
     ttft_ms: float
     tpot_ms: float
     percentile: int = 90
+    itl_ms: float | None = None
 
     def __post_init__(self):
-        for k in ("ttft_ms", "tpot_ms"):
+        for k in ("ttft_ms", "tpot_ms", "itl_ms"):
             v = getattr(self, k)
+            if k == "itl_ms" and v is None:
+                continue
             if isinstance(v, bool) or not (isinstance(v, numbers.Real) and v > 0 and math.isfinite(v)):
                 raise BadInput(f"SLO {k} must be > 0, got {shown(v)}")
         if self.percentile not in SLO_PERCENTILES:
             raise BadInput(f"SLO percentile must be one of 50, 90, 99, got {shown(self.percentile)}")
 
     def describe(self) -> str:
-        return f"p{self.percentile} TTFT <= {self.ttft_ms:g} ms, p{self.percentile} TPOT <= {self.tpot_ms:g} ms"
+        itl = f", p{self.percentile} ITL <= {self.itl_ms:g} ms" if self.itl_ms is not None else ""
+        return f"p{self.percentile} TTFT <= {self.ttft_ms:g} ms, p{self.percentile} TPOT <= {self.tpot_ms:g} ms{itl}"
 
     def to_dict(self) -> dict:
-        return {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "percentile": self.percentile}
+        return {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "percentile": self.percentile, "itl_ms": self.itl_ms}
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,7 @@ class Workload:
         """The same workload under other SLOs (fields left None keep their value)."""
         slo = SLO(ttft_ms=self.slo.ttft_ms if ttft_ms is None else ttft_ms,
                   tpot_ms=self.slo.tpot_ms if tpot_ms is None else tpot_ms,
-                  percentile=self.slo.percentile if percentile is None else percentile)
+                  percentile=self.slo.percentile if percentile is None else percentile, itl_ms=self.slo.itl_ms)
         return replace(self, slo=slo)
 
     def arrival_times_s(self, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -186,25 +192,26 @@ _FLAG_NAMES = {"rate": "--rate", "requests_per_day": "--requests-per-day", "peak
 
 
 def workload_from_flags(rate=None, requests_per_day=None, peak_factor=1.0, input_len=1000, output_len=250,
-                        ttft_slo_ms=1000, tpot_slo_ms=50, percentile=90, arrival_cv2=1.0) -> Workload:
+                        ttft_slo_ms=1000, tpot_slo_ms=50, percentile=90, arrival_cv2=1.0, itl_slo_ms=None) -> Workload:
     """The workload `planner plan` flags describe; errors name the flag and the value."""
     rate_rps, mean, notes = _resolve_rate(rate, requests_per_day, peak_factor, _FLAG_NAMES)
     inp = parse_length(input_len, "--input-len")
     out = parse_length(output_len, "--output-len")
-    slo = slo_from_flags(ttft_slo_ms, tpot_slo_ms, percentile)
+    slo = slo_from_flags(ttft_slo_ms, tpot_slo_ms, percentile, itl=itl_slo_ms)
     cv2 = _positive(arrival_cv2, "--arrival-cv2", 0.0, strict=False)
     notes.append("arrivals assumed Poisson (cv^2 = 1)" if cv2 == 1.0 else f"arrival cv^2 = {cv2:g} (given)")
     return Workload(rate_rps=rate_rps, mean_rate_rps=mean, peak_factor=float(peak_factor), input=inp,
                     output=out, slo=slo, arrival_cv2=cv2, source="flags", notes=tuple(notes))
 
 
-def slo_from_flags(ttft, tpot, pct, names=("--ttft-slo-ms", "--tpot-slo-ms", "--percentile")) -> SLO:
-    """An SLO whose errors name the flags (or YAML fields) the values came from."""
+def slo_from_flags(ttft, tpot, pct, names=("--ttft-slo-ms", "--tpot-slo-ms", "--percentile", "--itl-slo-ms"), itl=None) -> SLO:
+    """An SLO whose errors name the flags (or YAML fields) the values came from; `itl` (ms) optional."""
     t1 = _positive(ttft, names[0])
     t2 = _positive(tpot, names[1])
+    t3 = None if itl is None else _positive(itl, names[3] if len(names) > 3 else "--itl-slo-ms")
     if isinstance(pct, bool) or pct not in SLO_PERCENTILES:
         raise BadInput(f"{names[2]} must be one of 50, 90, 99, got {shown(pct)}")
-    return SLO(ttft_ms=t1, tpot_ms=t2, percentile=int(pct))
+    return SLO(ttft_ms=t1, tpot_ms=t2, percentile=int(pct), itl_ms=t3)
 
 
 def workload_from_trace(path, slo: SLO, rate: float | None = None, peak_factor: float | None = None,
@@ -259,7 +266,7 @@ def _from_trace(tr, slo: SLO, rate, peak_factor, source: str, names=None) -> Wor
 
 _FILE_KEYS = ("name", "description", "rate_rps", "requests_per_day", "peak_factor", "arrival_cv2",
               "input", "output", "slo", "trace", "hourly_rps")
-_SLO_KEYS = ("ttft_ms", "tpot_ms", "percentile")
+_SLO_KEYS = ("ttft_ms", "tpot_ms", "percentile", "itl_ms")
 #: The SLOs a plan is sized for unless told: p90 TTFT 1000 ms, p90 TPOT 50 ms.
 DEFAULT_TTFT_SLO_MS, DEFAULT_TPOT_SLO_MS, DEFAULT_SLO_PERCENTILE = 1000.0, 50.0, 90
 _SLO_DEFAULTS = {"ttft_ms": DEFAULT_TTFT_SLO_MS, "tpot_ms": DEFAULT_TPOT_SLO_MS, "percentile": DEFAULT_SLO_PERCENTILE}
@@ -271,7 +278,7 @@ def load_workload_file(path) -> Workload:
         rate_rps: 20              # mean req/s; or requests_per_day: 1.7e6; x peak_factor (default 1)
         input: {kind: lognormal, mean: 1000, sigma: 0.8}   # an int, a spec string, or {kind: trace, path: t.csv}
         output: 250
-        slo: {ttft_ms: 1000, tpot_ms: 50, percentile: 90}  # omitted keys take these defaults
+        slo: {ttft_ms: 1000, tpot_ms: 50, percentile: 90}  # omitted keys take these defaults; itl_ms: optional
         trace: traces/day.csv     # optional: lengths and arrivals (input/output then override lengths)
         hourly_rps: [24 numbers]  # optional daily profile (req/s); alone it also sets the rate
         arrival_cv2: 1.0          # optional; default Poisson, or measured from the trace
@@ -291,10 +298,10 @@ def load_workload_file(path) -> Workload:
     if not isinstance(slo_doc, dict):
         raise BadInput(f"{p}: slo must be a mapping like {{ttft_ms: 1000, tpot_ms: 50, percentile: 90}}")
     _check_keys(p, slo_doc, _SLO_KEYS, "slo.")
-    defaulted = [k for k in _SLO_KEYS if k not in slo_doc]
+    defaulted = [k for k in _SLO_KEYS if k not in slo_doc and k != "itl_ms"]
     slo_vals = {**_SLO_DEFAULTS, **slo_doc}
     slo = slo_from_flags(slo_vals["ttft_ms"], slo_vals["tpot_ms"], slo_vals["percentile"],
-               tuple(f"{p}: slo.{k}" for k in _SLO_KEYS))
+               tuple(f"{p}: slo.{k}" for k in _SLO_KEYS), itl=slo_vals.get("itl_ms"))
 
     traces: dict = {}  # a file named twice (trace + input: {kind: trace}) is read once
 

@@ -41,7 +41,7 @@ from planner.pilot import compare, device
 from planner.pilot import predict as pilot_predict
 from planner.pilot import run as pilot_run
 from planner.pilot import validate as v
-from planner.queueing.models import Demand  # noqa: E402
+from planner.queueing.samples import Demand  # noqa: E402
 from planner.specs.models import resolve_model  # noqa: E402
 from planner.workload.workload import workload_from_flags  # noqa: E402
 
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
                      "requests": d["requests"], "errors": {k: e["rel_error"] for k, e in d["metrics"].items()},
                      "metrics": d["metrics"], **{"errors_" + o: alt_errors(res, w, o) for o in others},
                      "errors_simulated": {k: e.get("sim_rel_error") for k, e in d["metrics"].items()},
-                     "fit": d["calibration"].get("fit", {}), "waited_s": waited})
+                     "fit": d["calibration"].get("fit", {}), "waited_s": waited, "profile": d["calibration"].get("path")})
     print_report(rows, a.roofline, others, time.perf_counter() - t0)
     return 0
 
@@ -211,6 +211,14 @@ def print_report(rows: list[dict], main_model: str, others: list[str], wall_s: f
         t2.add_row(m, *cells, _pct(x["median_signed"]) if x else "-")
     con.print(t2)
     con.print(f"{len(valid)} of {len(rows)} pilots valid; {wall_s:.0f} s")
+    # A cached profile from hours ago on a drifting machine biases every pilot alike: say which.
+    for path in sorted({str(r.get("profile")) for r in rows}):
+        made = ""
+        try:
+            made = json.loads(Path(path).read_text()).get("created", "")
+        except (OSError, ValueError):
+            pass
+        con.print(f"step times from {path} (measured {made or '?'}; delete profiles/validate-*.json to measure again)", highlight=False)
     rnd = lambda d: {k: {kk: round(vv, 4) for kk, vv in x.items()} for k, x in d.items()}  # noqa: E731
     print(json.dumps({"benchmark": "fidelity", "pilots": len(rows), "valid": len(valid), "roofline": main_model, "wall_s": round(wall_s, 1),
                       "summary": rnd(sums["errors"]), **{"summary_" + k[len("errors_"):]: rnd(v) for k, v in sums.items() if k != "errors"},

@@ -15,7 +15,8 @@ import json
 import numpy as np
 
 from planner.specs.catalog import load_catalog
-from planner.queueing.models import ColocatedModel, DecodeModel, Demand, PrefillModel, capacity
+from planner.queueing.models import ColocatedModel, DecodeModel, PrefillModel, capacity
+from planner.queueing.samples import Demand
 from planner.steptime.roofline import Replica
 from planner.simulate.des import simulate_colocated, simulate_disaggregated
 from planner.specs.models import PRESETS

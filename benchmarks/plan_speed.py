@@ -58,7 +58,7 @@ def in_process(repeat: int) -> dict:
     """Parts timed inside one interpreter (this code only), fresh caches each time: CPU seconds
     (time.process_time), which the other processes of a shared machine do not inflate."""
     from planner.api import plan, solve
-    from planner.queueing.models import Demand
+    from planner.queueing.samples import Demand
     from planner.specs.catalog import load_catalog
     from planner.sizing.optimizer import SearchSpace
 

@@ -20,7 +20,7 @@ from planner.sizing.optimizer import (
     single_type_pools,
 )
 from planner.queueing.engine import engine_named
-from planner.queueing.models import Demand
+from planner.queueing.samples import Demand
 from planner.sizing.current import evaluate_current, evaluate_split
 from planner.sizing.solve import HOURS_PER_MONTH, PlanSide, _r, solve  # noqa: F401  (PlanSide, HOURS_PER_MONTH: the API's vocabulary)
 from planner.steptime.roofline import ACTIVATION_RESERVE_BYTES, USABLE_MEMORY_FRACTION, Efficiency, Replica, valid_tp
@@ -300,10 +300,7 @@ def plan(
                                        output_len=output_len, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms, percentile=percentile,
                                        itl_slo_ms=itl_slo_ms)
     elif itl_slo_ms is not None:
-        from planner.workload.workload import slo_from_flags
-
-        s = workload.slo
-        workload = replace(workload, slo=slo_from_flags(s.ttft_ms, s.tpot_ms, s.percentile, itl=itl_slo_ms))
+        workload = with_itl_slo(workload, itl_slo_ms)
     w = workload
     cat, space, calibration = build_space(catalog, gpus, prefill_gpus, decode_gpus, provider, profiles, weight_dtype, kv_dtype, kv_compression,
                                           engine, max_num_seqs, max_num_batched_tokens)
@@ -315,27 +312,13 @@ def plan(
     dis, col, cands = solve(spec, w, space, d)
     t2 = time.perf_counter()
 
-    if dis.feasible and col.feasible:
-        rec = "disaggregated" if dis.usd_per_hour < col.usd_per_hour else "colocated"
-        # A local device is priced $0 unless told: then there is no saving to state.
-        savings = (col.usd_per_hour - dis.usd_per_hour) / col.usd_per_hour * 100 if col.usd_per_hour > 0 else None
-    elif dis.feasible or col.feasible:
-        rec, savings = ("disaggregated" if dis.feasible else "colocated"), None
-    else:
-        rec, savings = "none", None
-
+    rec, savings = _verdict(dis, col)
     runner_ups = {role: [_pool_summary(p) for p in single_type_pools(cs, w.rate_rps)] for role, cs in cands.items()}
     cur = evaluate_current(current, cat, spec, d, w, space) if current else None
     cur_split = evaluate_split(current_split, cat, spec, d, w, space) if current_split else None
-    best = dis if rec == "disaggregated" else col
     for c in (cur, cur_split):
-        if not c:
-            continue
-        for side, name in ((dis, "disaggregated"), (col, "colocated")):
-            # A local device is priced $0 unless told: then there is no saving to state.
-            ok = side.feasible and c["usd_per_hour"] > 0
-            c[f"savings_pct_vs_{name}"] = _r((c["usd_per_hour"] - side.usd_per_hour) / c["usd_per_hour"] * 100) if ok else None
-        c["savings_pct_recommended"] = c.get(f"savings_pct_vs_{rec}") if best.feasible else None
+        if c:
+            _savings_against(c, dis, col, rec)
     t3 = time.perf_counter()
     front = pareto_front(spec, w, space, cands, (dis, col)) if pareto and (dis.feasible or col.feasible) else []
     t4 = time.perf_counter()
@@ -370,6 +353,34 @@ def _pool_summary(p: Pool) -> dict:
     c, n = p.items[0]
     return {"label": c.label(), "gpu": c.gpu.key, "tp": c.tp, "replicas": n, "gpus": c.tp * n, "mode": c.mode or None,
             "usd_per_hour": _r(p.usd_per_hour), "capacity_rps_per_replica": _r(c.capacity_rps), "binding": c.binding}
+
+
+def with_itl_slo(w, itl_ms: float):
+    """`w` with an ITL target (ms) added to its SLO; BadInput naming --itl-slo-ms when not > 0."""
+    from planner.workload.workload import slo_from_flags
+
+    s = w.slo
+    return replace(w, slo=slo_from_flags(s.ttft_ms, s.tpot_ms, s.percentile, itl=itl_ms))
+
+
+def _verdict(dis: PlanSide, col: PlanSide) -> tuple[str, float | None]:
+    """(recommendation, savings_pct of the split against colocated, None when not stated)."""
+    if dis.feasible and col.feasible:
+        rec = "disaggregated" if dis.usd_per_hour < col.usd_per_hour else "colocated"
+        # A local device is priced $0 unless told: then there is no saving to state.
+        return rec, ((col.usd_per_hour - dis.usd_per_hour) / col.usd_per_hour * 100 if col.usd_per_hour > 0 else None)
+    if dis.feasible or col.feasible:
+        return ("disaggregated" if dis.feasible else "colocated"), None
+    return "none", None
+
+
+def _savings_against(c: dict, dis: PlanSide, col: PlanSide, rec: str) -> None:
+    """A fixed deployment's (--current, --current-split) savings against each planned side, in place (%)."""
+    for side, name in ((dis, "disaggregated"), (col, "colocated")):
+        ok = side.feasible and c["usd_per_hour"] > 0  # $0 (an unpriced local device): no saving to state
+        c[f"savings_pct_vs_{name}"] = _r((c["usd_per_hour"] - side.usd_per_hour) / c["usd_per_hour"] * 100) if ok else None
+    best = dis if rec == "disaggregated" else col
+    c["savings_pct_recommended"] = c.get(f"savings_pct_vs_{rec}") if best.feasible else None
 
 
 def pareto_front(model, w, space: SearchSpace, cands: dict, chosen=(), factors=(0.5, 1.0, 2.0)) -> list[dict]:

@@ -6,7 +6,8 @@ import random
 import pytest
 
 from planner.api import plan, solve
-from planner.queueing.models import Demand, capacity
+from planner.queueing.models import capacity
+from planner.queueing.samples import Demand
 from planner.sizing import capacities as O
 from planner.sizing.optimizer import SearchSpace, candidates, cheapest_pool, single_type_pools
 

@@ -30,7 +30,7 @@ def test_default_plan_json_contract(capsys):
     assert d["model"]["kv_bytes_per_token"] == 131072 and isinstance(d["model"]["kv_bytes_per_token"], int)
     w = d["workload"]
     assert w["rate_rps"] == 10 and w["input"]["mean"] == 1000 and w["output"]["mean"] == 250
-    assert w["slo"] == {"ttft_ms": 1000.0, "tpot_ms": 50.0, "percentile": 90}
+    assert w["slo"] == {"ttft_ms": 1000.0, "tpot_ms": 50.0, "percentile": 90, "itl_ms": None}
     for side in ("disaggregated", "colocated"):
         s = d[side]
         assert isinstance(s["feasible"], bool) and s["usd_per_hour"] > 0

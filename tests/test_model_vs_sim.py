@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from planner.specs.catalog import load_catalog
-from planner.queueing.models import ColocatedModel, DecodeModel, Demand, PrefillModel, capacity
+from planner.queueing.models import ColocatedModel, DecodeModel, PrefillModel, capacity
+from planner.queueing.samples import Demand
 from planner.steptime.roofline import Replica
 from planner.simulate.des import simulate_colocated, simulate_disaggregated
 from planner.specs.models import PRESETS

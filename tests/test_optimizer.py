@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from planner.sizing.optimizer import Candidate, Pool, cheapest_pool, single_type_pools
-from planner.queueing.models import RoleEval
+from planner.queueing.samples import RoleEval
 
 
 class G:

@@ -386,6 +386,14 @@ def test_plan_from_an_endpoint_profile_uses_its_measurements(tmp_path, capsys):
     flat = " ".join(out.split())  # the terminal wraps long lines
     assert "calibrated by the endpoint's measurements (vllm fake-0.1)" in flat
     assert "step times on local: measured points" in flat
+    # a vLLM endpoint's profile plans vLLM (with the limits it ran with) unless --engine says otherwise
+    assert "serving engine vllm: at most 64 running sequences" in flat and "the engine the endpoint profile measured" in flat
+    code, out, err = _plan(["plan", "--profile", str(path), "--gpus", "local", "--model", "tiny", "--rate", "1", "--engine", "generic",
+                            "--input-len", "128", "--output-len", "16", "--weight-dtype", "fp32", "--kv-dtype", "fp32",
+                            "--ttft-slo", "2000", "--tpot-slo", "200", "--no-pareto"], capsys)
+    flat = " ".join(out.split())
+    assert code in (0, 3), err
+    assert "serving engine generic" in flat and "the engine the endpoint profile measured" not in flat
 
 
 def test_bad_deployment_flags_fail_before_measuring(tmp_path):

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from planner.specs.catalog import load_catalog
-from planner.queueing.models import (ColocatedModel, DecodeModel, Demand, Pcts, PrefillModel, capacity, md1_wait, mg1_wait, mmc_wait_erlang_c,
-                              poisson_quantiles)
+from planner.queueing.models import ColocatedModel, DecodeModel, PrefillModel, capacity, md1_wait, mg1_wait, mmc_wait_erlang_c
+from planner.queueing.samples import Demand, Pcts, poisson_quantiles
 from planner.steptime.roofline import Replica
 from planner.specs.models import PRESETS
 
@@ -90,7 +90,7 @@ def test_unchunked_colocated_tpot_suffers_prefill_stalls():
 def test_percentiles_are_numpys_bit_for_bit():
     """Pcts.of's own partition-and-lerp gives np.percentile's linear answer exactly, for the
     sample sizes the model uses and odd ones, with ties, infinities and NaN."""
-    from planner.queueing.models import percentiles_50_90_99
+    from planner.queueing.samples import percentiles_50_90_99
 
     rng = np.random.default_rng(0)
     for n in [*range(1, 40), 999, 1000, 1001, 4096]:
@@ -125,7 +125,7 @@ def test_scalar_decode_step_is_the_array_formula():
 def test_itl_is_every_gap_and_catches_the_stalls_tpot_averages_away():
     """ITL samples: without stalls, the step at the running batch's Poisson spread; with stalls
     landing in ~5% of the gaps, the p99 gap carries one whole while the p50 does not."""
-    from planner.queueing.models import itl_samples
+    from planner.queueing.samples import itl_samples
 
     t = lambda n: 0.02 + 0.001 * np.asarray(n, dtype=float)  # noqa: E731
     steps = np.full(1000, 99.0)

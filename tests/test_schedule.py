@@ -6,7 +6,7 @@ import pytest
 
 from planner.api import plan, solve
 from planner.errors import BadInput
-from planner.queueing.models import Demand
+from planner.queueing.samples import Demand
 from planner.sizing.schedule import RateSolver, headroom, hourly_schedule, restrict, schedule_for_plan
 
 GPUS = "l4,l40s,a10g"

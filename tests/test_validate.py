@@ -26,7 +26,7 @@ from planner.queueing.pools import PoolPrediction
 from planner.errors import BadInput
 from planner.measure.files import save_profile
 from planner.queueing import arrivals, greedy
-from planner.queueing.models import Demand, Pcts
+from planner.queueing.samples import Demand, Pcts
 from planner.queueing.pools import role_model
 from planner.steptime.adjust import Adjusted, longest_context_pad
 from planner.specs.models import resolve_model

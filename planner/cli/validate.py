@@ -272,10 +272,9 @@ def validate(
     if slo_given:
         w = w.with_slo(ttft_slo, tpot_slo, percentile)
     if itl_slo is not None:
-        from dataclasses import replace
+        from planner.api import with_itl_slo
 
-        s = w.slo
-        w = replace(w, slo=slo_from_flags(s.ttft_ms, s.tpot_ms, s.percentile, itl=itl_slo))
+        w = with_itl_slo(w, itl_slo)
     say = lambda msg: console.print(msg, highlight=False, markup=False)  # noqa: E731
     result = run_validate(model=model, device=device, workload=w, plan=plan_doc, max_workers=max_workers, mode=mode,
                           prefill_workers=prefill_workers, decode_workers=decode_workers, workers=workers, load_frac=load_frac,

@@ -24,7 +24,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from planner.measure.sse import SSEEvent, SSEParser
@@ -98,6 +98,67 @@ class StreamResult:
         """Times between consecutive token-carrying chunks (s)."""
         t = self.event_times_s
         return [b - a for a, b in zip(t, t[1:])]
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    """One streamed request. Times in seconds from sending it; `gaps_s` are the times between
+    consecutive streamed tokens; `error` is None when the stream ended normally."""
+
+    sweep: str  # "warmup" | "prefill" | "decode"
+    point: int  # target prompt length (prefill) or concurrency (decode)
+    prompt_tokens: int | None
+    prompt_tokens_source: str  # "usage" | "tokenize" | "unknown"
+    output_tokens: int | None
+    output_tokens_source: str  # "token_ids" | "logprobs" | "usage" | "events" (planner.measure.client)
+    ttft_s: float | None
+    gaps_s: tuple[float, ...]
+    e2e_s: float | None
+    status: int | None
+    error: str | None
+    attempts: int
+    started_s: float  # since the run started
+    token_events: int = 0
+    event_tokens: tuple = ()  # tokens per token-carrying chunk (by ids); () means one each
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.ttft_s is not None
+
+    @property
+    def tpot_s(self) -> float | None:
+        """(last token time - first token time) / (output tokens - 1), s per token."""
+        if self.ttft_s is None or self.e2e_s is None or not self.output_tokens or self.output_tokens < 2:
+            return None
+        return sum(self.gaps_s) / (self.output_tokens - 1) if self.gaps_s else None
+
+    def step_gaps_s(self) -> list[float]:
+        """Inter-token gaps with reads undone: the k tokens that arrived together (one chunk
+        carrying k ids, or chunks of one network read, same timestamp) share the time since the
+        previous arrival, (t_j - t_(j-1)) / k each, instead of one long gap and zeros. Tokens
+        that came with the first one are dropped (nothing before them to measure from). Seconds."""
+        arrivals = [0.0]
+        for g in self.gaps_s:
+            arrivals.append(arrivals[-1] + g)
+        ks = list(self.event_tokens) or [1] * len(arrivals)
+        groups: list[list] = []  # [time, tokens]
+        for a, k in zip(arrivals, ks):
+            if groups and groups[-1][0] == a:
+                groups[-1][1] += k
+            else:
+                groups.append([a, k])
+        out: list[float] = []
+        for (t0, _), (t1, k) in zip(groups, groups[1:]):
+            out += [(t1 - t0) / k] * k
+        return out
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["gaps_s"] = [round(g, 6) for g in self.gaps_s]
+        d["event_tokens"] = list(self.event_tokens) if any(k != 1 for k in self.event_tokens) else None
+        for k in ("ttft_s", "e2e_s", "started_s"):
+            d[k] = None if d[k] is None else round(d[k], 6)
+        return d
 
 
 def chunk_tokens(choice: dict) -> tuple[int, str | None]:

@@ -33,12 +33,13 @@ import random
 import statistics
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from planner.errors import BadInput, shown
 from planner.measure import client, deployment, endpoint_file, prometheus, prompts
+from planner.measure.client import RequestResult
 from planner.measure.deployment import DeploymentFlags
 from planner.measure.discover import discover
 from planner.measure.files import check_writable
@@ -52,67 +53,6 @@ MAX_PROMPT_LEN = 2_000_000
 PREFILL_MAX_TOKENS = 2  # the prefill sweep only needs the first token; 2 keeps it a normal stream
 RETRY_DELAYS_S = (0.25, 1.0)  # connection refused before any byte: safe to resend, twice
 GIVE_UP_AFTER = 6  # consecutive requests that could not even connect: the server is gone
-
-
-@dataclass(frozen=True)
-class RequestResult:
-    """One streamed request. Times in seconds from sending it; `gaps_s` are the times between
-    consecutive streamed tokens; `error` is None when the stream ended normally."""
-
-    sweep: str  # "warmup" | "prefill" | "decode"
-    point: int  # target prompt length (prefill) or concurrency (decode)
-    prompt_tokens: int | None
-    prompt_tokens_source: str  # "usage" | "tokenize" | "unknown"
-    output_tokens: int | None
-    output_tokens_source: str  # "token_ids" | "logprobs" | "usage" | "events" (planner.measure.client)
-    ttft_s: float | None
-    gaps_s: tuple[float, ...]
-    e2e_s: float | None
-    status: int | None
-    error: str | None
-    attempts: int
-    started_s: float  # since the run started
-    token_events: int = 0
-    event_tokens: tuple = ()  # tokens per token-carrying chunk (by ids); () means one each
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.ttft_s is not None
-
-    @property
-    def tpot_s(self) -> float | None:
-        """(last token time - first token time) / (output tokens - 1), s per token."""
-        if self.ttft_s is None or self.e2e_s is None or not self.output_tokens or self.output_tokens < 2:
-            return None
-        return sum(self.gaps_s) / (self.output_tokens - 1) if self.gaps_s else None
-
-    def step_gaps_s(self) -> list[float]:
-        """Inter-token gaps with reads undone: the k tokens that arrived together (one chunk
-        carrying k ids, or chunks of one network read, same timestamp) share the time since the
-        previous arrival, (t_j - t_(j-1)) / k each, instead of one long gap and zeros. Tokens
-        that came with the first one are dropped (nothing before them to measure from). Seconds."""
-        arrivals = [0.0]
-        for g in self.gaps_s:
-            arrivals.append(arrivals[-1] + g)
-        ks = list(self.event_tokens) or [1] * len(arrivals)
-        groups: list[list] = []  # [time, tokens]
-        for a, k in zip(arrivals, ks):
-            if groups and groups[-1][0] == a:
-                groups[-1][1] += k
-            else:
-                groups.append([a, k])
-        out: list[float] = []
-        for (t0, _), (t1, k) in zip(groups, groups[1:]):
-            out += [(t1 - t0) / k] * k
-        return out
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["gaps_s"] = [round(g, 6) for g in self.gaps_s]
-        d["event_tokens"] = list(self.event_tokens) if any(k != 1 for k in self.event_tokens) else None
-        for k in ("ttft_s", "e2e_s", "started_s"):
-            d[k] = None if d[k] is None else round(d[k], 6)
-        return d
 
 
 class _ServerGone(Exception):
@@ -443,13 +383,11 @@ async def _server_stats(run: _Run, before, n_ok: int) -> dict:
     return stats
 
 
-def _q(values: list[float], q: float) -> float:
-    """Quantile by linear interpolation between order statistics (numpy's default)."""
-    v = sorted(values)
-    pos = (len(v) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+def _quantile(values: list[float], q: float) -> float:
+    """numpy's linear quantile: the one percentile definition (planner.queueing.samples.Pcts)."""
+    import numpy as np
+
+    return float(np.quantile(values, q))
 
 
 async def _prefill_point(run: _Run, n: int, reps: int, advance) -> None:
@@ -476,7 +414,7 @@ async def _prefill_point(run: _Run, n: int, reps: int, advance) -> None:
     net = [max(t - queue, 1e-6) for t in ttft]
     run.samples.append({
         "phase": "prefill", "batch": 1, "prompt_len": int(statistics.median(r.prompt_tokens for r in ok)),
-        "context_len": 0, "seconds": statistics.median(net), "p10_s": _q(net, 0.1), "p90_s": _q(net, 0.9),
+        "context_len": 0, "seconds": statistics.median(net), "p10_s": _quantile(net, 0.1), "p90_s": _quantile(net, 0.9),
         "reps": len(ok), "errors": len(results) - len(ok), "target_prompt_len": n,
         "prompt_tokens_source": ok[0].prompt_tokens_source, "client_ttft_s": statistics.median(ttft),
         "queue_subtracted_s": queue,
@@ -525,7 +463,7 @@ async def _decode_point(run: _Run, c: int, waves: int, input_len: int, output_le
         "phase": "decode", "batch": c, "prompt_len": 0,
         "context_len": int(statistics.median(prompt) if prompt else input_len) + output_len // 2,
         "context_len_source": "measured prompt tokens + output_len/2" if prompt else "target input_len + output_len/2",
-        "seconds": statistics.median(gaps), "p10_s": _q(gaps, 0.1), "p90_s": _q(gaps, 0.9),
+        "seconds": statistics.median(gaps), "p10_s": _quantile(gaps, 0.1), "p90_s": _quantile(gaps, 0.9),
         "reps": len(gaps), "requests": len(results), "errors": errors,
         "estimator": "median inter-token gap" if per_token else "median time per output token",
         "output_tok_per_s": out_tokens / wall if wall > 0 else None, **server,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from planner.errors import BadInput
-from planner.queueing.models import Demand
+from planner.queueing.samples import Demand
 
 
 STEP_TIME_MODELS = ("profile", "plan")

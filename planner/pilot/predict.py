@@ -11,7 +11,8 @@ from dataclasses import replace
 import numpy as np
 
 from planner.queueing.engine import engine_named
-from planner.queueing.models import Demand, capacity
+from planner.queueing.models import capacity
+from planner.queueing.samples import Demand
 from planner.queueing.pools import PoolPrediction as Prediction
 from planner.queueing.pools import LAYERWISE_KV_LATENCY_S, engine_replica, predict_colocated, predict_split, role_model
 from planner.steptime.adjust import Adjusted

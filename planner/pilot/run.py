@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from planner.errors import BadInput
-from planner.queueing.models import Demand
+from planner.queueing.samples import Demand
 from planner.pilot.derive import Pilot
 
 

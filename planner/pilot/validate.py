@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from planner.errors import BadInput
-from planner.queueing.models import Demand
+from planner.queueing.samples import Demand
 from planner.queueing.pools import PoolPrediction as Prediction
 from planner.pilot.compare import RunResult, ValidateResult
 from planner.pilot.derive import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, RUNTIME_MAX_BATCH_TOKENS, RUNTIME_MAX_SEQS, Pilot, default_max_workers, derive_pilot, endpoint_pilot

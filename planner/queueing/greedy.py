@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.queueing.models import N_SAMPLES, Demand, Pcts, RoleEval
+from planner.queueing.samples import N_SAMPLES, Demand, Pcts, RoleEval
 
 @dataclass(frozen=True)
 class GreedyPrefill:

@@ -26,178 +26,18 @@ simulation (planner.simulate.des).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import cached_property
-from math import factorial, lgamma
+from math import factorial
 
 import numpy as np
 
 from planner.queueing.engine import GENERIC_MAX_NUM_SEQS, GENERIC_PREFILL_TOKEN_BUDGET
+from planner.queueing.samples import (_E, _U, Demand, Pcts, RoleEval, _seeded_rng, _wait_samples,
+                                      itl_samples, poisson_quantiles)
 from planner.steptime.roofline import Replica
 
-N_SAMPLES = 1000
 MAX_DECODE_BATCH = GENERIC_MAX_NUM_SEQS  # the generic engine's running-batch cap per replica
 DEFAULT_PREFILL_TOKEN_BUDGET = GENERIC_PREFILL_TOKEN_BUDGET  # tokens per prefill batch
-
-
-@dataclass(frozen=True)
-class Pcts:
-    """Percentiles of a latency (ms)."""
-
-    p50: float
-    p90: float
-    p99: float
-
-    def at(self, q: int) -> float:
-        return {50: self.p50, 90: self.p90, 99: self.p99}[q]
-
-    def to_dict(self) -> dict:
-        return {"p50": round(self.p50, 3), "p90": round(self.p90, 3), "p99": round(self.p99, 3)}
-
-    @staticmethod
-    def of(samples_s: np.ndarray) -> "Pcts":
-        """Percentiles of samples given in seconds, in ms: linear interpolation between order
-        statistics (numpy's default), the one definition every percentile here uses, predicted or
-        measured (the replay, the simulator, profiles; `vllm bench serve` uses it too)."""
-        return Pcts(*(x * 1e3 for x in percentiles_50_90_99(samples_s)))
-
-
-_Q = np.true_divide((50, 90, 99), 100)
-_AT: dict[int, tuple] = {}  # sample count -> (partition points, (below, above, weight) per percentile)
-
-
-def percentiles_50_90_99(samples) -> tuple[float, float, float]:
-    """np.percentile(samples, (50, 90, 99)) bit for bit (its default linear method: the same
-    virtual indices and the same two-sided lerp), from one partition at the six order statistics
-    it needs: ~11 us for 1,000 samples against numpy's ~50 us, on a path run ~1,200 times a plan."""
-    a = np.asarray(samples, dtype=float).ravel()
-    n = a.size
-    if n < 2:
-        return tuple(float(x) for x in np.percentile(a, (50, 90, 99)))  # numpy's own errors for an empty array
-    at = _AT.get(n)
-    if at is None:
-        v = (n - 1) * _Q
-        lo = np.floor(v).astype(np.intp).tolist()
-        hi = [min(i + 1, n - 1) for i in lo]
-        at = (sorted({*lo, *hi, n - 1}), list(zip(lo, hi, (v - lo).tolist())))
-        if len(_AT) < 64:  # the model's fixed sample counts; measured ones vary and are not kept
-            _AT[n] = at
-    kth, spots = at
-    part = np.partition(a, kth)
-    if part[-1] != part[-1]:  # NaN: numpy moves it to the end, and answers NaN
-        return (float("nan"),) * 3
-    out = []
-    for i, j, g in spots:
-        x, y = float(part[i]), float(part[j])
-        d = y - x
-        out.append(y - d * (1 - g) if g >= 0.5 else x + d * g)
-    return tuple(out)
-
-
-def poisson_quantiles(mean: float, qs=(50, 90, 99)) -> list[int]:
-    """Quantiles (percent) of a Poisson(mean) count: the smallest k with P(N <= k) >= q/100.
-    Vectorised through the log-pmf: scipy.stats.poisson.ppf costs ~70 us a call, this ~15 us."""
-    if mean <= 0:
-        return [0 for _ in qs]
-    k = np.arange(0, int(mean + 12 * np.sqrt(mean) + 25))
-    cdf = np.cumsum(np.exp(k * np.log(mean) - mean - _log_factorials(len(k))))
-    return [int(min(np.searchsorted(cdf, q / 100 - 1e-12), k[-1])) for q in qs]
-
-
-_LOG_FACT = np.zeros(0)
-
-
-def _log_factorials(n: int) -> np.ndarray:
-    """log(k!) for k = 0..n-1, from a table grown on demand (math.lgamma: no scipy.special
-    import on the plan path, which costs ~0.1 s)."""
-    global _LOG_FACT
-    if len(_LOG_FACT) < n:
-        _LOG_FACT = np.array([lgamma(k + 1.0) for k in range(max(n, 2 * len(_LOG_FACT), 512))])
-    return _LOG_FACT[:n]
-
-
-@dataclass(frozen=True)
-class RoleEval:
-    """A replica at per-replica arrival rate `lam_rps`: predicted latencies and whether SLOs hold."""
-
-    feasible: bool
-    binding: str  # what fails (or would fail first): "ttft", "tpot", "memory", "throughput", "" if fine
-    lam_rps: float
-    ttft_ms: Pcts | None = None
-    tpot_ms: Pcts | None = None
-    utilization: float = 0.0  # fraction of time busy (prefill) or of bandwidth used (decode)
-    batch_mean: float = 0.0
-    extra: dict = field(default_factory=dict)
-    itl_ms: Pcts | None = None  # every inter-token gap; colocated: only when an ITL SLO asks for it
-
-
-@dataclass(frozen=True)
-class Demand:
-    """The workload, reduced to fixed-seed samples the formulas consume."""
-
-    prompt: np.ndarray  # prompt lengths (tokens), N_SAMPLES of them
-    output: np.ndarray  # output lengths (tokens)
-    ttft_slo_s: float
-    tpot_slo_s: float
-    q: int  # SLO percentile: 50, 90 or 99
-    itl_slo_s: float | None = None  # every inter-token gap at percentile q; None: no ITL target
-
-    @cached_property
-    def mean_prompt(self) -> float:
-        return float(self.prompt.mean())
-
-    @cached_property
-    def decode_steps(self) -> np.ndarray:
-        """Decode steps per request: every token after the first (the prefill makes the first)."""
-        return np.maximum(self.output - 1, 0)
-
-    @cached_property
-    def mean_context(self) -> float:
-        """Mean context of a running sequence (tokens): prompt + half its output."""
-        return float(self.prompt.mean() + self.output.mean() / 2)
-
-    @cached_property
-    def mean_final_context(self) -> float:
-        return float(self.prompt.mean() + self.output.mean())
-
-    @staticmethod
-    def from_workload(w, n: int = N_SAMPLES, seed: int = 0) -> "Demand":
-        rng = np.random.default_rng(seed)
-        return Demand(
-            prompt=w.input.sample(rng, n).astype(float),
-            output=w.output.sample(rng, n).astype(float),
-            ttft_slo_s=w.slo.ttft_ms / 1e3,
-            tpot_slo_s=w.slo.tpot_ms / 1e3,
-            q=int(w.slo.percentile),
-            itl_slo_s=None if getattr(w.slo, "itl_ms", None) is None else w.slo.itl_ms / 1e3,
-        )
-
-
-_RNG = np.random.default_rng(1)
-_U = _RNG.random(N_SAMPLES)  # fixed draws: the model is deterministic and cheap to re-evaluate
-_E = _RNG.exponential(1.0, N_SAMPLES)
-
-
-_RNG_STATES: dict = {}
-
-
-def _seeded_rng(seed: int) -> np.random.Generator:
-    """The same stream as np.random.default_rng(seed), by resetting one cached generator (3 us
-    instead of ~40 us: the capacity search evaluates thousands of times). Single-threaded use."""
-    if seed not in _RNG_STATES:
-        g = np.random.default_rng(seed)
-        _RNG_STATES[seed] = (g, g.bit_generator.state)
-    g, state = _RNG_STATES[seed]
-    g.bit_generator.state = state
-    return g
-
-
-def _wait_samples(rho_wait: float, mean_wait: float, n: int) -> np.ndarray:
-    """Waiting-time samples: zero with probability 1 - rho_wait, else exponential (M/M/1 shape)."""
-    if rho_wait <= 0 or mean_wait <= 0:
-        return np.zeros(n)
-    u, e = (_U, _E) if n == N_SAMPLES else (np.random.default_rng(1).random(n), np.random.default_rng(2).exponential(1.0, n))
-    return np.where(u < rho_wait, e * (mean_wait / rho_wait), 0.0)
 
 
 class PrefillModel:
@@ -407,8 +247,8 @@ class ColocatedModel:
         k = self.pre.batch(lam)
         return self.pre.s1 + (self.pre.T(k) - self.pre.T(1))
 
-    def chunked_ttft(self, lam: float, b: float, t_d: float, stall: float | None = None) -> np.ndarray | None:
-        """TTFT samples with chunked prefill (s), None past saturation. Each step spends its budget
+    def chunked_ttft(self, lam: float, b: float, t_d: float, stall: float | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(TTFT samples, each prompt's own chunk steps) with chunked prefill (s), None past saturation. Each step spends its budget
         left after the b decodes, P = C - b tokens, on prompt chunks FCFS across prompts (a short
         prompt's last chunk shares its step with the next prompt). So the queue drains prompt
         tokens at P per full step t_m(P): the wait is M/G/1 on that fluid work, S = L t_m(P) / P,
@@ -432,7 +272,7 @@ class ColocatedModel:
         extra = (t_full - t_d) if stall is None else stall
         mean_wait = lam * float((work**2).mean()) / (2 * (1 - rho)) + rho * extra / 2
         wait = _wait_samples(rho, mean_wait, len(work))
-        return wait + own + t_d / 2
+        return wait + own + t_d / 2, own
 
     def _itl(self, b: float, rate: float, stall: float, share: float) -> Pcts:
         t = lambda n: np.asarray(self.rep.decode_step_s(np.maximum(n, 1.0), self.dec.c))  # noqa: E731
@@ -469,10 +309,19 @@ class ColocatedModel:
         if max(bq, 1) > dec.max_batch:
             return RoleEval(False, dec.batch_limit, lam, batch_mean=b)
         t_d = dec.t(1 + b)
+        if self.chunk:
+            got = self.chunked_ttft(lam, b, t_d, stall)
+            if got is None:
+                return RoleEval(False, "throughput", lam, utilization=1.0)
+            ttft, own = got
+        else:
+            wait, _, rho, k = self.pre.wait_samples(lam)
+            own = self.pre.s1 + (self.pre.T(k) - self.pre.T(1))  # = own_prefill_s(lam, b)
+            ttft = wait + own + t_d / 2
         steps = self._steps
         life = steps * t_d / (1 - share)
         rng = _seeded_rng(2)
-        n_stalls = rng.poisson(rate * (life + self.own_prefill_s(lam, b)))
+        n_stalls = rng.poisson(rate * (life + own))  # arrivals during its prefill stall its first steps
         # Stalls differ in size (prompts differ): their sum over N stalls has mean N * stall and
         # spread sqrt(N) * sd, with sd that of the prompt's own prefill (or chunk) time.
         sd = self._sd_prefill if not self.chunk else float(np.std(self.rep.decode_step_s(max(b, 1.0), dec.c, self._first_chunk)))
@@ -481,13 +330,6 @@ class ColocatedModel:
         b_i = 1 + rng.poisson(b, len(steps))
         t_i = np.asarray(self.rep.decode_step_s(b_i.astype(float), dec.c))
         tpot_p = Pcts.of(t_i + stall_sum / steps)
-        if self.chunk:
-            ttft = self.chunked_ttft(lam, b, t_d, stall)
-            if ttft is None:
-                return RoleEval(False, "throughput", lam, utilization=1.0)
-        else:
-            wait, _, rho, k = self.pre.wait_samples(lam)
-            ttft = wait + self.pre.s1 + (self.pre.T(k) - self.pre.T(1)) + t_d / 2
         ttft_p = Pcts.of(ttft)
         ok_t = ttft_p.at(d.q) <= d.ttft_slo_s * 1e3
         ok_p = tpot_p.at(d.q) <= d.tpot_slo_s * 1e3
@@ -497,26 +339,6 @@ class ColocatedModel:
         mode = f"chunked {self.chunk}" if self.chunk else "unchunked"
         return RoleEval(ok_t and ok_p and ok_i, binding, lam, ttft_p, tpot_p, utilization=min(1.0, share + (1 - share) * min(b, 1.0)),
                         batch_mean=b, extra={"mode": mode}, itl_ms=itl_p)
-
-
-def itl_samples(t, m_o: float, steps: np.ndarray, stall_rate: float = 0.0, stall_s: float = 0.0, share: float = 0.0,
-                first_gap=0.0) -> np.ndarray:
-    """N_SAMPLES inter-token gaps (s), each gap of each request equally likely: ITL as `vllm bench
-    serve` reports it (percentiles over gaps), where TPOT averages a request's gaps first. A gap is
-    one decode step beside Poisson(m_o) others, t(1 + others); a prefill stall (an unchunked batch,
-    or the extra time of a chunked mixed step: `stall_s`) lands in it with probability
-    stall_rate x t / (1 - share), the stalls' share of a request's decode life; a request's first
-    gap also carries `first_gap` (s, scalar or per sample: a layerwise KV transfer's last layer)."""
-    rng = np.random.default_rng(3)
-    steps = np.asarray(steps, dtype=float)
-    i = rng.choice(len(steps), N_SAMPLES, p=steps / steps.sum())  # a request, in proportion to its gaps
-    gap = np.asarray(t(1.0 + rng.poisson(max(m_o, 0.0), N_SAMPLES)), dtype=float)
-    if stall_rate > 0 and stall_s > 0:
-        gap = gap + (rng.random(N_SAMPLES) < np.minimum(1.0, stall_rate * gap / max(1 - share, 1e-9))) * stall_s
-    fg = np.broadcast_to(np.asarray(first_gap, dtype=float), steps.shape)[i]
-    if np.any(fg > 0):
-        gap = gap + (rng.random(N_SAMPLES) < 1.0 / steps[i]) * fg
-    return gap
 
 
 def capacity(model, lam_hi: float | None = None, rel_tol: float = 0.01) -> tuple[float, RoleEval, str]:

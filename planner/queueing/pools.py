@@ -32,7 +32,8 @@ from planner.queueing.arrivals import (_scv, alone_share, decode_arrival_scv, li
                                        others_over_life, smooth_arrivals)
 from planner.queueing.engine import Engine
 from planner.queueing.greedy import GreedyPrefillModel
-from planner.queueing.models import N_SAMPLES, ColocatedModel, DecodeModel, Demand, Pcts, PrefillModel, itl_samples
+from planner.queueing.models import ColocatedModel, DecodeModel, PrefillModel
+from planner.queueing.samples import N_SAMPLES, Demand, Pcts, itl_samples
 from planner.steptime.adjust import Adjusted, longest_context_pad
 
 #: Fixed latency of one KV message between processes on a host (s): ZeroMQ over loopback.

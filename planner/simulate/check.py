@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.queueing.models import DEFAULT_PREFILL_TOKEN_BUDGET, MAX_DECODE_BATCH, Demand
+from planner.queueing.models import DEFAULT_PREFILL_TOKEN_BUDGET, MAX_DECODE_BATCH
+from planner.queueing.samples import Demand
 from planner.steptime.roofline import kv_transfer_s
 
 SIM_REQUESTS = 4000

@@ -89,7 +89,7 @@ def _solve_prompt(args) -> list[dict]:
 def _solve_cell(cell: Cell, ctx: dict, sp) -> dict:
     """One cell of the map."""
     from planner.sizing.solve import solve
-    from planner.queueing.models import Demand
+    from planner.queueing.samples import Demand
     from planner.workload.workload import workload_from_flags
 
     model, slo, calibration, draws = ctx["model"], ctx["slo"], ctx["calibration"], ctx["draws"]

@@ -23,7 +23,7 @@ import numpy as np
 
 from planner.errors import PlannerError
 from planner.queueing.engine import GENERIC_COLOCATED_MODES
-from planner.queueing.models import Demand, RoleEval
+from planner.queueing.samples import Demand, RoleEval
 from planner.queueing.pools import role_model
 from planner.steptime.roofline import Replica, kv_transfer_s, valid_tp
 

@@ -13,7 +13,7 @@ import math
 import re
 
 from planner.errors import BadInput, shown
-from planner.queueing.models import Demand
+from planner.queueing.samples import Demand
 from planner.queueing.pools import PoolPrediction, predict_colocated, predict_split
 from planner.sizing.capacities import split_link_bytes_s
 from planner.sizing.optimizer import TP_SIZES, SearchSpace, mode_label

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from planner.queueing.engine import GENERIC, Engine
-from planner.queueing.models import RoleEval
+from planner.queueing.samples import RoleEval
 from planner.sizing.capacities import (  # noqa: F401 (re-exported: the optimizer's vocabulary)
     COLOCATED_MODES,
     REL_TOL,

@@ -51,7 +51,7 @@ def hourly_schedule(model, workload, space, gpu_keys=None, hourly_rps=None) -> d
     model: ModelSpec; workload: planner.workload.workload.Workload; space: planner.sizing.optimizer.SearchSpace.
     gpu_keys: GPU types to search (default: those of the peak-hour plan and its 2 best runner-ups per
     role); hourly_rps: 24 rates (req/s) overriding workload.hourly_rps."""
-    from planner.queueing.models import Demand
+    from planner.queueing.samples import Demand
 
     hourly = _check_hourly(hourly_rps if hourly_rps is not None else workload.hourly_rps)
     w = replace(workload, hourly_rps=hourly) if hourly_rps is not None else workload

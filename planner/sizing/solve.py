@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from planner.queueing.models import Demand
+from planner.queueing.samples import Demand
 from planner.sizing.optimizer import NETWORK_MAX_UTIL, SearchSpace, candidates, cheapest_pool, evaluate_pool
 from planner.specs.models import ModelSpec
 from planner.steptime.roofline import KV_COMPRESSION_FACTOR

@@ -121,7 +121,10 @@ def _endpoint_engine(profiles) -> str | None:
     from planner.queueing.engine import ENGINE_NAMES
 
     names = {profile_engine(p)["name"] for p in profiles if p.kind == "endpoint"}
-    return names.pop() if len(names) == 1 and next(iter(names)) in ENGINE_NAMES and "generic" not in names else None
+    if len(names) != 1:
+        return None
+    (name,) = names
+    return name if name in ENGINE_NAMES and name != "generic" else None
 
 
 def _engine(name: str | None, max_num_seqs: int | None, max_num_batched_tokens: int | None):

@@ -87,7 +87,7 @@ class RunResult:
             out[f"ttft_ms_{q}"] = _entry(getattr(p.ttft_ms, q) if p.ttft_ms else None, cl.get("ttft_ms", {}).get(q))
         for q in ("p50", "p90", "p99"):
             out[f"tpot_ms_{q}"] = _entry(getattr(p.tpot_ms, q) if p.tpot_ms else None, cl.get("tpot_ms", {}).get(q))
-        itl = getattr(p, "itl_ms", None)
+        itl = p.itl_ms
         for q in ("p50", "p90", "p99"):
             out[f"itl_ms_{q}"] = _entry(getattr(itl, q) if itl else None, cl.get("itl_ms", {}).get(q))
         out["throughput_rps"] = _entry(self.throughput_pred[0], cl.get("throughput_rps"))
@@ -151,7 +151,7 @@ class RunResult:
         meas = self.measurement.client
         pred = self.prediction
 
-        itl_slo = getattr(self.slo, "itl_ms", None)
+        itl_slo = self.slo.itl_ms
 
         def judge(ttft, tpot, itl):
             if ttft is None or tpot is None:
@@ -162,7 +162,7 @@ class RunResult:
                 out.update(itl_ms=itl, meets=meets and itl is not None and itl <= itl_slo)
             return out
 
-        pitl = getattr(pred, "itl_ms", None)
+        pitl = pred.itl_ms
         return {"slo": self.slo.to_dict(),
                 "measured": judge(meas.get("ttft_ms", {}).get(f"p{q}"), meas.get("tpot_ms", {}).get(f"p{q}"), meas.get("itl_ms", {}).get(f"p{q}")),
                 "predicted": judge(getattr(pred.ttft_ms, f"p{q}") if pred.ttft_ms else None,

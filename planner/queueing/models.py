@@ -247,19 +247,18 @@ class ColocatedModel:
         k = self.pre.batch(lam)
         return self.pre.s1 + (self.pre.T(k) - self.pre.T(1))
 
-    def chunked_ttft(self, lam: float, b: float, t_d: float, stall: float | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-        """(TTFT samples, each prompt's own chunk steps) with chunked prefill (s), None past saturation. Each step spends its budget
-        left after the b decodes, P = C - b tokens, on prompt chunks FCFS across prompts (a short
+    def chunked_ttft(self, lam: float, b: float, t_d: float, stall: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """(TTFT samples, each prompt's own chunk steps) with chunked prefill (s), None past
+        saturation; `stall` (s): a mixed step's time beyond a decode step (stalls()). Each step
+        spends its budget left after the b decodes, P = C - b tokens, on prompt chunks FCFS across prompts (a short
         prompt's last chunk shares its step with the next prompt). So the queue drains prompt
         tokens at P per full step t_m(P): the wait is M/G/1 on that fluid work, S = L t_m(P) / P,
         and a prompt's own time is its chunk steps, (ceil(L / P) - 1) t_m(P) + t_m(last chunk).
         A prompt arriving mid-step waits half a decode step first (half a full step when busy).
         Before: an M/G/1 of whole chunk steps per prompt, 49% over the simulator at p50."""
-        c, bb = self.dec.c, max(b, 1.0)
         P = max(float(self.chunk) - b, 1.0)
-        n = np.ceil(self.d.prompt / P)
-        t_full = float(self.rep.decode_step_s(bb, c, P))
-        own = (n - 1) * t_full + np.asarray(self.rep.decode_step_s(bb, c, self.d.prompt - (n - 1) * P))
+        t_full = float(self.rep.decode_step_s(max(b, 1.0), self.dec.c, P))
+        own = self.own_prefill_s(lam, b)
         work = self.d.prompt * (t_full / P)
         rho = lam * float(work.mean())
         if rho >= 1:
@@ -269,8 +268,7 @@ class ColocatedModel:
         # when they are few, up to the whole budget once they pile up), `stall` s beyond a decode step.
         # A full budget's step here (t_full) put a 7 s step in flight behind every light-load prompt
         # of a CPU vLLM pilot: TTFT p90 predicted 6.6 s, measured 1.9 s.
-        extra = (t_full - t_d) if stall is None else stall
-        mean_wait = lam * float((work**2).mean()) / (2 * (1 - rho)) + rho * extra / 2
+        mean_wait = lam * float((work**2).mean()) / (2 * (1 - rho)) + rho * stall / 2
         wait = _wait_samples(rho, mean_wait, len(work))
         return wait + own + t_d / 2, own
 
@@ -316,7 +314,7 @@ class ColocatedModel:
             ttft, own = got
         else:
             wait, _, rho, k = self.pre.wait_samples(lam)
-            own = self.pre.s1 + (self.pre.T(k) - self.pre.T(1))  # = own_prefill_s(lam, b)
+            own = self.own_prefill_s(lam, b)
             ttft = wait + own + t_d / 2
         steps = self._steps
         life = steps * t_d / (1 - share)

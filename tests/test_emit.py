@@ -7,7 +7,8 @@ Parsers and schemas used when present (paths overridable by environment variable
 - SGLang 0.5.23 ServerArgs + sglang-router 0.3.2 RouterArgs: PLANNER_SGLANG_PATH (default
   ~/.cache/planner-sglang; `src/` = the two wheels unpacked (`pip download sglang==0.5.23
   sglang-router==0.3.2 --no-deps`, unzip), `deps/` = `pip install --no-deps --target deps orjson
-  pybase64 requests urllib3 certifi triton starlette msgspec psutil`; torch comes from this venv).
+  pybase64 requests urllib3 certifi triton starlette msgspec psutil pydantic pydantic-core annotated-types
+  typing-inspection`; torch comes from this venv).
 - kubernetes-validate 1.37.0 (Kubernetes' published OpenAPI schemas): PLANNER_K8S_VALIDATE_PATH
   (default ~/.cache/planner-k8s-validate: `pip install --no-deps --target ... kubernetes-validate
   importlib_resources`).

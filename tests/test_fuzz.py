@@ -38,6 +38,8 @@ from hypothesis import strategies as st
 
 from planner.cli.main import main
 
+pytestmark = pytest.mark.fuzz  # about a minute: not in the fast set (-m "not e2e and not fuzz")
+
 CASES: Counter = Counter()  # cases run per input kind
 BROKEN: list = []  # (kind, argv, why) when FUZZ_COLLECT=1
 COLLECT = os.environ.get("FUZZ_COLLECT") == "1"

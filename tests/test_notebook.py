@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.e2e  # starts servers or kernels: not in the fast set (-m "not e2e")
+pytestmark = pytest.mark.e2e  # starts servers or kernels: not in the fast set (-m "not e2e and not fuzz")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "walkthrough.ipynb"

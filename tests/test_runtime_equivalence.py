@@ -17,7 +17,7 @@ from planner.runtime import start_server  # noqa: E402
 from planner.measure.client import run_many  # noqa: E402
 from planner.specs.models import PRESETS  # noqa: E402
 
-pytestmark = pytest.mark.e2e  # starts servers or kernels: not in the fast set (-m "not e2e")
+pytestmark = pytest.mark.e2e  # starts servers or kernels: not in the fast set (-m "not e2e and not fuzz")
 
 LENGTHS = [3, 41, 17, 64, 9]
 MAX_TOKENS = [10, 4, 14, 8, 12]

@@ -15,7 +15,7 @@ pytest.importorskip("aiohttp")
 from planner.runtime import start_server  # noqa: E402
 from planner.measure.client import get, post_json, run_many  # noqa: E402
 
-pytestmark = pytest.mark.e2e  # starts servers or kernels: not in the fast set (-m "not e2e")
+pytestmark = pytest.mark.e2e  # starts servers or kernels: not in the fast set (-m "not e2e and not fuzz")
 
 COMMON = dict(model="tiny", max_model_len=160, max_seqs=8, threads_per_worker=1)
 

@@ -199,6 +199,35 @@ def show_profile(path, workload=None, console=None) -> dict:
     has_ai = "intensity" in df
     console.print("ms: median of the repetitions; spread: (p90 - p10) / median"
                   + ("; FLOP/B: arithmetic intensity; %: of the measured ceilings" if has_ai else ""))
+    _phase_tables(console, df, has_ai)
+    _bound_summary(console, a, c, df)
+    util = m.get("utilization") or {}
+    if util and not util.get("available"):
+        console.print(escape(str(util.get("note") or "utilization: not available (no NVML)")))
+    elif util:
+        t = Table(title=escape(f"GPU utilization ({util.get('note', 'NVML')})"), box=box.SIMPLE_HEAD)
+        for col in ("phase", "SM %", "mem BW %", "mem GB", "power W", "SM MHz", "samples", "Hz"):
+            t.add_column(col, justify="right")
+        for ph in ("prefill", "decode"):
+            s = util.get(ph)
+            if not s:
+                continue
+            v = [(s.get(q) or {}).get("mean") for q in ("sm_util_pct", "mem_bw_util_pct", "mem_used_gb", "power_w", "sm_clock_mhz")]
+            t.add_row(ph, *[_f(x, 1) for x in v], str(s.get("samples")), _f(s.get("hz"), 0))
+        console.print(t)
+
+    if prof.kind == "endpoint":
+        endpoint_summary(console, prof)
+    if workload is not None:
+        a["workload"] = _show_workload(console, prof, workload, util)
+    return a
+
+
+def _phase_tables(console, df, has_ai: bool) -> None:
+    """One table per phase: each measured point, its spread and, with ceilings, where it sits."""
+    from rich import box
+    from rich.table import Table
+
     for phase in ("prefill", "decode"):
         d = df[df["phase"] == phase]
         if d.empty:
@@ -225,6 +254,9 @@ def show_profile(path, workload=None, console=None) -> dict:
             console.print("[yellow]note:[/] points above 100% of the matmul ceiling: the FLOP formula "
                           "(planner.specs.models) counts more work than the engine did, or the ceiling benchmark undershot")
 
+
+def _bound_summary(console, a: dict, c: dict, df) -> None:
+    """The ridge point and where prefill and decode turn compute-bound, against what was measured."""
     if a["ridge"] and a["spec"] is not None:
         console.print(f"ridge point {a['ridge']:.1f} FLOP/B = {c['matmul_tflops']:.3g} TFLOP/s / {c['mem_bw_gbps']:.3g} GB/s "
                       "(below it a point is memory-bound, above it compute-bound)")
@@ -237,26 +269,6 @@ def show_profile(path, workload=None, console=None) -> dict:
                  for c_, b in a["decode_crossover"].items()]
         console.print("decode is memory-bound " + "; ".join(parts)
                       + f"; measured: {(dec['bound'] == 'memory').sum()} of {len(dec)} decode points memory-bound")
-    util = m.get("utilization") or {}
-    if util and not util.get("available"):
-        console.print(escape(str(util.get("note") or "utilization: not available (no NVML)")))
-    elif util:
-        t = Table(title=escape(f"GPU utilization ({util.get('note', 'NVML')})"), box=box.SIMPLE_HEAD)
-        for col in ("phase", "SM %", "mem BW %", "mem GB", "power W", "SM MHz", "samples", "Hz"):
-            t.add_column(col, justify="right")
-        for ph in ("prefill", "decode"):
-            s = util.get(ph)
-            if not s:
-                continue
-            v = [(s.get(q) or {}).get("mean") for q in ("sm_util_pct", "mem_bw_util_pct", "mem_used_gb", "power_w", "sm_clock_mhz")]
-            t.add_row(ph, *[_f(x, 1) for x in v], str(s.get("samples")), _f(s.get("hz"), 0))
-        console.print(t)
-
-    if prof.kind == "endpoint":
-        endpoint_summary(console, prof)
-    if workload is not None:
-        a["workload"] = _show_workload(console, prof, workload, util)
-    return a
 
 
 def print_endpoint_summary(path, console=None) -> None:

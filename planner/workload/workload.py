@@ -294,15 +294,7 @@ def load_workload_file(path) -> Workload:
     names = {k: f"{p}: {k}" for k in ("rate_rps", "requests_per_day", "peak_factor")}
     names["rate"] = names["rate_rps"]
 
-    slo_doc = doc.get("slo") or {}
-    if not isinstance(slo_doc, dict):
-        raise BadInput(f"{p}: slo must be a mapping like {{ttft_ms: 1000, tpot_ms: 50, percentile: 90}}")
-    _check_keys(p, slo_doc, _SLO_KEYS, "slo.")
-    defaulted = [k for k in _SLO_KEYS if k not in slo_doc and k != "itl_ms"]
-    slo_vals = {**_SLO_DEFAULTS, **slo_doc}
-    slo = slo_from_flags(slo_vals["ttft_ms"], slo_vals["tpot_ms"], slo_vals["percentile"],
-               tuple(f"{p}: slo.{k}" for k in _SLO_KEYS), itl=slo_vals.get("itl_ms"))
-
+    slo, defaulted = _slo_of_file(p, doc)
     traces: dict = {}  # a file named twice (trace + input: {kind: trace}) is read once
 
     def trace_at(rel, field_name):
@@ -345,16 +337,7 @@ def load_workload_file(path) -> Workload:
             if key not in doc:
                 raise BadInput(f"{p}: {key} is required (a length, or give a trace)")
         hourly = _hourly(p, doc.get("hourly_rps"))
-        if rate is None and rpd is None and hourly is not None:
-            pf = _positive(doc.get("peak_factor", 1.0), names["peak_factor"], 1.0, strict=False)
-            mean = sum(hourly) / 24
-            notes = [f"rate from hourly_rps: mean {mean:.4g} req/s, busiest hour {max(hourly):.4g} req/s "
-                     f"x peak factor {pf:g} = {max(hourly) * pf:.4g} req/s sized"]
-            rate_rps = max(hourly) * pf
-        else:
-            rate_rps, mean, notes = _resolve_rate(rate, rpd, doc.get("peak_factor", 1.0), names)
-            if hourly is not None and max(hourly) > rate_rps:
-                notes.append(f"warning: hourly_rps peaks at {max(hourly):.4g} req/s, above the sizing rate")
+        rate_rps, mean, notes = _rate_of_file(doc, rate, rpd, hourly, names)
         notes.append("arrivals assumed Poisson (cv^2 = 1)")
         w = Workload(rate_rps, mean, rate_rps / mean, length("input"), length("output"), slo,
                      source=str(p), hourly_rps=hourly)
@@ -368,6 +351,32 @@ def load_workload_file(path) -> Workload:
     if defaulted:
         notes.append("SLO defaults used for " + ", ".join(f"{k} = {_SLO_DEFAULTS[k]:g}" for k in defaulted))
     return replace(w, notes=tuple(notes))
+
+
+def _slo_of_file(p: Path, doc: dict) -> tuple[SLO, list[str]]:
+    """A workload file's SLO, and the keys it left to their defaults (ITL has none: no target)."""
+    slo_doc = doc.get("slo") or {}
+    if not isinstance(slo_doc, dict):
+        raise BadInput(f"{p}: slo must be a mapping like {{ttft_ms: 1000, tpot_ms: 50, percentile: 90}}")
+    _check_keys(p, slo_doc, _SLO_KEYS, "slo.")
+    vals = {**_SLO_DEFAULTS, **slo_doc}
+    slo = slo_from_flags(vals["ttft_ms"], vals["tpot_ms"], vals["percentile"], tuple(f"{p}: slo.{k}" for k in _SLO_KEYS),
+                         itl=vals.get("itl_ms"))
+    return slo, [k for k in _SLO_KEYS if k not in slo_doc and k != "itl_ms"]
+
+
+def _rate_of_file(doc: dict, rate, rpd, hourly, names: dict) -> tuple[float, float, list]:
+    """(rate sized for, mean rate (req/s), notes) of a file without a trace: rate_rps or
+    requests_per_day, else the busiest hour of hourly_rps, x peak_factor."""
+    if rate is None and rpd is None and hourly is not None:
+        pf = _positive(doc.get("peak_factor", 1.0), names["peak_factor"], 1.0, strict=False)
+        mean = sum(hourly) / 24
+        return max(hourly) * pf, mean, [f"rate from hourly_rps: mean {mean:.4g} req/s, busiest hour {max(hourly):.4g} req/s "
+                                        f"x peak factor {pf:g} = {max(hourly) * pf:.4g} req/s sized"]
+    rate_rps, mean, notes = _resolve_rate(rate, rpd, doc.get("peak_factor", 1.0), names)
+    if hourly is not None and max(hourly) > rate_rps:
+        notes.append(f"warning: hourly_rps peaks at {max(hourly):.4g} req/s, above the sizing rate")
+    return rate_rps, mean, notes
 
 
 def _check_keys(p: Path, d: dict, known: tuple, prefix: str) -> None:

@@ -129,6 +129,10 @@ class DecodeModel:
     def t(self, b: float) -> float:
         return self.rep.decode_step_s(max(b, 1.0), self.c)
 
+    def t_many(self, n) -> np.ndarray:
+        """t over an array of batch sizes (s): the step at batch max(n, 1)."""
+        return np.asarray(self.rep.decode_step_s(np.maximum(np.asarray(n, dtype=float), 1.0), self.c), dtype=float)
+
     def upper_bound(self) -> float:
         """Little's law at the largest batch: lam <= max_batch / (E[steps] t(1 + max_batch)) (req/s)."""
         if self.max_batch < 1 or self.steps <= 0:
@@ -272,9 +276,10 @@ class ColocatedModel:
         wait = _wait_samples(rho, mean_wait, len(work))
         return wait + own + t_d / 2, own
 
-    def _itl(self, b: float, rate: float, stall: float, share: float) -> Pcts:
-        t = lambda n: np.asarray(self.rep.decode_step_s(np.maximum(n, 1.0), self.dec.c))  # noqa: E731
-        return Pcts.of(itl_samples(t, b, self._steps, rate, stall, share))
+    def itl_pcts(self, b: float, rate: float, stall: float, share: float) -> Pcts:
+        """ITL percentiles (ms) beside Poisson(b) others, with stalls of `stall` s at `rate` /s
+        taking `share` of the time (stalls())."""
+        return Pcts.of(itl_samples(self.dec.t_many, b, self._steps, rate, stall, share))
 
     def itl_at(self, lam: float) -> Pcts | None:
         """ITL percentiles (ms) at `lam` whether or not an ITL target made eval compute them; None
@@ -282,7 +287,7 @@ class ColocatedModel:
         e = self.eval(lam)
         if e.itl_ms is not None or e.tpot_ms is None:
             return e.itl_ms
-        return self._itl(e.batch_mean, *self.stalls(lam, e.batch_mean))
+        return self.itl_pcts(e.batch_mean, *self.stalls(lam, e.batch_mean))
 
     def eval(self, lam: float) -> RoleEval:
         dec, d = self.dec, self.d
@@ -331,7 +336,7 @@ class ColocatedModel:
         ttft_p = Pcts.of(ttft)
         ok_t = ttft_p.at(d.q) <= d.ttft_slo_s * 1e3
         ok_p = tpot_p.at(d.q) <= d.tpot_slo_s * 1e3
-        itl_p = self._itl(b, rate, stall, share) if d.itl_slo_s is not None else None  # ~30 us: only when a target needs it
+        itl_p = self.itl_pcts(b, rate, stall, share) if d.itl_slo_s is not None else None  # ~30 us: only when a target needs it
         ok_i = itl_p is None or itl_p.at(d.q) <= d.itl_slo_s * 1e3
         binding = "" if ok_t and ok_p and ok_i else ("tpot" if not ok_p else "ttft" if not ok_t else "itl")
         mode = f"chunked {self.chunk}" if self.chunk else "unchunked"

@@ -101,11 +101,6 @@ def role_model(role: str, rep, d: Demand, engine: Engine, chunk: int | None = No
     return cm
 
 
-def _step_at(dm: DecodeModel):
-    """t(n) of a decode model over arrays of batch sizes n (s): the step at batch max(n, 1)."""
-    return lambda n: np.asarray(dm.rep.decode_step_s(np.maximum(np.asarray(n, dtype=float), 1.0), dm.c), dtype=float)
-
-
 def _per_request_tpot(t, b: float, shift: float, lam: float, steps: np.ndarray, ca2: float, share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(per-request mean step (s), decode life (s)) of N_SAMPLES requests on a replica whose mean
     occupancy is b, arrivals of SCV ca2 (shift = smooth_arrivals), stalls taking `share` of its time."""
@@ -169,15 +164,15 @@ def predict_split(pre_rep, dec_rep, d: Demand, engine: Engine, n_prefill: int, n
     else:
         kv_s, first_gap = np.broadcast_to(np.asarray(whole, dtype=float), d.prompt.shape), 0.0
     if engine.tpot == "per-request":
-        step, _ = _per_request_tpot(_step_at(dm), b, shift, lam_d, steps, ca2)
+        step, _ = _per_request_tpot(dm.t_many, b, shift, lam_d, steps, ca2)
         tpot = step + first_gap / steps
         tpot_p = Pcts.of(tpot)
         util_d = 1 - math.exp(-b)
-        itl = itl_samples(_step_at(dm), b + shift, steps, first_gap=first_gap)
+        itl = itl_samples(dm.t_many, b + shift, steps, first_gap=first_gap)
     else:
         tpot_p, util_d = de.tpot_ms, de.utilization
         tpot = np.full(N_SAMPLES, tpot_p.p50 / 1e3)
-        itl = itl_samples(_step_at(dm), b, steps)
+        itl = itl_samples(dm.t_many, b, steps)
     ttft_ok = Pcts.of(ttft).at(d.q) <= d.ttft_slo_s * 1e3
     return PoolPrediction("disaggregated", True, de.binding if ttft_ok else "ttft", Pcts.of(ttft), tpot_p, float(np.mean(kv_s)) * 1e3,
                           float(kv_bytes.mean()), {"prefill": busy_p, "decode": util_d}, {"prefill": k, "decode": b},
@@ -198,10 +193,9 @@ def predict_colocated(rep, d: Demand, engine: Engine, workers: int, rate_rps: fl
         return PoolPrediction("colocated", False, e.binding or "throughput", None, None, None, None, {"colocated": 1.0},
                               {"colocated": e.batch_mean}, None, None, None, notes=over)
     if engine.tpot != "per-request":
-        rate_stall, stall_s, share = cm.stalls(lam, e.batch_mean)
-        itl = itl_samples(_step_at(cm.dec), e.batch_mean, steps, rate_stall, stall_s, share)
+        itl = cm.itl_pcts(e.batch_mean, *cm.stalls(lam, e.batch_mean))
         return PoolPrediction("colocated", True, e.binding, e.ttft_ms, e.tpot_ms, None, None, {"colocated": e.utilization},
-                              {"colocated": e.batch_mean}, None, None, None, itl_ms=Pcts.of(itl))
+                              {"colocated": e.batch_mean}, None, None, None, itl_ms=itl)
     wait, mean_wait, _, k = cm.pre.wait_samples(lam)
     service = cm.pre.s1 + (cm.pre.T(k) - cm.pre.T(1))
     stall_share = lambda x: cm.stalls(lam, x)[2]  # noqa: E731
@@ -217,7 +211,7 @@ def predict_colocated(rep, d: Demand, engine: Engine, workers: int, rate_rps: fl
         return PoolPrediction("colocated", False, "throughput", None, None, None, None, {"colocated": 1.0},
                               {"colocated": float(engine.max_num_seqs)}, None, None, None, notes=over)
     rate_stall, stall_s, share = cm.stalls(lam, b)
-    step, life = _per_request_tpot(_step_at(cm.dec), b, shift, lam, steps, ca2, share)
+    step, life = _per_request_tpot(cm.dec.t_many, b, shift, lam, steps, ca2, share)
     tpot = step + np.random.default_rng(2).poisson(rate_stall * (life + cm.own_prefill_s(lam, b))) * stall_s / steps
     if cm.chunk:  # ColocatedModel's own chunked TTFT; no per-request samples
         ttft, tt_samples, wait_ms, service_ms = e.ttft_ms, None, None, None
@@ -227,7 +221,6 @@ def predict_colocated(rep, d: Demand, engine: Engine, workers: int, rate_rps: fl
         ttft, tt_samples, mean_ttft = Pcts.of(t_s), t_s * 1e3, float(t_s.mean())
         wait_ms, service_ms = mean_wait * 1e3, float(service.mean()) * 1e3
     util = share + (1 - share) * (1 - math.exp(-b))
-    itl = itl_samples(_step_at(cm.dec), b + shift, steps, rate_stall, stall_s, share)
     return PoolPrediction("colocated", True, e.binding, ttft, Pcts.of(tpot), None, None, {"colocated": min(util, 1.0)},
                           {"colocated": b}, wait_ms, service_ms, mean_ttft + float((steps * tpot).mean()),
-                          tt_samples, tpot * 1e3, itl_ms=Pcts.of(itl))
+                          tt_samples, tpot * 1e3, itl_ms=cm.itl_pcts(b + shift, rate_stall, stall_s, share))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from planner.queueing.engine import GENERIC, Engine
-from planner.queueing.samples import RoleEval
+from planner.queueing.samples import Pcts, RoleEval
 from planner.sizing.capacities import (  # noqa: F401 (re-exported: the optimizer's vocabulary)
     COLOCATED_MODES,
     REL_TOL,
@@ -151,6 +151,15 @@ def single_type_pools(cands: list[Candidate], lam: float, top: int = 5) -> list[
     return out
 
 
+def worst_pcts(ps) -> Pcts | None:
+    """Per percentile, the largest of `ps` (ms; None entries skipped): a mixed pool's latencies,
+    conservatively; None if none is known."""
+    ps = [p for p in ps if p is not None]
+    if not ps:
+        return None
+    return type(ps[0])(max(p.p50 for p in ps), max(p.p90 for p in ps), max(p.p99 for p in ps))
+
+
 def evaluate_pool(pool: Pool) -> RoleEval:
     """Predicted latencies of a pool at its actual load. With mixed types we report, per
     percentile, the worst replica type (conservative: the pool's mixture is no worse)."""
@@ -159,10 +168,7 @@ def evaluate_pool(pool: Pool) -> RoleEval:
         return evals[0]
 
     def worst(attr):
-        ps = [getattr(e, attr) for e in evals if getattr(e, attr) is not None]
-        if not ps:
-            return None
-        return type(ps[0])(max(p.p50 for p in ps), max(p.p90 for p in ps), max(p.p99 for p in ps))
+        return worst_pcts([getattr(e, attr) for e in evals])
 
     first = evals[0]
     util = float(np.average([e.utilization for e in evals], weights=[n for _, n in pool.items]))

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 from planner.queueing.samples import Demand
-from planner.sizing.optimizer import NETWORK_MAX_UTIL, SearchSpace, candidates, cheapest_pool, evaluate_pool
+from planner.sizing.optimizer import NETWORK_MAX_UTIL, SearchSpace, candidates, cheapest_pool, evaluate_pool, worst_pcts
 from planner.specs.models import ModelSpec
 from planner.steptime.roofline import KV_COMPRESSION_FACTOR
 
@@ -116,7 +116,7 @@ def _side_from_pools(kind: str, pools: dict, d: Demand, why: str = "", space: Se
     if itl is None and e.feasible:  # the replicas' own ITL, the worst type per percentile (as evaluate_pool)
         ps = [c.qmodel.itl_at(lam_i) for (c, _), lam_i in zip(pools["pool"].items, pools["pool"].loads()) if hasattr(c.qmodel, "itl_at")]
         if ps and all(ps):
-            itl = type(ps[0])(*(max(getattr(p, q) for p in ps) for q in ("p50", "p90", "p99")))
+            itl = worst_pcts(ps)
     return PlanSide(kind, e.feasible, pools, cost, ttft, tpot, _binding_of(pools), {"pool": e.utilization}, None, ", ".join(modes), itl=itl)
 
 

@@ -330,6 +330,13 @@ def plan(
     result = PlanResult(spec, w, dis, col, rec, savings, runner_ups, front, cur, assumptions, warnings, calibration,
                         {"setup": t1 - t0, "optimizer": t2 - t1, "runner_ups_and_current": t3 - t2, "pareto": t4 - t3}, None, space, weight_dtype, kv_dtype,
                         current_split=cur_split)
+    _add_checks(result, d, uncertainty, draws, simulate, schedule)
+    return result
+
+
+def _add_checks(result: PlanResult, d: Demand, uncertainty: bool, draws: int | None, simulate: bool, schedule: bool | None) -> None:
+    """The optional layers over a solved plan, each timed: intervals, a simulation, the daily schedule."""
+    dis, col, w = result.disaggregated, result.colocated, result.workload
     if uncertainty and (dis.feasible or col.feasible):
         from planner.sizing.uncertainty import DRAWS, plan_uncertainty
 
@@ -341,15 +348,15 @@ def plan(
     if simulate:
         from planner.simulate.check import simulate_plan
 
+        ts = time.perf_counter()
         result.simulation = simulate_plan(result, d)
-        result.timings_s["simulate"] = time.perf_counter() - t4
+        result.timings_s["simulate"] = time.perf_counter() - ts
     if schedule or (schedule is None and getattr(w, "hourly_rps", None)):
         from planner.sizing.schedule import schedule_for_plan
 
         t5 = time.perf_counter()
         result.schedule = schedule_for_plan(result)
         result.timings_s["schedule"] = time.perf_counter() - t5
-    return result
 
 
 def _pool_summary(p: Pool) -> dict:

@@ -1,6 +1,5 @@
 import math
 
-import numpy as np
 import pytest
 
 from planner.sizing.optimizer import Candidate, Pool, cheapest_pool, single_type_pools

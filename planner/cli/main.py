@@ -67,13 +67,9 @@ def plan_cmd(
     draws: Optional[int] = typer.Option(None, "--draws", help="Monte Carlo draws for the intervals [default: 32]."),
 ):
     """Size the cheapest disaggregated (prefill/decode split) and colocated deployments for a workload."""
-    from rich.console import Console
-
     from planner.api import plan
-    from planner.io import STREAMS, target
-    from planner.report.terminal import render_markdown, render_terminal
+    from planner.io import target
     from planner.workload import workload as W
-    from planner.workload.workload import load_workload_file, slo_from_flags, workload_from_trace
 
     for flag, out in (("--json", json_out), ("--report", report)):
         if out is not None:
@@ -82,9 +78,29 @@ def plan_cmd(
     from planner.cli.emit import check_plan_emit, emit_after_plan  # --- emit: fail on bad flags before planning ---
 
     emit_engines = check_plan_emit(emit, emit_out, pilot_fraction)
-    w = None
+    w = _plan_workload(workload, trace, rate, ttft_slo, tpot_slo, percentile)
+    ttft_slo, tpot_slo, percentile = _given(ttft_slo, W.DEFAULT_TTFT_SLO_MS), _given(tpot_slo, W.DEFAULT_TPOT_SLO_MS), _given(percentile, W.DEFAULT_SLO_PERCENTILE)
+    result = plan(model, w, rate=rate, requests_per_day=requests_per_day, peak_factor=peak_factor, input_len=input_len, output_len=output_len,
+                  ttft_slo_ms=ttft_slo, tpot_slo_ms=tpot_slo, percentile=percentile, catalog=catalog, gpus=gpus, prefill_gpus=prefill_gpus,
+                  decode_gpus=decode_gpus, provider=provider, current=current, profiles=profile or [], simulate=simulate,
+                  weight_dtype=weight_dtype, kv_dtype=kv_dtype, kv_compression=kv_compression, pareto=pareto, schedule=schedule,
+                  engine=engine, current_split=current_split, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                  uncertainty=uncertainty, draws=draws, itl_slo_ms=itl_slo)
+    _plan_outputs(result, json_out, report)
+    if emit_engines:  # --- emit ---
+        emit_after_plan(result, emit_engines, emit_out, pilot_fraction)
+    if not result.feasible:
+        raise Infeasible(f"no plan meets the SLOs: disaggregated: {result.disaggregated.why_infeasible or result.disaggregated.binding}; colocated: {result.colocated.why_infeasible or result.colocated.binding}")
+
+
+def _plan_workload(workload: Optional[Path], trace: Optional[Path], rate, ttft_slo, tpot_slo, percentile):
+    """The workload of a file or a trace, with flags given beside it winning; None when the flags alone describe it."""
+    from planner.workload import workload as W
+    from planner.workload.workload import load_workload_file, slo_from_flags, workload_from_trace
+
     if workload and trace:
         raise BadInput("give --workload or --trace, not both (a workload file can name its trace)")
+    w = None
     if workload:
         with named("--workload"):
             w = load_workload_file(workload)
@@ -97,13 +113,16 @@ def plan_cmd(
         slo = slo_from_flags(_given(ttft_slo, W.DEFAULT_TTFT_SLO_MS), _given(tpot_slo, W.DEFAULT_TPOT_SLO_MS), _given(percentile, W.DEFAULT_SLO_PERCENTILE), ("--ttft-slo", "--tpot-slo", "--percentile"))
         with named("--trace"):
             w = workload_from_trace(trace, slo, rate=rate)
-    ttft_slo, tpot_slo, percentile = _given(ttft_slo, W.DEFAULT_TTFT_SLO_MS), _given(tpot_slo, W.DEFAULT_TPOT_SLO_MS), _given(percentile, W.DEFAULT_SLO_PERCENTILE)
-    result = plan(model, w, rate=rate, requests_per_day=requests_per_day, peak_factor=peak_factor, input_len=input_len, output_len=output_len,
-                  ttft_slo_ms=ttft_slo, tpot_slo_ms=tpot_slo, percentile=percentile, catalog=catalog, gpus=gpus, prefill_gpus=prefill_gpus,
-                  decode_gpus=decode_gpus, provider=provider, current=current, profiles=profile or [], simulate=simulate,
-                  weight_dtype=weight_dtype, kv_dtype=kv_dtype, kv_compression=kv_compression, pareto=pareto, schedule=schedule,
-                  engine=engine, current_split=current_split, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                  uncertainty=uncertainty, draws=draws, itl_slo_ms=itl_slo)
+    return w
+
+
+def _plan_outputs(result, json_out: Optional[str], report: Optional[Path]) -> None:
+    """The terminal summary, then --json and --report."""
+    from rich.console import Console
+
+    from planner.io import STREAMS
+    from planner.report.terminal import render_markdown, render_terminal
+
     to_stdout = json_out in STREAMS and STREAMS[json_out] == "stdout"
     render_terminal(result, Console(stderr=to_stdout, markup=False))
     if json_out:
@@ -118,10 +137,6 @@ def plan_cmd(
             _write(report, render_plan_html(result), "--report")
         else:
             _write(report, render_markdown(result), "--report")
-    if emit_engines:  # --- emit ---
-        emit_after_plan(result, emit_engines, emit_out, pilot_fraction)
-    if not result.feasible:
-        raise Infeasible(f"no plan meets the SLOs: disaggregated: {result.disaggregated.why_infeasible or result.disaggregated.binding}; colocated: {result.colocated.why_infeasible or result.colocated.binding}")
 
 
 @app.command("breakeven")

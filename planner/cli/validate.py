@@ -233,17 +233,47 @@ def validate(
     """Run a pilot of the split here, replay the workload, and put measured beside predicted."""
     from rich.console import Console
 
-    from planner.pilot.derive import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, plan_summary
-    from planner.pilot.validate import validate as run_validate
-    from planner.workload import workload as W
-    from planner.workload.workload import load_workload_file, slo_from_flags, workload_from_flags, workload_from_trace
-
     from planner.io import STREAMS, target
+    from planner.pilot.validate import validate as run_validate
 
     console = Console(stderr=STREAMS.get(json_out) == "stdout")
     for flag, out in (("--json", json_out), ("--report", report)):
         if out is not None:
             target(out, flag)  # before minutes of profiling and replay
+    w, plan_doc, model = _pilot_workload(plan, model, workload, trace, rate, input_len, output_len, ttft_slo, tpot_slo, percentile, itl_slo)
+    say = lambda msg: console.print(msg, highlight=False, markup=False)  # noqa: E731
+    result = run_validate(model=model, device=device, workload=w, plan=plan_doc, max_workers=max_workers, mode=mode,
+                          prefill_workers=prefill_workers, decode_workers=decode_workers, workers=workers, load_frac=load_frac,
+                          pilot_rate=pilot_rate, duration_s=duration, requests=requests, profile=profile, endpoint=endpoint,
+                          served_model=served_model, compare_colocated=compare_colocated, seed=seed, timeout_s=timeout,
+                          max_seqs=max_seqs, max_batch_tokens=max_batch_tokens, chunked_prefill=chunked_prefill,
+                          progress=progress, roofline=roofline, nice=nice, probe=probe, say=say, predict_only=predict_only, engine=engine,
+                          traffic_rps=rate or (w.rate_rps if (workload or trace or plan_doc) else None))
+    d = result.to_dict()
+    if predict_only:
+        render_prediction(d, console)
+        write_outputs(d, json_out, None, console)
+        return
+    render_terminal(d, console)
+    write_outputs(d, json_out, report, console)
+    if result.interrupted:
+        if json_out or report:
+            console.print("[yellow]interrupted: partial report saved[/yellow]")
+        # sys.exit, not typer.Exit: planner.cli.main.main runs typer with standalone_mode=False, which
+        # returns a typer.Exit's code instead of exiting with it.
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    if not result.valid:
+        reasons = "; ".join(result.run.invalid_reasons() + (result.colocated.invalid_reasons() if result.colocated else []))
+        raise PlannerError(f"the pilot run was spoiled ({reasons}): its errors are not the model's")
+
+
+def _pilot_workload(plan, model, workload, trace, rate, input_len, output_len, ttft_slo, tpot_slo, percentile, itl_slo):
+    """(workload, the --plan's summary or None, model name): from a file, a trace, the flags or the plan."""
+    from planner.pilot.derive import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, plan_summary
+    from planner.workload import workload as W
+    from planner.workload.workload import load_workload_file, slo_from_flags, workload_from_flags, workload_from_trace
+
     if workload and trace:
         raise BadInput("give --workload or --trace, not both")
     slo_given = (ttft_slo, tpot_slo, percentile) != (None, None, None)
@@ -275,28 +305,4 @@ def validate(
         from planner.api import with_itl_slo
 
         w = with_itl_slo(w, itl_slo)
-    say = lambda msg: console.print(msg, highlight=False, markup=False)  # noqa: E731
-    result = run_validate(model=model, device=device, workload=w, plan=plan_doc, max_workers=max_workers, mode=mode,
-                          prefill_workers=prefill_workers, decode_workers=decode_workers, workers=workers, load_frac=load_frac,
-                          pilot_rate=pilot_rate, duration_s=duration, requests=requests, profile=profile, endpoint=endpoint,
-                          served_model=served_model, compare_colocated=compare_colocated, seed=seed, timeout_s=timeout,
-                          max_seqs=max_seqs, max_batch_tokens=max_batch_tokens, chunked_prefill=chunked_prefill,
-                          progress=progress, roofline=roofline, nice=nice, probe=probe, say=say, predict_only=predict_only, engine=engine,
-                          traffic_rps=rate or (w.rate_rps if (workload or trace or plan_doc) else None))
-    d = result.to_dict()
-    if predict_only:
-        render_prediction(d, console)
-        write_outputs(d, json_out, None, console)
-        return
-    render_terminal(d, console)
-    write_outputs(d, json_out, report, console)
-    if result.interrupted:
-        if json_out or report:
-            console.print("[yellow]interrupted: partial report saved[/yellow]")
-        # sys.exit, not typer.Exit: planner.cli.main.main runs typer with standalone_mode=False, which
-        # returns a typer.Exit's code instead of exiting with it.
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
-    if not result.valid:
-        reasons = "; ".join(result.run.invalid_reasons() + (result.colocated.invalid_reasons() if result.colocated else []))
-        raise PlannerError(f"the pilot run was spoiled ({reasons}): its errors are not the model's")
+    return w, plan_doc, model

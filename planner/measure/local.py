@@ -231,17 +231,7 @@ def run_local_profile(model: str, device: str = "cpu", dtype: str | None = None,
 
     tdt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     sampler = NvmlSampler(nvml_index(dev)) if dev.type == "cuda" else NvmlSampler.unavailable()
-    meta = {
-        "kind": "local", "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command if command is not None else command_line(),
-        "device": {**device_info(dev), "driver": sampler.driver},
-        "engine": {"name": "planner.runtime.model", "version": _version()}, "model": spec.to_dict(), "dtype": dtype,
-        "tp": 1, "ceilings": None, "kv_bytes_per_token": {"measured": None, "formula": spec.kv_bytes_per_token(dtype)},
-        "utilization": None, "complete": False, "warnings": [],
-        "sweep": {**sweep.to_dict(), "quick": quick, "weights": weights or "random", "seed": seed},
-    }
-    if sweep.skipped:
-        meta["warnings"].append(f"{sweep.skipped} decode points skipped: their KV cache does not fit memory")
+    meta = _profile_meta(spec, dev, dtype, sweep, sampler.driver, command, quick, weights, seed)
     samples: list[dict] = []
     t_start = time.perf_counter()
     bar = _Bar(progress, len(sweep.prefill_points) + len(sweep.decode_points) + (1 if ceilings else 0))
@@ -272,6 +262,22 @@ def run_local_profile(model: str, device: str = "cpu", dtype: str | None = None,
         torch.set_num_threads(threads_before)
     _finish(meta, sampler, t_start)
     return save_profile(out, meta, samples)
+
+
+def _profile_meta(spec, dev, dtype: str, sweep: Sweep, driver, command, quick: bool, weights, seed: int) -> dict:
+    """The profile's header before anything is measured ("complete": false until the sweep ends)."""
+    meta = {
+        "kind": "local", "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command if command is not None else command_line(),
+        "device": {**device_info(dev), "driver": driver},
+        "engine": {"name": "planner.runtime.model", "version": _version()}, "model": spec.to_dict(), "dtype": dtype,
+        "tp": 1, "ceilings": None, "kv_bytes_per_token": {"measured": None, "formula": spec.kv_bytes_per_token(dtype)},
+        "utilization": None, "complete": False, "warnings": [],
+        "sweep": {**sweep.to_dict(), "quick": quick, "weights": weights or "random", "seed": seed},
+    }
+    if sweep.skipped:
+        meta["warnings"].append(f"{sweep.skipped} decode points skipped: their KV cache does not fit memory")
+    return meta
 
 
 def _prefill_sweep(m, sweep: Sweep, dev, gen, bar, samples: list) -> None:

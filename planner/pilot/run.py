@@ -243,18 +243,7 @@ def run_pilot(pilot: Pilot, schedule, endpoint: str | None = None, timeout_s: fl
         # SIGTERM (kill, a CI timeout) tears the pilot down like Ctrl-C: no server left behind.
         old_term = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        if endpoint is None:
-            from planner.runtime import start_server
-
-            say(f"starting planner serve: {pilot.label()} on {pilot.device} (threads/worker {pilot.threads_per_worker})")
-            handle = start_server(**pilot.serve_options())
-            url = handle.url
-            meas.cold_start_s = handle.info.get("cold_start_s")
-        else:
-            url = endpoint.rstrip("/")
-            if url.endswith("/v1"):
-                url = url[:-3]
-        meas.url = url
+        handle, url = _serve_or_attach(pilot, endpoint, meas, say)
         model = served_model or (pilot.model if endpoint is None else None)
         extras, err = asyncio.run(rp.warm_up(url, model, n=2 * max(1, pilot.n_workers), timeout_s=timeout_s))
         if err:
@@ -285,12 +274,8 @@ def run_pilot(pilot: Pilot, schedule, endpoint: str | None = None, timeout_s: fl
         with _Progress(progress, len(schedule)) as bar:
             asyncio.run(rp.replay(url, model, schedule, state, timeout_s, extras, seed, on_event=bar.event, salt=salt))
         meas.cpu = watch.stop()
-        if handle is not None:  # a worker's busy share: its CPU seconds per wall second per thread
-            by_role: dict = {}
-            for name, w in meas.workers.items():
-                if name in meas.cpu["process_cores"]:
-                    by_role.setdefault(w["role"], []).append(meas.cpu["process_cores"][name] / max(1, pilot.threads_per_worker))
-            meas.utilization = {r: float(np.mean(v)) for r, v in by_role.items()}
+        if handle is not None:
+            meas.utilization = _busy_share_by_role(meas, pilot.threads_per_worker)
         after = asyncio.run(rp.scrape_metrics(url))
     except KeyboardInterrupt:
         meas.interrupted = True
@@ -305,16 +290,47 @@ def run_pilot(pilot: Pilot, schedule, endpoint: str | None = None, timeout_s: fl
         if nice:
             set_priority([os.getpid()], 0)
         if handle is not None:
-            final = _health(handle.url) if not meas.interrupted else {}
-            for w in final.get("workers", []):
-                if w.get("name") in meas.workers:
-                    meas.workers[w["name"]]["state"] = w.get("state")
-            handle.stop(timeout_s=10.0 if meas.interrupted else 30.0)
+            _stop_server(handle, meas)
     meas.client = rp.summarize(state)
     meas.server = server_summary(before, after)
     meas.worker_deaths = float(meas.server.get("worker_deaths", 0.0)) + sum(
         1 for w in meas.workers.values() if w.get("state") == "dead" and not meas.server.get("worker_deaths"))
     return meas
+
+
+def _serve_or_attach(pilot: Pilot, endpoint: str | None, meas: Measurement, say):
+    """(server handle or None, base URL): start this project's runtime for the pilot, or use the endpoint."""
+    if endpoint is None:
+        from planner.runtime import start_server
+
+        say(f"starting planner serve: {pilot.label()} on {pilot.device} (threads/worker {pilot.threads_per_worker})")
+        handle = start_server(**pilot.serve_options())
+        meas.cold_start_s = handle.info.get("cold_start_s")
+        url = handle.url
+    else:
+        handle, url = None, endpoint.rstrip("/")
+        if url.endswith("/v1"):
+            url = url[:-3]
+    meas.url = url
+    return handle, url
+
+
+def _busy_share_by_role(meas: Measurement, threads_per_worker: int) -> dict:
+    """Mean busy share per role: a worker's CPU seconds per wall second per thread."""
+    by_role: dict = {}
+    for name, w in meas.workers.items():
+        if name in meas.cpu["process_cores"]:
+            by_role.setdefault(w["role"], []).append(meas.cpu["process_cores"][name] / max(1, threads_per_worker))
+    return {r: float(np.mean(v)) for r, v in by_role.items()}
+
+
+def _stop_server(handle, meas: Measurement) -> None:
+    """Record each worker's last state (unless interrupted: no time for it), then stop the server."""
+    final = _health(handle.url) if not meas.interrupted else {}
+    for w in final.get("workers", []):
+        if w.get("name") in meas.workers:
+            meas.workers[w["name"]]["state"] = w.get("state")
+    handle.stop(timeout_s=10.0 if meas.interrupted else 30.0)
 
 
 def _interrupt(signum, frame):

@@ -216,7 +216,6 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
     return a PredictOnly: the prediction `planner plan --engine planner --current ...` makes too.
     `engine`: the serving engine at `endpoint` (planner.queueing.engine; default: the one its
     profile measured); a local pilot runs this project's runtime ("planner")."""
-    from planner.pilot import replay as rp
     from planner.specs.models import resolve_model
     from planner.workload.workload import workload_from_flags
 
@@ -229,13 +228,8 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
     pilot = None if endpoint else derive_pilot(model, device, workload, plan, max_workers, mode, prefill_workers, decode_workers,
                                                workers, load_frac, max_seqs, max_batch_tokens, chunked_prefill)
     notes: list = []
-    # Lengths as the pilot can serve them (the model's context), for the prediction and the replay.
-    d = Demand.from_workload(workload)
     cap_len = spec.max_position
-    pr, out = rp._clip_lengths(d.prompt, d.output, cap_len)
-    if (pr != d.prompt).any() or (out != d.output).any():
-        notes.append(f"lengths clipped to the model's context ({cap_len} tokens)")
-    d = replace(d, prompt=pr.astype(float), output=out.astype(float))
+    d = _servable_demand(workload, cap_len, notes)
 
     rep, calibration = None, {"status": "no profile"}
     if endpoint is not None:
@@ -267,16 +261,9 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
     schedule = _schedule(workload, rate, requests, duration_s, min_requests, replay_trace, seed, cap_len, notes)
     longest = max(r.prompt_tokens + r.output_tokens for r in schedule)
     pilot = replace(pilot, max_model_len=min(cap_len, int(math.ceil((longest + 1) / 64) * 64)))  # less KV cache to allocate
-    transport = {}
-    if pilot.mode == "disaggregated" and rep is not None and endpoint is None:
-        layer_bytes = int(d.mean_prompt * rep.kv_bytes_per_token / spec.layers)
-        transport = {"kind": "zeromq tcp loopback", "message_bytes": layer_bytes, "measured_bytes_per_s": measure_transport(layer_bytes),
-                     "note": "PUSH->PULL of one mean KV layer message, unloaded: the wire-time ceiling"}
+    transport = _kv_transport(pilot, rep, d, spec) if pilot.mode == "disaggregated" and rep is not None and endpoint is None else {}
     if endpoint is None and device == "cpu":
-        busy = machine_busy_cores(1.0)
-        if busy is not None and busy > CONTENTION_CORES:
-            say(f"warning: this machine is already busy ({busy:.2f} of {os.cpu_count()} cores in use by other processes): "
-                "the pilot will share the CPU and is likely to be marked invalid")
+        _warn_if_busy(say)
     primary = _run_one(pilot, rep, d, schedule, workload, transport, endpoint, timeout_s, seed, progress, on_serving, say,
                        served_model, nice, contention)
     result = ValidateResult(primary, workload, calibration, transport, notes)
@@ -289,6 +276,32 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
         result.colocated = _run_one(col, rep, d, schedule, workload, {}, None, timeout_s, seed, progress, None, say,
                                     served_model, nice, cont_c)
     return result
+
+
+def _servable_demand(workload, cap_len: int, notes: list) -> Demand:
+    """The workload's demand with lengths as the pilot can serve them (clipped to the model's
+    context, cap_len tokens), for the prediction and the replay alike."""
+    from planner.pilot import replay as rp
+
+    d = Demand.from_workload(workload)
+    pr, out = rp._clip_lengths(d.prompt, d.output, cap_len)
+    if (pr != d.prompt).any() or (out != d.output).any():
+        notes.append(f"lengths clipped to the model's context ({cap_len} tokens)")
+    return replace(d, prompt=pr.astype(float), output=out.astype(float))
+
+
+def _kv_transport(pilot, rep, d: Demand, spec) -> dict:
+    """The local split's KV wire: one mean layer message over loopback ZeroMQ, measured unloaded."""
+    layer_bytes = int(d.mean_prompt * rep.kv_bytes_per_token / spec.layers)
+    return {"kind": "zeromq tcp loopback", "message_bytes": layer_bytes, "measured_bytes_per_s": measure_transport(layer_bytes),
+            "note": "PUSH->PULL of one mean KV layer message, unloaded: the wire-time ceiling"}
+
+
+def _warn_if_busy(say) -> None:
+    busy = machine_busy_cores(1.0)
+    if busy is not None and busy > CONTENTION_CORES:
+        say(f"warning: this machine is already busy ({busy:.2f} of {os.cpu_count()} cores in use by other processes): "
+            "the pilot will share the CPU and is likely to be marked invalid")
 
 
 def _run_one(pilot, rep, d, schedule, workload, transport, endpoint, timeout_s, seed, progress, on_serving, say, served_model,

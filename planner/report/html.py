@@ -86,7 +86,7 @@ def render_plan_html(result: PlanResult, schedule: dict | None = None) -> str:
     schedule: planner.sizing.schedule.hourly_schedule's dict; default `result.schedule` if the result has
     one, else computed here when the workload has an hourly profile."""
     r = result
-    w, d, c = r.workload, r.disaggregated, r.colocated
+    w = r.workload
     sched = schedule if schedule is not None else getattr(r, "schedule", None)
     if sched is None and getattr(w, "hourly_rps", None) is not None:
         from planner.sizing.schedule import schedule_for_plan

@@ -367,6 +367,32 @@ def simulate_disaggregated(prompt_lens, output_lens, prefill_time_s, decode_step
     return sim.result({"prefill": pre, "decode": dec})
 
 
+def _fill_chunks(r, budget: int, p, can_admit, admit) -> tuple[list, list]:
+    """One chunked iteration's prompt tokens: (chunk sizes, requests whose prompt ends in it).
+    Prompts already started go first (FCFS), then new ones while the budget lasts and they fit."""
+    chunks, done = [], []
+    for e in r.prefilling:
+        if budget <= 0:
+            break
+        take = min(e[1], budget)
+        e[1] -= take
+        budget -= take
+        chunks.append(take)
+        if e[1] == 0:
+            done.append(e[0])
+    r.prefilling = [e for e in r.prefilling if e[1] > 0]
+    while budget > 0 and r.queue and can_admit():
+        i = admit()
+        take = min(p[i], budget)
+        budget -= take
+        chunks.append(take)
+        if take == p[i]:
+            done.append(i)
+        else:
+            r.prefilling.append([i, p[i] - take])
+    return chunks, done
+
+
 def simulate_colocated(prompt_lens, output_lens, prefill_time_s, decode_step_s, *, arrival_s=None,
                        rate_rps=None, n_replicas=1, max_batch_tokens=8192, max_decode_batch=256,
                        kv_capacity_tokens=math.inf, chunked=False, chunk_tokens=512,
@@ -409,26 +435,7 @@ def simulate_colocated(prompt_lens, output_lens, prefill_time_s, decode_step_s, 
 
     def chunked_step(r, now):
         b = len(r.running)
-        budget, chunks, done = chunk_tokens - b, [], []
-        for e in r.prefilling:  # prompts already started go first: FCFS
-            if budget <= 0:
-                break
-            take = min(e[1], budget)
-            e[1] -= take
-            budget -= take
-            chunks.append(take)
-            if e[1] == 0:
-                done.append(e[0])
-        r.prefilling = [e for e in r.prefilling if e[1] > 0]
-        while budget > 0 and r.queue and sim.can_admit(r, r.queue[0]):
-            i = admit(r, now)
-            take = min(p[i], budget)
-            budget -= take
-            chunks.append(take)
-            if take == p[i]:
-                done.append(i)
-            else:
-                r.prefilling.append([i, p[i] - take])
+        chunks, done = _fill_chunks(r, chunk_tokens - b, p, lambda: sim.can_admit(r, r.queue[0]), lambda: admit(r, now))
         if not chunks:
             return None
         ctx = r.ctx_sum / b if b else 0.0

@@ -261,7 +261,7 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
     schedule = _schedule(workload, rate, requests, duration_s, min_requests, replay_trace, seed, cap_len, notes)
     longest = max(r.prompt_tokens + r.output_tokens for r in schedule)
     pilot = replace(pilot, max_model_len=min(cap_len, int(math.ceil((longest + 1) / 64) * 64)))  # less KV cache to allocate
-    transport = _kv_transport(pilot, rep, d, spec) if pilot.mode == "disaggregated" and rep is not None and endpoint is None else {}
+    transport = _kv_transport(rep, d, spec) if pilot.mode == "disaggregated" and rep is not None and endpoint is None else {}
     if endpoint is None and device == "cpu":
         _warn_if_busy(say)
     primary = _run_one(pilot, rep, d, schedule, workload, transport, endpoint, timeout_s, seed, progress, on_serving, say,
@@ -290,7 +290,7 @@ def _servable_demand(workload, cap_len: int, notes: list) -> Demand:
     return replace(d, prompt=pr.astype(float), output=out.astype(float))
 
 
-def _kv_transport(pilot, rep, d: Demand, spec) -> dict:
+def _kv_transport(rep, d: Demand, spec) -> dict:
     """The local split's KV wire: one mean layer message over loopback ZeroMQ, measured unloaded."""
     layer_bytes = int(d.mean_prompt * rep.kv_bytes_per_token / spec.layers)
     return {"kind": "zeromq tcp loopback", "message_bytes": layer_bytes, "measured_bytes_per_s": measure_transport(layer_bytes),

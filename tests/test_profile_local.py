@@ -170,11 +170,40 @@ def test_cuda_without_gpu(tmp_path):
     (dict(device="tpu"), "--device 'tpu'"),
     (dict(reps=0), "--reps must be >= 1"),
     (dict(threads=0), "--threads: 0 must be between 1 and 1024"),
+    (dict(passes=0), "--passes: 0 must be between 1 and 100"),
 ])
 def test_bad_sweeps(tmp_path, kw, msg):
     with pytest.raises(BadInput) as e:
         L.run_local_profile("tiny", out=tmp_path / "p.json", progress=False, **kw)
     assert msg in str(e.value)
+
+
+def test_passes_repeat_the_sweep_and_pool_every_call(tmp_path, monkeypatch, micro_config):
+    """passes=3: the whole sweep runs three times over (prefill, decode, prefill, decode, ...),
+    and each point's row is the median of all its calls, not of one pass's."""
+    import planner.runtime.model
+
+    order, real = [], planner.runtime.model.decode_step
+    real_prefill = planner.runtime.model.prefill
+
+    def dec(*a, **k):
+        order.append("d")
+        return real(*a, **k)
+
+    def pre(*a, **k):
+        order.append("p")
+        return real_prefill(*a, **k)
+
+    monkeypatch.setattr(planner.runtime.model, "decode_step", dec)
+    monkeypatch.setattr(planner.runtime.model, "prefill", pre)
+    out = L.run_local_profile(micro_config, out=tmp_path / "p.json", progress=False, ceilings=False, reps=2, warmup=1,
+                              prompt_lens=[8, 16], prefill_batches=[1], prefill_batch_len=8, batches=[1, 2], contexts=[16],
+                              passes=3)
+    prof = load_profile(out)
+    assert prof.meta["sweep"]["passes"] == 3 and prof.meta["complete"] is True
+    assert len(prof.samples) == 4 and (prof.samples["reps"] == 6).all()  # 2 calls x 3 passes per point
+    # 2 prefill points then 2 decode points, (1 warm-up + 2 timed) calls each, three times over
+    assert "".join(order) == ("p" * 6 + "d" * 6) * 3
 
 
 def test_partial_profile_saved_on_error_and_interrupt(tmp_path, monkeypatch, micro_config):

@@ -220,9 +220,50 @@ def test_contention_scales_times_by_the_neighbours_busy_share(rep):
 
     assert pilot_predict.contended_capacity(p, rep, d, k)[0] < pilot_predict.pilot_capacity(p, rep, d)[0]
     one = replace(derive.Pilot("tiny", "cpu", "colocated", workers=1), rate_rps=2.0)
-    assert pilot_predict.pilot_replica(one, rep, d, Contention(colocated=0.5), 2.0)[1] == {"prefill": 0.0, "decode": 0.0}
+    slow1 = pilot_predict.pilot_replica(one, rep, d, Contention(colocated=0.5), 2.0)[1]
+    assert (slow1["prefill"], slow1["decode"], slow1["in_situ_prefill"]) == (0.0, 0.0, 1.0)
     two = replace(one, workers=2)
     assert pilot_predict.pilot_replica(two, rep, d, Contention(colocated=0.5), 2.0)[1]["decode"] > 0
+
+
+def test_the_probes_lone_prompts_scale_prefill_and_widen_ttft(rep):
+    """A lone prompt through the pilot's API took 1.25x the profile's prefill: prefill times x1.25
+    (before contention), decode steps untouched; the lone TTFTs' spread widens the predicted TTFT
+    tail, not its mean; implausible factors are clipped."""
+    from planner.pilot.probe import Contention
+    from planner.queueing.samples import jittered
+
+    d = _demand()
+    p = replace(derive.Pilot("tiny", "cpu", "disaggregated"), rate_rps=1.0)
+    t130 = float(rep.prefill_time_s(np.array([130.0])))
+    k = Contention(alone_ttft_s=1.25 * t130, prompt_tokens=130)
+    assert pilot_predict.in_situ_prefill(rep, k) == pytest.approx(1.25)
+    r2, slow = pilot_predict.pilot_replica(p, rep, d, k, 1.0)
+    assert slow["in_situ_prefill"] == pytest.approx(1.25) and slow["prefill"] == pytest.approx(0.25)
+    assert r2.prefill_time_s(np.array([64.0])) == pytest.approx(1.25 * rep.prefill_time_s(np.array([64.0])))
+    assert r2.decode_step_s(4, 100) == pytest.approx(rep.decode_step_s(4, 100))
+    assert pilot_predict.in_situ_prefill(rep, Contention(alone_ttft_s=10 * t130, prompt_tokens=130)) == 2.0
+    assert pilot_predict.in_situ_prefill(rep, Contention()) == 1.0  # no lone prompt timed
+    base = pilot_predict.predict(p, Adjusted(rep, 0.25, 0.0), d).ttft_ms
+    wide = pilot_predict.predict(p, pilot_predict.pilot_replica(p, rep, d, replace(k, ttft_cv=0.2), 1.0)[0], d).ttft_ms
+    assert wide.p90 > 1.05 * base.p90 and wide.p50 == pytest.approx(base.p50, rel=0.08)
+    x = np.full(20000, 0.1)
+    assert jittered(x, 0.0) is x and np.std(jittered(x, 0.2)) == pytest.approx(0.02, rel=0.05)
+    assert np.mean(jittered(x, 0.2)) == pytest.approx(0.1, rel=0.01) and (jittered(x, 0.9) >= 0.02 - 1e-12).all()
+
+
+def test_probe_streams_sit_at_the_predicted_decode_batch(rep):
+    """The split's probe runs as many background streams as the pilot's predicted decode batch
+    per decode worker (at least 2): a decode worker's pressure on the cores grows with it."""
+    d = _demand()
+    p = replace(derive.Pilot("tiny", "cpu", "disaggregated"), rate_rps=2.0)
+    b = pilot_predict.predict(p, rep, d).batch_mean["decode"]
+    assert pilot_predict.probe_streams(p, rep, d) == max(2, min(p.max_seqs, round(b)))
+    two = replace(p, decode_workers=2)
+    assert pilot_predict.probe_streams(two, rep, d) == 2 * max(2, min(p.max_seqs, round(pilot_predict.predict(two, rep, d).batch_mean["decode"])))
+    busy = replace(p, rate_rps=8.0)
+    assert pilot_predict.probe_streams(busy, rep, d) > pilot_predict.probe_streams(p, rep, d)
+    assert pilot_predict.probe_streams(replace(p, rate_rps=0.01), rep, d) == 2
 
 
 def test_padded_attention_reads_the_longest_context(rep):
@@ -430,6 +471,12 @@ def test_end_to_end_tiny_pilot(profile_path, tmp_path):
     # the contention probe ran first and the prediction used it
     c = d["calibration"]["contention"]
     assert c["prefill"] >= 0 and c["decode"] >= 0 and c["ttft_alone_ms"] > 0 and c["gap_quiet_ms"] > 0
+    # alternating rounds, each a pair of adjacent windows; the kappas are their medians
+    assert len(c["rounds"]) == 4 and all(r["gap_quiet_ms"] > 0 and 0 < r["prefill_share"] <= 1 for r in c["rounds"])
+    assert c["alone_ttft_ms"] > 0 and 0 < c["ttft_cv"] < 1 and c["prompt_tokens"] > 0
+    assert c["streams"] >= 2
+    kd = sorted((r["gap_beside_prefill_ms"] / r["gap_quiet_ms"] - 1) / max(r["prefill_share"], 0.1) for r in c["rounds"])
+    assert c["decode"] == pytest.approx(max(0.0, (kd[1] + kd[2]) / 2), abs=2e-3)
     assert d["prediction"]["contention"] == c and any("share this machine's cores" in n for n in d["prediction"]["notes"])
     assert d["pilot"]["max_model_len"] >= max(r["prompt_tokens"] + r["max_tokens"] for r in d["requests_detail"])
     pids = [w["pid"] for w in d["pilot"]["workers_detail"].values()]
@@ -443,6 +490,9 @@ def test_contention_probe_of_a_colocated_pilot():
     c = pilot_run.measure_contention(pilot, _demand(SHORT["input_len"], SHORT["output_len"]), 2048, timeout_s=20.0, say=lambda m: None)
     assert c is not None and c.prefill == 0 and c.decode == 0 and c.colocated >= 0
     assert c.detail["gap_one_stream_ms"] > 0 and c.detail["gap_two_streams_ms"] > 0
+    k = sorted(r["gap_two_streams_ms"] / r["gap_one_stream_ms"] - 1 for r in c.detail["rounds"])
+    assert len(k) == 4 and c.colocated == pytest.approx(max(0.0, (k[1] + k[2]) / 2), abs=2e-3)
+    assert c.alone_ttft_s > 0 and c.ttft_cv > 0 and all(r["ttft_alone_ms"] > 0 for r in c.detail["rounds"])
     assert pilot_run.measure_contention(replace(pilot, workers=1), _demand(), 2048, say=lambda m: None) is None
 
 

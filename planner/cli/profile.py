@@ -54,6 +54,7 @@ def local(
     prefill_batch_len: Optional[int] = typer.Option(None, "--prefill-batch-len", help="Prompt length of the batched prefill sweep."),
     reps: Optional[int] = typer.Option(None, "--reps", help="Timed repetitions per point (default 5 quick, 10 full)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed calls before each point (default 2 quick, 3 full)."),
+    passes: int = typer.Option(1, "--passes", help="Run the whole sweep this many times, each point the median of all passes (a shared or noisy machine: 3)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file (default profiles/<model>-<device>-<time>.json)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Local safetensors file or folder (default: random weights)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights and tokens."),
@@ -68,6 +69,7 @@ def local(
         batches=parse_ints(batches, "--batches"), contexts=parse_ints(contexts, "--contexts"),
         prefill_batches=parse_ints(prefill_batches, "--prefill-batches"), prefill_batch_len=prefill_batch_len,
         reps=reps, warmup=warmup, out=out, weights=weights, progress=progress, seed=seed, threads=threads,
+        passes=passes,
     )
     _done(path)
 

@@ -213,6 +213,7 @@ def validate(
     duration: float = typer.Option(40.0, "--duration", help="Seconds of arrivals to replay."),
     requests: Optional[int] = typer.Option(None, "--requests", help="Replay this many requests (instead of --duration)."),
     profile: Optional[Path] = typer.Option(None, "--profile", help="Local profile of the pilot's device (default: cached or measured now)."),
+    reprofile: bool = typer.Option(False, "--reprofile", help="Measure the pilot's profile again even when a cached one exists (a cloud VM's speed drifts: a profile from hours ago can be 20% off)."),
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Drive an existing OpenAI-compatible deployment instead of starting one."),
     served_model: Optional[str] = typer.Option(None, "--served-model", help="Model name at --endpoint (default: omitted)."),
     compare_colocated: bool = typer.Option(False, "--compare-colocated", help="Also run the same pilot colocated on the same workers."),
@@ -244,7 +245,7 @@ def validate(
     say = lambda msg: console.print(msg, highlight=False, markup=False)  # noqa: E731
     result = run_validate(model=model, device=device, workload=w, plan=plan_doc, max_workers=max_workers, mode=mode,
                           prefill_workers=prefill_workers, decode_workers=decode_workers, workers=workers, load_frac=load_frac,
-                          pilot_rate=pilot_rate, duration_s=duration, requests=requests, profile=profile, endpoint=endpoint,
+                          pilot_rate=pilot_rate, duration_s=duration, requests=requests, profile=profile, reprofile=reprofile, endpoint=endpoint,
                           served_model=served_model, compare_colocated=compare_colocated, seed=seed, timeout_s=timeout,
                           max_seqs=max_seqs, max_batch_tokens=max_batch_tokens, chunked_prefill=chunked_prefill,
                           progress=progress, roofline=roofline, nice=nice, probe=probe, say=say, predict_only=predict_only, engine=engine,

@@ -9,7 +9,11 @@ the runtime serves), so `planner plan --profile` can fit its efficiencies to rea
 
 Each point: `warmup` untimed calls, then `reps` timed calls (CUDA events on a GPU, whose elapsed
 time is the GPU's own; perf_counter on a CPU, where ops are synchronous); the profile keeps the
-median and the 10th/90th percentiles. KV bytes per token are read off the allocated cache and
+median and the 10th/90th percentiles. With `passes` > 1 the whole sweep runs that many times over
+and each point keeps the median of all its passes' calls: on a shared machine (a cloud VM whose
+neighbours come and go) a point timed in one burst can catch a transient slowdown of 30% or more,
+which interpolation then spreads over its neighbours; points spread over the sweep's whole
+duration all see the machine's typical speed. KV bytes per token are read off the allocated cache and
 checked against ModelSpec.kv_bytes_per_token. Before allocating anything, the weights + KV +
 activation estimate is checked against the device's free memory, and the output path against
 write permission: a shape that cannot run, or a file that cannot be written, fails in a second,
@@ -140,7 +144,8 @@ class Sweep:
     decode_points: tuple[tuple[int, int], ...]  # (batch, context_len)
     reps: int
     warmup: int
-    skipped: int = 0  # default-grid decode points dropped because their KV cache does not fit
+    skipped: int = 0
+    passes: int = 1  # the whole sweep repeated, interleaved: each point's calls spread over the run  # default-grid decode points dropped because their KV cache does not fit
 
     @property
     def prefill_cache(self) -> tuple[int, int]:
@@ -149,11 +154,12 @@ class Sweep:
 
     def to_dict(self) -> dict:
         return {"prefill_points": [list(p) for p in self.prefill_points],
-                "decode_points": [list(p) for p in self.decode_points], "reps": self.reps, "warmup": self.warmup}
+                "decode_points": [list(p) for p in self.decode_points], "reps": self.reps, "warmup": self.warmup,
+                "passes": self.passes}
 
 
 def plan_sweep(spec: ModelSpec, dev, dtype: str, quick: bool = False, prompt_lens=None, batches=None,
-               contexts=None, prefill_batches=None, prefill_batch_len=None, reps=None, warmup=None) -> Sweep:
+               contexts=None, prefill_batches=None, prefill_batch_len=None, reps=None, warmup=None, passes: int = 1) -> Sweep:
     """Fill in the default grid (GRIDS), check every value (BadInput names the flag), and check the
     largest point against free memory: a default grid is trimmed to fit, a typed one is refused."""
     g = GRIDS[(quick, dev.type)]
@@ -168,6 +174,8 @@ def plan_sweep(spec: ModelSpec, dev, dtype: str, quick: bool = False, prompt_len
     warmup = int(warmup if warmup is not None else (2 if quick else 3))
     if reps < 1 or warmup < 0:
         raise BadInput(f"--reps must be >= 1 and --warmup >= 0, got {reps} and {warmup}")
+    if not 1 <= int(passes) <= 100:
+        raise BadInput(f"--passes: {passes} must be between 1 and 100")
 
     # Memory: weights first (the clearest refusal), then the largest cache and prefill batch.
     where = f"{dev}" if dev.type == "cuda" else "this machine"
@@ -187,7 +195,8 @@ def plan_sweep(spec: ModelSpec, dev, dtype: str, quick: bool = False, prompt_len
                  detail=f" for batch {big[0]} x {big[1] + 1} tokens")
     prefill_points = [(1, l) for l in lens]
     prefill_points += [(b, pb_len) for b in pbs if (b, pb_len) not in prefill_points]
-    return Sweep(tuple(prefill_points), tuple(points), reps, warmup, skipped=len(bs) * len(ctxs) - len(points))
+    return Sweep(tuple(prefill_points), tuple(points), reps, warmup, skipped=len(bs) * len(ctxs) - len(points),
+                 passes=int(passes))
 
 
 def run_local_profile(model: str, device: str = "cpu", dtype: str | None = None, quick: bool = False,
@@ -195,14 +204,15 @@ def run_local_profile(model: str, device: str = "cpu", dtype: str | None = None,
                       prefill_batch_len: int | None = None, reps: int | None = None, warmup: int | None = None,
                       out: str | Path | None = None, weights: str | None = None, progress: bool = True,
                       ceilings: bool = True, seed: int = 0, command: str | None = None,
-                      threads: int | None = None) -> Path:
+                      threads: int | None = None, passes: int = 1) -> Path:
     """Measure prefill and decode times of `model` (preset name or config.json) on `device` and write
     a profile file (planner.measure.files format). Returns its path.
 
     dtype: 'bf16' on cuda, 'fp32' on cpu when None. Grids default to GRIDS[(quick, device type)];
     `batches` x `contexts` is the decode grid, `prompt_lens` the batch-1 prefill sweep, and
     `prefill_batches` prompts of `prefill_batch_len` tokens the batched prefill sweep. `threads`
-    sets torch's CPU threads for the run (e.g. 1 to match a runtime worker per core).
+    sets torch's CPU threads for the run (e.g. 1 to match a runtime worker per core); `passes` runs
+    the sweep that many times over, each point the median of all its passes (module docstring).
     Raises BadInput for a bad device, dtype, grid, output path, or a shape that does not fit memory;
     an error or interrupt mid-sweep writes what was measured ("complete": false) and re-raises."""
     spec = resolve_model(model)
@@ -215,7 +225,7 @@ def run_local_profile(model: str, device: str = "cpu", dtype: str | None = None,
     if spec.experts > 1:
         raise BadInput(f"model {shown(spec.name)}: mixture-of-experts shapes are not supported by planner.runtime.model")
     sweep = plan_sweep(spec, dev, dtype, quick, prompt_lens, batches, contexts, prefill_batches,
-                       prefill_batch_len, reps, warmup)
+                       prefill_batch_len, reps, warmup, passes)
     if threads is not None and not 1 <= int(threads) <= 1024:
         raise BadInput(f"--threads: {threads} must be between 1 and 1024")
 
@@ -232,9 +242,9 @@ def run_local_profile(model: str, device: str = "cpu", dtype: str | None = None,
     tdt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     sampler = NvmlSampler(nvml_index(dev)) if dev.type == "cuda" else NvmlSampler.unavailable()
     meta = _profile_meta(spec, dev, dtype, sweep, sampler.driver, command, quick, weights, seed)
-    samples: list[dict] = []
+    times: dict = {}  # (phase, batch, prompt_len, context_len) -> every timed call of that point (s)
     t_start = time.perf_counter()
-    bar = _Bar(progress, len(sweep.prefill_points) + len(sweep.decode_points) + (1 if ceilings else 0))
+    bar = _Bar(progress, sweep.passes * (len(sweep.prefill_points) + len(sweep.decode_points)) + (1 if ceilings else 0))
     prev_sigterm = _sigterm_as_interrupt()
     try:
         with bar, sampler:
@@ -245,15 +255,17 @@ def run_local_profile(model: str, device: str = "cpu", dtype: str | None = None,
             bar.step("building the model")
             m = build_model(spec, device=str(dev), dtype=tdt, seed=seed, weights=weights)
             gen = torch.Generator().manual_seed(seed)
-            with sampler.phase("prefill"):
-                _prefill_sweep(m, sweep, dev, gen, bar, samples)
-            with sampler.phase("decode"):
-                _decode_sweep(m, sweep, dev, gen, bar, samples, meta)
+            for k in range(sweep.passes):
+                tag = f" (pass {k + 1}/{sweep.passes})" if sweep.passes > 1 else ""
+                with sampler.phase("prefill"):
+                    _prefill_sweep(m, sweep, dev, gen, bar, times, tag)
+                with sampler.phase("decode"):
+                    _decode_sweep(m, sweep, dev, gen, bar, times, meta, tag)
         meta["complete"] = True
     except BaseException as e:
         meta["error"] = f"interrupted during {bar.where}: {type(e).__name__}: {e}".strip()
         _finish(meta, sampler, t_start)
-        save_profile(out, meta, samples)
+        save_profile(out, meta, _samples(times))
         if _is_oom(e):
             raise BadInput(f"out of memory during {bar.where} on {dev}; what was measured is saved to {out}") from None
         raise
@@ -261,7 +273,12 @@ def run_local_profile(model: str, device: str = "cpu", dtype: str | None = None,
         _restore_sigterm(prev_sigterm)
         torch.set_num_threads(threads_before)
     _finish(meta, sampler, t_start)
-    return save_profile(out, meta, samples)
+    return save_profile(out, meta, _samples(times))
+
+
+def _samples(times: dict) -> list[dict]:
+    """The profile's rows: each point's median and spread over all its timed calls, in sweep order."""
+    return [{"phase": ph, "batch": b, "prompt_len": l, "context_len": c, **summarize(t)} for (ph, b, l, c), t in times.items()]
 
 
 def _profile_meta(spec, dev, dtype: str, sweep: Sweep, driver, command, quick: bool, weights, seed: int) -> dict:
@@ -280,7 +297,7 @@ def _profile_meta(spec, dev, dtype: str, sweep: Sweep, driver, command, quick: b
     return meta
 
 
-def _prefill_sweep(m, sweep: Sweep, dev, gen, bar, samples: list) -> None:
+def _prefill_sweep(m, sweep: Sweep, dev, gen, bar, times: dict, tag: str = "") -> None:
     """Time prefill(model, tokens[b, l], slots) at each (b, l); one cache holds the largest."""
     import torch
 
@@ -288,15 +305,15 @@ def _prefill_sweep(m, sweep: Sweep, dev, gen, bar, samples: list) -> None:
 
     m.setup_cache(*sweep.prefill_cache)
     for b, l in sweep.prefill_points:
-        bar.step(f"prefill batch {b} x {l} tokens")
+        bar.step(f"prefill batch {b} x {l} tokens{tag}")
         t = torch.randint(0, m.spec.vocab, (b, l), generator=gen).to(dev)
         s = torch.arange(b, device=dev)
-        row = summarize(time_calls(lambda: prefill(m, t, s), dev, sweep.reps, sweep.warmup))
-        samples.append({"phase": "prefill", "batch": b, "prompt_len": l, "context_len": 0, **row})
+        got = time_calls(lambda: prefill(m, t, s), dev, sweep.reps, sweep.warmup)
+        times.setdefault(("prefill", b, l, 0), []).extend(got)
         bar.advance()
 
 
-def _decode_sweep(m, sweep: Sweep, dev, gen, bar, samples: list, meta: dict) -> None:
+def _decode_sweep(m, sweep: Sweep, dev, gen, bar, times: dict, meta: dict, tag: str = "") -> None:
     """Time decode_step at each (b, c): the new token at position c reads c + 1 cached keys. One cache
     per batch size, just long enough for its longest context, so memory stays bounded; the first
     cache gives the measured KV bytes per token."""
@@ -315,11 +332,11 @@ def _decode_sweep(m, sweep: Sweep, dev, gen, bar, samples: list, meta: dict) -> 
         t = torch.randint(0, m.spec.vocab, (b,), generator=gen).to(dev)
         s = torch.arange(b, device=dev)
         for c in cs:
-            bar.step(f"decode batch {b} at context {c}")
+            bar.step(f"decode batch {b} at context {c}{tag}")
             pos = torch.full((b,), c, device=dev)
             # read_len given: decode_step need not sync the device to find max(pos)
-            row = summarize(time_calls(lambda: decode_step(m, t, s, pos, c + 1), dev, sweep.reps, sweep.warmup))
-            samples.append({"phase": "decode", "batch": b, "prompt_len": 0, "context_len": c, **row})
+            got = time_calls(lambda: decode_step(m, t, s, pos, c + 1), dev, sweep.reps, sweep.warmup)
+            times.setdefault(("decode", b, 0, c), []).extend(got)
             bar.advance()
 
 

@@ -15,6 +15,11 @@ from planner.queueing.samples import Demand
 
 
 STEP_TIME_MODELS = ("profile", "plan")
+# The pilot's quick profile: 3 passes over its grid, 3 timed calls (after 1 untimed) per point
+# each. On this project's 2-core cloud VM a point timed in one burst of 5 calls was up to 2x its
+# typical time (a neighbour's transient load); 3 passes spread over the ~45 s sweep keep each
+# point's median at the machine's typical speed, which is what a 20-60 s pilot averages over.
+PROFILE_REPS, PROFILE_WARMUP, PROFILE_PASSES = 3, 1, 3
 
 # ---- the local device: profile -> calibrated replica ----------------------------------------------
 def profile_grid(d: Demand, max_seqs: int) -> dict:
@@ -24,10 +29,17 @@ def profile_grid(d: Demand, max_seqs: int) -> dict:
     (a CPU's step time is not one roofline from context 64 to 1024)."""
     q = lambda x, p: int(max(1, round(float(np.percentile(x, p)))))  # noqa: E731
     ctx = d.prompt + d.output / 2
+    # Powers of two, not every batch: a CPU's GEMM kernels are not smooth in the batch (on this
+    # project's 2-core VM, `tiny`'s decode step rose ~3 ms a sequence from batch 8 to 15, then fell
+    # by a third at 16), but how much differs from one process to the next (batch 12: 61 ms in one,
+    # 40 ms in another); timing every batch fits one process's bumps, which the queueing model's
+    # fixed point then amplifies (a pilot predicted at batch 13 ran at 5). Between the powers the
+    # interpolation averages over them.
     batches = sorted({b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b <= max_seqs} | {max_seqs})
     return {"prompt_lens": sorted({q(d.prompt, 10), q(d.prompt, 50), q(d.prompt, 90), q(d.prompt, 99)}),
             "prefill_batches": [1, 2, 4, 8], "prefill_batch_len": int(round(d.mean_prompt)),
-            "batches": batches, "contexts": sorted({q(ctx, 10), q(ctx, 50), q(d.prompt + d.output, 90)})}
+            "batches": batches, "contexts": sorted({q(ctx, 10), q(ctx, 50), q(d.prompt + d.output, 90)}),
+            "reps": PROFILE_REPS, "warmup": PROFILE_WARMUP, "passes": PROFILE_PASSES}
 
 
 def cached_profile_path(model: str, device: str, threads: int, dtype: str, grid: dict) -> Path:
@@ -42,21 +54,22 @@ def cached_profile_path(model: str, device: str, threads: int, dtype: str, grid:
 
 
 def ensure_profile(model: str, device: str, threads: int, dtype: str, grid: dict, path: str | Path | None = None,
-                   say=print) -> Path:
+                   say=print, fresh: bool = False) -> Path:
     """The profile that calibrates the prediction: `path` if given; else the cached one for this
-    model, device, thread count and sweep; else a quick local profile of `grid` measured now
-    (about 30 s on 2 cores) with the pilot's threads per worker, the times a worker sees."""
+    model, device, thread count and sweep (unless `fresh`); else a quick local profile of `grid`
+    measured now (about 45 s on 2 cores) with the pilot's threads per worker, the times a worker
+    sees, written over the cached one."""
     if path is not None:
         p = Path(path)
         if not p.exists():
             raise BadInput(f"--profile {p}: file not found")
         return p
     out = cached_profile_path(model, device, threads, dtype, grid)
-    if out.exists():
-        say(f"profile: reusing {out} (delete it to measure again)")
+    if out.exists() and not fresh:
+        say(f"profile: reusing {out} (--reprofile measures it again)")
         return out
-    say(f"profile: none given; measuring a quick local profile of {model} on {device} with "
-        f"{threads or 'default'} thread(s) per worker over this workload's lengths -> {out}")
+    say(f"profile: {'measuring again' if out.exists() else 'none given; measuring'} a quick local profile of {model} on "
+        f"{device} with {threads or 'default'} thread(s) per worker over this workload's lengths -> {out}")
     import torch
 
     from planner.measure.local import run_local_profile
@@ -65,7 +78,7 @@ def ensure_profile(model: str, device: str, threads: int, dtype: str, grid: dict
     if device == "cpu" and threads:
         torch.set_num_threads(threads)
     try:
-        return run_local_profile(model, device, dtype=dtype, quick=True, out=out, progress=True, reps=5, **grid)
+        return run_local_profile(model, device, dtype=dtype, quick=True, out=out, progress=True, **grid)
     finally:
         torch.set_num_threads(old)
 
@@ -78,6 +91,21 @@ def profile_noise(path) -> float | None:
     if not {"p10_s", "p90_s"} <= set(df.columns):
         return None
     return float(((df["p90_s"] - df["p10_s"]) / df["seconds"]).median())
+
+
+def profile_age_h(path) -> float | None:
+    """Hours since the profile at `path` was measured (its "created" stamp), or None if unknown."""
+    import datetime as dt
+
+    from planner.measure.files import load_profile
+
+    try:
+        made = dt.datetime.fromisoformat(str(load_profile(path).meta.get("created")))
+    except (TypeError, ValueError):
+        return None
+    if made.tzinfo is None:
+        made = made.replace(tzinfo=dt.timezone.utc)
+    return (dt.datetime.now(dt.timezone.utc) - made).total_seconds() / 3600
 
 
 def local_replica(spec, profile_path: Path, roofline: str = "profile"):

@@ -75,22 +75,47 @@ def predict(pilot: Pilot, rep, d: Demand, transport_bytes_s: float | None = None
 
 def pilot_replica(pilot: Pilot, rep, d: Demand, contention, rate_rps: float, transport_bytes_s: float | None = None,
                   iters: int = 4) -> tuple[object, dict]:
-    """(replica, slowdowns) for the pilot at `rate_rps` beside its own busy neighbours: each
-    role's times scaled by kappa x the predicted busy share of the neighbour (planner.pilot.probe),
-    solved by fixed-point iteration (a slower prefill keeps the decode worker's neighbour busy
-    longer, and so on). No contention measured: the replica as it is."""
+    """(replica, slowdowns) for the pilot at `rate_rps` on its serving stack, beside its own busy
+    neighbours (planner.pilot.probe): prefill times x the stack's lone-prompt factor (in_situ:
+    the probe's lone TTFT / the profile's prefill of that prompt) x (1 + kappa x the neighbour's
+    predicted busy share), decode steps x (1 + kappa x the neighbour's share), with the probe's
+    prefill jitter; the shares solved by fixed-point iteration (a slower prefill keeps the decode
+    worker's neighbour busy longer, and so on). No contention measured: the replica as it is."""
     if contention is None:
         return rep, {"prefill": 0.0, "decode": 0.0}
+    s = in_situ_prefill(rep, contention)
     a = b = 0.0
+    cv = contention.ttft_cv or None
     p = replace(pilot, rate_rps=rate_rps)
     for _ in range(iters):
-        u = predict(p, Adjusted(rep, a, b), d, transport_bytes_s).utilization
+        u = predict(p, Adjusted(rep, s * (1 + a) - 1, b, prefill_cv=cv), d, transport_bytes_s).utilization
         if pilot.mode == "colocated":
             a = b = contention.colocated * min(1.0, u.get("colocated", 1.0)) if pilot.workers >= 2 else 0.0
         else:
             a = contention.prefill * min(1.0, u.get("decode", 1.0))
             b = contention.decode * min(1.0, u.get("prefill", 1.0))
-    return Adjusted(rep, a, b), {"prefill": a, "decode": b}
+    return Adjusted(rep, s * (1 + a) - 1, b, prefill_cv=cv), {"prefill": s * (1 + a) - 1, "decode": b, "in_situ_prefill": s,
+                                                              "prefill_cv": contention.ttft_cv}
+
+
+def in_situ_prefill(rep, contention) -> float:
+    """The serving stack's factor on a lone prefill: the probe's lone TTFT through the pilot's API
+    over the profile's prefill of the same prompt, within 0.5-2 (a factor outside that is a
+    broken probe, not the stack); 1 when the probe timed no lone prompt."""
+    if not contention.alone_ttft_s or not contention.prompt_tokens:
+        return 1.0
+    t = float(rep.prefill_time_s(np.array([float(contention.prompt_tokens)])))
+    return float(np.clip(contention.alone_ttft_s / t, 0.5, 2.0)) if t > 0 else 1.0
+
+
+def probe_streams(pilot: Pilot, rep, d: Demand) -> int:
+    """Background decoding streams for the contention probe of a split (planner.pilot.probe):
+    the decode batch the pilot is predicted to run at its rate (before contention), per decode
+    worker, at least 2: a decode worker's pressure on the shared cores grows with its batch,
+    so the probe measures it where the pilot will run."""
+    b = predict(pilot, rep, d).batch_mean.get("decode")
+    per = round(b) if b is not None and math.isfinite(b) else 4
+    return max(2, min(pilot.max_seqs, per)) * max(1, pilot.decode_workers)
 
 
 def contended_capacity(pilot: Pilot, rep, d: Demand, contention, iters: int = 3) -> tuple[float, str]:

@@ -3,23 +3,33 @@
 On a GPU cluster each worker owns its device. A CPU pilot's workers share a few cores, their
 memory bandwidth, and the ZeroMQ, router and client threads that move KV and tokens between
 them, so a prefill next to a busy decode worker runs slower than the same prefill profiled
-alone (on this project's 2-core test machine: ~20% slower, although the two model processes
-alone slow each other by only 2-8%; the rest is the serving stack's own threads competing for
-the cores). The in-process profile cannot see that; this probe measures it through the pilot's
+alone (on this project's 2-core test machine: 5-40% slower, decode steps 7-35% beside a busy
+prefill). The in-process profile cannot see that; this probe measures it through the pilot's
 own API before the replay, with no traffic of the replay's, and the prediction scales step
-times by it (planner.pilot.validate.pilot_replica):
+times by it (planner.pilot.predict.pilot_replica):
 
     prefill time x (1 + kappa_p * u_decode)      decode step x (1 + kappa_d * u_prefill)
     colocated: every time x (1 + kappa_c * u_other worker)
 
-where u are the predicted busy shares. The kappas are slowdowns at a fully busy neighbour
-(ratios within one probe, so a profile measured on another day does not leak into them):
+where u are the predicted busy shares. The kappas are slowdowns at a fully busy neighbour, each
+a ratio of two adjacent windows a second or two apart, so that the machine's own drift (a cloud
+VM's speed wanders by 10-30% over seconds to hours) cancels; `rounds` such pairs, and the
+median of their ratios, so that one transient does not make the figure:
 
-* disaggregated: kappa_p = TTFT of sequential prompts beside `streams` decoding streams / TTFT
-  alone - 1; kappa_d = (inter-token gap of those streams while the prompts run / the gap before
-  them - 1) / the share of that window a prefill ran.
-* colocated (2+ workers): kappa_c = the gap of two streams (one per worker: the router sends a
-  new request to the least-loaded worker) / the gap of one stream alone - 1.
+* disaggregated, per round: prompts alone; then `streams` decoding streams (the pilot's
+  predicted decode batch) with no prompt; then back-to-back prompts beside those streams.
+  kappa_p = TTFT beside the streams / TTFT alone - 1; kappa_d = (inter-token gap while the
+  prompts run / the gap before them - 1) / the share of that window a prompt was in flight.
+* colocated (2+ workers), per round: prompts alone; then one stream alone, then a second (the
+  router sends it to the other, least-loaded worker): kappa_c = the first stream's gap beside
+  the second / its gap alone - 1.
+
+The lone prompts (the workload's mean prompt, every round) say two more things the profile
+cannot: what the serving stack adds to a prefill (HTTP, router, the worker's loop, the KV
+sends: on this machine the runtime's lone TTFT was 10-25% above the in-process prefill of the
+same prompt, timed seconds apart), which the prediction applies as a factor on prefill times
+(in-situ TTFT / the profile's prefill), and how much a lone TTFT varies from one prompt to the
+next (std / mean), the stack's prefill jitter, which widens the predicted TTFT percentiles.
 
 Times in seconds; kappas are shares (0.2 = 20% slower).
 """
@@ -42,11 +52,16 @@ class Contention:
     prefill: float = 0.0  # kappa_p: a prefill beside a busy decode worker (disaggregated)
     decode: float = 0.0  # kappa_d: a decode step beside a busy prefill worker (disaggregated)
     colocated: float = 0.0  # kappa_c: a colocated worker beside another busy one
+    alone_ttft_s: float = 0.0  # TTFT of a lone prompt of `prompt_tokens` through the pilot's API (median; 0: not measured)
+    ttft_cv: float = 0.0  # std / mean of those lone TTFTs: the serving stack's prefill jitter
+    prompt_tokens: int = 0
     detail: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         r = lambda x: round(float(x), 4)  # noqa: E731
-        return {"prefill": r(self.prefill), "decode": r(self.decode), "colocated": r(self.colocated), **self.detail}
+        return {"prefill": r(self.prefill), "decode": r(self.decode), "colocated": r(self.colocated),
+                "alone_ttft_ms": r(self.alone_ttft_s * 1e3), "ttft_cv": r(self.ttft_cv), "prompt_tokens": self.prompt_tokens,
+                **self.detail}
 
 
 class _Stream:
@@ -78,13 +93,17 @@ def _gaps_in(streams, t0: float, t1: float) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
-async def _sequential(session, url, model, n, prompt_tokens, extras, timeout_s, base_index) -> list[float]:
-    """TTFTs (s) of n prompts sent one after another, each with 2 output tokens (so a
-    disaggregated pilot moves its KV, as the replay's requests do)."""
-    out = []
-    for i in range(n):
-        rec = rp.RequestRecord(base_index - i, 0.0, prompt_tokens, 2)
-        await rp.send_one(session, url, rp.request_body(model, rp.prompt_ids(base_index - i, prompt_tokens), 2, extras), rec, timeout_s)
+async def _sequential(session, url, model, prompt_tokens, extras, timeout_s, base_index, n_min: int = 2,
+                      min_s: float = 0.0) -> list[float]:
+    """TTFTs (s) of prompts sent one after another, each with 2 output tokens (so a
+    disaggregated pilot moves its KV, as the replay's requests do): at least `n_min`, and on
+    until `min_s` seconds have passed."""
+    out: list[float] = []
+    t0 = time.perf_counter()
+    while len(out) < n_min or time.perf_counter() - t0 < min_s:
+        i = base_index - len(out)
+        rec = rp.RequestRecord(i, 0.0, prompt_tokens, 2)
+        await rp.send_one(session, url, rp.request_body(model, rp.prompt_ids(i, prompt_tokens), 2, extras), rec, timeout_s)
         if rec.error or rec.ttft_s is None:
             raise RuntimeError(f"probe request failed: {rec.error}")
         out.append(rec.ttft_s)
@@ -109,50 +128,82 @@ async def _stop(streams, *windows) -> None:
         raise RuntimeError("probe streams ended before their windows (outputs too short)")
 
 
+async def _round_split(session, base, model, r, prompt_tokens, streams, stream_tokens, window_s, extras, timeout_s) -> dict:
+    """One disaggregated round (module docstring): its TTFTs, gaps and the prompts' share (s)."""
+    alone = await _sequential(session, base, model, prompt_tokens, extras, timeout_s, -9100 - 100 * r, min_s=window_s / 2)
+    bg = [_Stream(session, base, model, -50000 - 1000 * r - i, 16, stream_tokens, extras, timeout_s) for i in range(streams)]
+    await _until(lambda: all(s.tokens() >= 3 for s in bg), timeout_s)
+    t0 = time.perf_counter()
+    await asyncio.sleep(window_s)
+    t1 = time.perf_counter()
+    busy = await _sequential(session, base, model, prompt_tokens, extras, timeout_s, -9150 - 100 * r, min_s=window_s)
+    t2 = time.perf_counter()
+    quiet, during = _gaps_in(bg, t0, t1), _gaps_in(bg, t1, t2)
+    await _stop(bg, quiet, during)
+    share = min(1.0, float(np.sum(busy)) / max(t2 - t1, 1e-9))  # the window's share with a prompt in flight
+    return {"ttft_alone_ms": float(np.median(alone)) * 1e3, "ttft_beside_decode_ms": float(np.median(busy)) * 1e3,
+            "gap_quiet_ms": float(np.mean(quiet)) * 1e3, "gap_beside_prefill_ms": float(np.mean(during)) * 1e3,
+            "prefill_share": share}, alone
+
+
+async def _round_colocated(session, base, model, r, prompt_tokens, stream_tokens, window_s, extras, timeout_s) -> dict:
+    """One colocated round: prompts alone, then a stream's gaps alone, then beside a second
+    stream (ms). Fresh streams each round: one stream outliving every round would need a longer
+    context."""
+    alone = await _sequential(session, base, model, prompt_tokens, extras, timeout_s, -9100 - 100 * r, min_s=window_s / 2)
+    first = _Stream(session, base, model, -9000 - 10 * r, 16, stream_tokens, extras, timeout_s)
+    await _until(lambda: first.tokens() >= 3, timeout_s)
+    t0 = time.perf_counter()
+    await asyncio.sleep(window_s)
+    g1 = _gaps_in([first], t0, time.perf_counter())
+    second = _Stream(session, base, model, -9001 - 10 * r, 16, stream_tokens, extras, timeout_s)
+    await _until(lambda: second.tokens() >= 3, timeout_s)
+    t0 = time.perf_counter()
+    await asyncio.sleep(window_s)
+    g2 = _gaps_in([first], t0, time.perf_counter())
+    await _stop([first, second], g1, g2)
+    return {"ttft_alone_ms": float(np.median(alone)) * 1e3, "gap_one_stream_ms": float(np.median(g1)) * 1e3,
+            "gap_two_streams_ms": float(np.median(g2)) * 1e3}, alone
+
+
+def _median_of(rounds: list[dict], key) -> float:
+    return float(np.median([key(x) for x in rounds]))
+
+
 async def _probe(url: str, model: str | None, mode: str, prompt_tokens: int, streams: int, stream_tokens: int,
-                 n: int, window_s: float, extras: bool, timeout_s: float) -> Contention:
+                 rounds: int, window_s: float, extras: bool, timeout_s: float) -> Contention:
     import aiohttp
 
     base = url.rstrip("/")
+    r3 = lambda x: round(float(x), 3)  # noqa: E731
+    rs, alone = [], []
     async with aiohttp.ClientSession() as session:
-        if mode == "colocated":
-            one = [_Stream(session, base, model, -9000, 16, stream_tokens, extras, timeout_s)]
-            await _until(lambda: one[0].tokens() >= 3, timeout_s)
-            t0 = time.perf_counter()
-            await asyncio.sleep(window_s)
-            g1 = _gaps_in(one, t0, time.perf_counter())
-            two = one + [_Stream(session, base, model, -9001, 16, stream_tokens, extras, timeout_s)]
-            await _until(lambda: two[1].tokens() >= 3, timeout_s)
-            t0 = time.perf_counter()
-            await asyncio.sleep(window_s)
-            g2 = _gaps_in(two, t0, time.perf_counter())
-            await _stop(two, g1, g2)
-            k = max(0.0, float(np.median(g2) / np.median(g1)) - 1.0)
-            return Contention(colocated=k, detail={"gap_one_stream_ms": round(float(np.median(g1)) * 1e3, 3),
-                                                   "gap_two_streams_ms": round(float(np.median(g2)) * 1e3, 3)})
-        alone = await _sequential(session, base, model, n, prompt_tokens, extras, timeout_s, -9100)
-        bg = [_Stream(session, base, model, -9200 - i, 16, stream_tokens, extras, timeout_s) for i in range(streams)]
-        await _until(lambda: all(s.tokens() >= 3 for s in bg), timeout_s)
-        t0 = time.perf_counter()
-        await asyncio.sleep(window_s)
-        t1 = time.perf_counter()
-        busy = await _sequential(session, base, model, n, prompt_tokens, extras, timeout_s, -9300)
-        t2 = time.perf_counter()
-        quiet, during = _gaps_in(bg, t0, t1), _gaps_in(bg, t1, t2)
-        await _stop(bg, quiet, during)
-        kp = max(0.0, float(np.median(busy) / np.median(alone)) - 1.0)
-        share = min(1.0, float(np.sum(busy)) / max(t2 - t1, 1e-9))  # the window's share with a prompt in flight
-        kd = max(0.0, (float(np.mean(during) / np.mean(quiet)) - 1.0) / max(share, 0.1))
-        return Contention(prefill=kp, decode=kd, detail={
-            "ttft_alone_ms": round(float(np.median(alone)) * 1e3, 3), "ttft_beside_decode_ms": round(float(np.median(busy)) * 1e3, 3),
-            "gap_quiet_ms": round(float(np.mean(quiet)) * 1e3, 3), "gap_beside_prefill_ms": round(float(np.mean(during)) * 1e3, 3),
-            "prefill_share": round(share, 3), "streams": streams, "prompt_tokens": prompt_tokens})
+        for r in range(rounds):
+            if mode == "colocated":
+                x, a = await _round_colocated(session, base, model, r, prompt_tokens, stream_tokens, window_s, extras, timeout_s)
+            else:
+                x, a = await _round_split(session, base, model, r, prompt_tokens, streams, stream_tokens, window_s, extras, timeout_s)
+            rs.append(x)
+            alone += a
+    lone = dict(alone_ttft_s=_median_of(rs, lambda x: x["ttft_alone_ms"]) / 1e3,
+                ttft_cv=float(np.std(alone) / np.mean(alone)), prompt_tokens=prompt_tokens)
+    rounds_out = [{kk: r3(v) for kk, v in x.items()} for x in rs]
+    if mode == "colocated":
+        k = max(0.0, _median_of(rs, lambda x: x["gap_two_streams_ms"] / x["gap_one_stream_ms"] - 1.0))
+        return Contention(colocated=k, **lone, detail={
+            "gap_one_stream_ms": r3(_median_of(rs, lambda x: x["gap_one_stream_ms"])),
+            "gap_two_streams_ms": r3(_median_of(rs, lambda x: x["gap_two_streams_ms"])), "rounds": rounds_out})
+    kp = max(0.0, _median_of(rs, lambda x: x["ttft_beside_decode_ms"] / x["ttft_alone_ms"] - 1.0))
+    kd = max(0.0, _median_of(rs, lambda x: (x["gap_beside_prefill_ms"] / x["gap_quiet_ms"] - 1.0) / max(x["prefill_share"], 0.1)))
+    keys = ("ttft_alone_ms", "ttft_beside_decode_ms", "gap_quiet_ms", "gap_beside_prefill_ms", "prefill_share")
+    return Contention(prefill=kp, decode=kd, **lone, detail={
+        **{k: r3(_median_of(rs, lambda x, k=k: x[k])) for k in keys}, "streams": streams, "rounds": rounds_out})
 
 
-def probe(url: str, model: str | None, mode: str, prompt_tokens: int, max_model_len: int, streams: int = 4, n: int = 8,
-          window_s: float = 1.5, extras: bool = True, timeout_s: float = 60.0) -> Contention:
-    """Measure the pilot's contention (module docstring); a few seconds. `prompt_tokens`: the
+def probe(url: str, model: str | None, mode: str, prompt_tokens: int, max_model_len: int, streams: int = 4, rounds: int = 4,
+          window_s: float = 1.0, extras: bool = True, timeout_s: float = 60.0) -> Contention:
+    """Measure the pilot's contention (module docstring); about 3 s a round. `prompt_tokens`: the
     workload's mean prompt; `streams`: background decoding streams (disaggregated)."""
     stream_tokens = max(8, int(max_model_len) - 17)
-    return asyncio.run(_probe(url, model, mode, max(1, int(prompt_tokens)), max(1, int(streams)), stream_tokens, n,
-                              window_s, extras, timeout_s))
+    return asyncio.run(_probe(url, model, mode, max(1, int(prompt_tokens)), max(1, int(streams)), stream_tokens,
+                              max(1, int(rounds)), window_s, extras, timeout_s))

@@ -186,10 +186,13 @@ def server_summary(before, after) -> dict:
     return out
 
 
-def measure_contention(pilot: Pilot, d: Demand, cap_len: int, timeout_s: float = 60.0, say=print, nice: int = 0):
+def measure_contention(pilot: Pilot, d: Demand, cap_len: int, timeout_s: float = 60.0, say=print, nice: int = 0,
+                       streams: int | None = None):
     """Start the pilot's split briefly and probe how much its workers slow each other on this
-    machine's shared cores (planner.pilot.probe): a few seconds. Returns a planner.pilot.probe.Contention, or
-    None (with a message) when the probe cannot run, e.g. a colocated pilot of one worker."""
+    machine's shared cores (planner.pilot.probe): about 15 s. `streams`: a split's background
+    decoding streams (default 4 per decode worker; validate passes the predicted decode batch).
+    Returns a planner.pilot.probe.Contention, or None (with a message) when the probe cannot
+    run, e.g. a colocated pilot of one worker."""
     import asyncio
 
     from planner.pilot import probe as pb
@@ -201,7 +204,7 @@ def measure_contention(pilot: Pilot, d: Demand, cap_len: int, timeout_s: float =
     # Long enough for background streams that outlast the probe's windows.
     max_len = min(cap_len, max(512, int(math.ceil((2 * d.mean_prompt + 64) / 64) * 64)))
     opts = dict(pilot.serve_options(), max_model_len=max_len)
-    say(f"probing contention: {pilot.label()} on {pilot.device}, a few seconds")
+    say(f"probing contention: {pilot.label()} on {pilot.device}, about 15 s")
     handle = start_server(**opts)
     try:
         if nice:
@@ -210,7 +213,7 @@ def measure_contention(pilot: Pilot, d: Demand, cap_len: int, timeout_s: float =
         extras, err = asyncio.run(rp.warm_up(handle.url, pilot.model, n=2 * max(1, pilot.n_workers), timeout_s=timeout_s))
         if err:
             raise BadInput(f"contention probe: warm-up request failed: {err}")
-        streams = 4 * pilot.decode_workers if pilot.mode == "disaggregated" else 2
+        streams = (streams or 4 * pilot.decode_workers) if pilot.mode == "disaggregated" else 2
         return pb.probe(handle.url, pilot.model, pilot.mode, min(int(round(d.mean_prompt)), max_len // 2), max_len,
                         streams=streams, extras=extras, timeout_s=timeout_s)
     except RuntimeError as e:

@@ -45,8 +45,10 @@ from planner.queueing.samples import Demand
 from planner.queueing.pools import PoolPrediction as Prediction
 from planner.pilot.compare import RunResult, ValidateResult
 from planner.pilot.derive import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, RUNTIME_MAX_BATCH_TOKENS, RUNTIME_MAX_SEQS, Pilot, default_max_workers, derive_pilot, endpoint_pilot
-from planner.pilot.device import STEP_TIME_MODELS, cached_profile_path, ensure_profile, local_replica, measure_transport, profile_grid, profile_noise
-from planner.pilot.predict import balance_split, contended_capacity, pilot_engine, pilot_replica, predict, predicted_throughput, simulate_pilot
+from planner.pilot.device import (STEP_TIME_MODELS, cached_profile_path, ensure_profile, local_replica, measure_transport, profile_age_h,
+                                  profile_grid, profile_noise)
+from planner.pilot.predict import (balance_split, contended_capacity, pilot_engine, pilot_replica, predict, predicted_throughput, probe_streams,
+                                   simulate_pilot)
 from planner.pilot.run import CONTENTION_CORES, machine_busy_cores, measure_contention, run_pilot, set_priority
 
 # ---- the whole thing -----------------------------------------------------------------------------
@@ -104,7 +106,7 @@ def _check_flags(requests, duration_s, endpoint, compare_colocated, roofline, pr
                        "give --endpoint URL to validate another engine")
 
 
-def _local_side(spec, model, device, pilot, d, profile, roofline, predict_only, nice, notes, say) -> tuple:
+def _local_side(spec, model, device, pilot, d, profile, roofline, predict_only, nice, notes, say, fresh=False) -> tuple:
     """(replica, calibration) of a local pilot: a profile of this device (given, cached, or
     measured now with the pilot's threads per worker) and what it says about its own quality."""
     if nice:  # the profile's times must not be other processes' either
@@ -114,7 +116,8 @@ def _local_side(spec, model, device, pilot, d, profile, roofline, predict_only, 
         if not cached.exists():
             raise BadInput("--predict-only runs nothing: give --profile FILE (a `planner profile local` profile of this device)")
     try:
-        path = ensure_profile(model, device, pilot.threads_per_worker, pilot.dtype, profile_grid(d, pilot.max_seqs), profile, say)
+        path = ensure_profile(model, device, pilot.threads_per_worker, pilot.dtype, profile_grid(d, pilot.max_seqs), profile, say,
+                              fresh)
     finally:
         if nice:
             set_priority([os.getpid()], 0)
@@ -123,6 +126,10 @@ def _local_side(spec, model, device, pilot, d, profile, roofline, predict_only, 
     if noisy is not None and noisy > 0.3:
         notes.append(f"the profile is noisy: its points' p10-p90 spread is {noisy:.0%} of the median (median over points); "
                      "a busy machine? delete it and measure again when idle")
+    age_h = profile_age_h(path)
+    if device == "cpu" and age_h is not None and age_h > 1.0:
+        notes.append(f"the profile was measured {age_h:.1f} h ago: this machine's speed may have drifted since "
+                     "(--reprofile measures it again)")
     t_prof = calibration.get("torch_threads")
     if device == "cpu" and t_prof and t_prof != pilot.threads_per_worker:
         notes.append(f"the profile ran {t_prof} torch threads, each pilot worker runs {pilot.threads_per_worker}: "
@@ -206,7 +213,7 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
              chunked_prefill: bool = False, replay_trace: bool = True, progress: bool = True,
              traffic_rps: float | None = None, roofline: str = "profile", nice: int = 0, on_serving=None,
              probe: bool = True, min_requests: int | None = None, predict_only: bool = False, engine: str | None = None,
-             say=print):
+             reprofile: bool = False, say=print):
     """Derive, predict, run and compare a pilot (module docstring). `workload` is a planner
     Workload (None: validate's defaults, DEFAULT_INPUT_LEN / DEFAULT_OUTPUT_LEN at rate 1, whose
     absolute rate only matters for a trace); `plan` a `plan_summary` of a plan JSON; `traffic_rps`
@@ -215,7 +222,8 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
     `predict_only`: derive and predict the pilot, run nothing (no profiling, probe or replay), and
     return a PredictOnly: the prediction `planner plan --engine planner --current ...` makes too.
     `engine`: the serving engine at `endpoint` (planner.queueing.engine; default: the one its
-    profile measured); a local pilot runs this project's runtime ("planner")."""
+    profile measured); a local pilot runs this project's runtime ("planner"). `reprofile`: measure
+    the local profile again even when a cached one exists."""
     from planner.specs.models import resolve_model
     from planner.workload.workload import workload_from_flags
 
@@ -236,7 +244,8 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
         rep, calibration, pilot = _endpoint_side(spec, model, engine, profile, roofline, mode, plan, prefill_workers,
                                                  decode_workers, workers, load_frac, notes)
     else:
-        rep, calibration = _local_side(spec, model, device, pilot, d, profile, roofline, predict_only, nice, notes, say)
+        rep, calibration = _local_side(spec, model, device, pilot, d, profile, roofline, predict_only, nice, notes, say,
+                                       reprofile and not predict_only)
 
     if pilot.mode == "disaggregated" and not pilot.prefill_workers and endpoint is None:
         total = max_workers or default_max_workers(device)
@@ -246,7 +255,7 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
                                          "max of min(p x prefill capacity, d x decode capacity)",))
     contention = None
     if rep is not None and endpoint is None and device == "cpu" and probe and not predict_only:
-        contention = measure_contention(pilot, d, cap_len, timeout_s, say, nice)
+        contention = _probe_contention(pilot, rep, d, cap_len, pilot_rate, traffic_rps, timeout_s, say, nice)
         if contention is not None:
             calibration = {**calibration, "contention": contention.to_dict()}
     cap, limit = contended_capacity(pilot, rep, d, contention) if rep is not None else (0.0, "unknown")
@@ -276,6 +285,13 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
         result.colocated = _run_one(col, rep, d, schedule, workload, {}, None, timeout_s, seed, progress, None, say,
                                     served_model, nice, cont_c)
     return result
+
+
+def _probe_contention(pilot, rep, d: Demand, cap_len: int, pilot_rate, traffic_rps, timeout_s: float, say, nice: int):
+    """The CPU pilot's contention probe (planner.pilot.run.measure_contention), its background
+    streams at the decode batch predicted for the pilot's rate before contention."""
+    guess = _with_rate(pilot, *contended_capacity(pilot, rep, d, None), pilot_rate, traffic_rps)
+    return measure_contention(pilot, d, cap_len, timeout_s, say, nice, probe_streams(guess, rep, d))
 
 
 def _servable_demand(workload, cap_len: int, notes: list) -> Demand:
@@ -314,8 +330,10 @@ def _run_one(pilot, rep, d, schedule, workload, transport, endpoint, timeout_s, 
         pred = predict(pilot, rep, d, bw)
         if contention is not None:
             pred = replace(pred, notes=pred.notes + (
-                "workers share this machine's cores: prefill times x{:.3f}, decode steps x{:.3f} (probed contention "
-                "x the neighbour's predicted busy share)".format(1 + slow["prefill"], 1 + slow["decode"]),))
+                "workers share this machine's cores: prefill times x{:.3f} (the stack's lone prompt x{:.3f}, then probed "
+                "contention x the neighbour's predicted busy share), decode steps x{:.3f}; TTFT jitter {:.0%} (std / mean "
+                "of the probe's lone prompts)".format(1 + slow["prefill"], slow["in_situ_prefill"], 1 + slow["decode"],
+                                                      slow["prefill_cv"]),))
         try:
             sr = simulate_pilot(pilot, rep, d, schedule, bw)
             simulated = {**sr.summary(), "e2e_s_mean": float(np.mean(sr.e2e_s))}

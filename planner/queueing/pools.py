@@ -33,7 +33,7 @@ from planner.queueing.arrivals import (_scv, alone_share, decode_arrival_scv, li
 from planner.queueing.engine import Engine
 from planner.queueing.greedy import GreedyPrefillModel
 from planner.queueing.models import ColocatedModel, DecodeModel, PrefillModel
-from planner.queueing.samples import N_SAMPLES, Demand, Pcts, itl_samples
+from planner.queueing.samples import N_SAMPLES, Demand, Pcts, itl_samples, jittered
 from planner.steptime.adjust import Adjusted, longest_context_pad
 
 #: Fixed latency of one KV message between processes on a host (s): ZeroMQ over loopback.
@@ -154,7 +154,7 @@ def predict_split(pre_rep, dec_rep, d: Demand, engine: Engine, n_prefill: int, n
                               None if pre_ttft is None else Pcts.of(pre_ttft), None, None, None, {"prefill": busy_p, "decode": 1.0},
                               {"prefill": k, "decode": b or float(engine.max_num_seqs)}, None, None, None,
                               notes=(f"overloaded: {why} cannot keep up at {rate_rps:.3g} req/s",))
-    ttft = pre_ttft
+    ttft = jittered(pre_ttft, getattr(pre_rep, "prefill_cv", 0.0))
     service = ttft - pre_wait
     if engine.kv_transfer == "layerwise":
         # the last layer on the wire, then the rest of a decode step in progress
@@ -217,7 +217,7 @@ def predict_colocated(rep, d: Demand, engine: Engine, workers: int, rate_rps: fl
         ttft, tt_samples, wait_ms, service_ms = e.ttft_ms, None, None, None
         mean_ttft = e.ttft_ms.p50 / 1e3
     else:  # the terms ColocatedModel.eval sums: wait, own prefill, batch-mates, half a step
-        t_s = wait + service + cm.dec.t(b) / 2
+        t_s = jittered(wait + service + cm.dec.t(b) / 2, getattr(rep, "prefill_cv", 0.0))
         ttft, tt_samples, mean_ttft = Pcts.of(t_s), t_s * 1e3, float(t_s.mean())
         wait_ms, service_ms = mean_wait * 1e3, float(service.mean()) * 1e3
     util = share + (1 - share) * (1 - math.exp(-b))

@@ -16,11 +16,16 @@ class Adjusted:
     shared cores (measured by planner.pilot.probe); and, given `pad`, decode attention read up to
     the batch's longest context (planner.runtime.model.decode_step reads every row to
     max(positions) + 1), not each row's own: `pad(b)` is the expected longest minus the mean
-    context of b running sequences (tokens). Everything else is `rep`'s own (attribute access
-    falls through), so adjustments compose: Adjusted(Adjusted(rep, pad=...), 0.1, 0.2)."""
+    context of b running sequences (tokens); given `prefill_cv`, the serving stack's prefill
+    jitter (std / mean of one prompt's TTFT, measured by the probe), which the queueing model's
+    TTFT samples carry (planner.queueing.samples.jittered; a bare step-time model has none).
+    Everything else is `rep`'s own (attribute access falls through), so adjustments compose:
+    Adjusted(Adjusted(rep, pad=...), 0.1, 0.2)."""
 
-    def __init__(self, rep, prefill: float = 0.0, decode: float = 0.0, pad=None):
+    def __init__(self, rep, prefill: float = 0.0, decode: float = 0.0, pad=None, prefill_cv: float | None = None):
         self.base, self.prefill_slowdown, self.decode_slowdown, self.pad = rep, float(prefill), float(decode), pad
+        if prefill_cv is not None:
+            self.prefill_cv = float(prefill_cv)
 
     def __getattr__(self, name):
         return getattr(self.base, name)

@@ -255,9 +255,7 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
                                          "max of min(p x prefill capacity, d x decode capacity)",))
     contention = None
     if rep is not None and endpoint is None and device == "cpu" and probe and not predict_only:
-        contention = _probe_contention(pilot, rep, d, cap_len, pilot_rate, traffic_rps, timeout_s, say, nice)
-        if contention is not None:
-            calibration = {**calibration, "contention": contention.to_dict()}
+        contention, calibration = _probe_contention(pilot, rep, d, cap_len, pilot_rate, traffic_rps, timeout_s, say, nice, calibration)
     cap, limit = contended_capacity(pilot, rep, d, contention) if rep is not None else (0.0, "unknown")
     pilot = _with_rate(pilot, cap, limit, pilot_rate, traffic_rps)
     rate = pilot.rate_rps
@@ -287,11 +285,14 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
     return result
 
 
-def _probe_contention(pilot, rep, d: Demand, cap_len: int, pilot_rate, traffic_rps, timeout_s: float, say, nice: int):
-    """The CPU pilot's contention probe (planner.pilot.run.measure_contention), its background
-    streams at the decode batch predicted for the pilot's rate before contention."""
+def _probe_contention(pilot, rep, d: Demand, cap_len: int, pilot_rate, traffic_rps, timeout_s: float, say, nice: int,
+                      calibration: dict) -> tuple:
+    """(contention or None, calibration with it) of a CPU pilot: the probe of
+    planner.pilot.run.measure_contention, its background streams at the decode batch predicted
+    for the pilot's rate before contention."""
     guess = _with_rate(pilot, *contended_capacity(pilot, rep, d, None), pilot_rate, traffic_rps)
-    return measure_contention(pilot, d, cap_len, timeout_s, say, nice, probe_streams(guess, rep, d))
+    c = measure_contention(pilot, d, cap_len, timeout_s, say, nice, probe_streams(guess, rep, d))
+    return c, (calibration if c is None else {**calibration, "contention": c.to_dict()})
 
 
 def _servable_demand(workload, cap_len: int, notes: list) -> Demand:

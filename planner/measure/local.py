@@ -144,8 +144,8 @@ class Sweep:
     decode_points: tuple[tuple[int, int], ...]  # (batch, context_len)
     reps: int
     warmup: int
-    skipped: int = 0
-    passes: int = 1  # the whole sweep repeated, interleaved: each point's calls spread over the run  # default-grid decode points dropped because their KV cache does not fit
+    skipped: int = 0  # default-grid decode points dropped because their KV cache does not fit
+    passes: int = 1  # the whole sweep repeated, interleaved: each point's calls spread over the run
 
     @property
     def prefill_cache(self) -> tuple[int, int]:

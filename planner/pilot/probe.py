@@ -26,8 +26,8 @@ median of their ratios, so that one transient does not make the figure:
 
 The lone prompts (the workload's mean prompt, every round) say two more things the profile
 cannot: what the serving stack adds to a prefill (HTTP, router, the worker's loop, the KV
-sends: on this machine the runtime's lone TTFT was 10-25% above the in-process prefill of the
-same prompt, timed seconds apart), which the prediction applies as a factor on prefill times
+sends: on this machine the runtime's lone TTFT was a median 1.16x the profile's prefill of the
+same prompt, 0.94-1.58x over 36 pilots), which the prediction applies as a factor on prefill times
 (in-situ TTFT / the profile's prefill), and how much a lone TTFT varies from one prompt to the
 next (std / mean), the stack's prefill jitter, which widens the predicted TTFT percentiles.
 
@@ -128,8 +128,10 @@ async def _stop(streams, *windows) -> None:
         raise RuntimeError("probe streams ended before their windows (outputs too short)")
 
 
-async def _round_split(session, base, model, r, prompt_tokens, streams, stream_tokens, window_s, extras, timeout_s) -> dict:
-    """One disaggregated round (module docstring): its TTFTs, gaps and the prompts' share (s)."""
+async def _round_split(session, base, model, r, prompt_tokens, streams, stream_tokens, window_s, extras,
+                       timeout_s) -> tuple[dict, list]:
+    """One disaggregated round (module docstring): (its median TTFTs and mean gaps (ms) and the
+    prompts' share of the busy window, the lone prompts' TTFTs (s))."""
     alone = await _sequential(session, base, model, prompt_tokens, extras, timeout_s, -9100 - 100 * r, min_s=window_s / 2)
     bg = [_Stream(session, base, model, -50000 - 1000 * r - i, 16, stream_tokens, extras, timeout_s) for i in range(streams)]
     await _until(lambda: all(s.tokens() >= 3 for s in bg), timeout_s)
@@ -146,10 +148,11 @@ async def _round_split(session, base, model, r, prompt_tokens, streams, stream_t
             "prefill_share": share}, alone
 
 
-async def _round_colocated(session, base, model, r, prompt_tokens, stream_tokens, window_s, extras, timeout_s) -> dict:
+async def _round_colocated(session, base, model, r, prompt_tokens, stream_tokens, window_s, extras,
+                           timeout_s) -> tuple[dict, list]:
     """One colocated round: prompts alone, then a stream's gaps alone, then beside a second
-    stream (ms). Fresh streams each round: one stream outliving every round would need a longer
-    context."""
+    stream: (medians (ms), the lone prompts' TTFTs (s)). Fresh streams each round: one stream
+    outliving every round would need a longer context."""
     alone = await _sequential(session, base, model, prompt_tokens, extras, timeout_s, -9100 - 100 * r, min_s=window_s / 2)
     first = _Stream(session, base, model, -9000 - 10 * r, 16, stream_tokens, extras, timeout_s)
     await _until(lambda: first.tokens() >= 3, timeout_s)

@@ -84,18 +84,19 @@ def pilot_replica(pilot: Pilot, rep, d: Demand, contention, rate_rps: float, tra
     if contention is None:
         return rep, {"prefill": 0.0, "decode": 0.0}
     s = in_situ_prefill(rep, contention)
-    a = b = 0.0
     cv = contention.ttft_cv or None
+    slowed = lambda a, b: Adjusted(rep, s * (1 + a) - 1, b, prefill_cv=cv)  # noqa: E731
+    a = b = 0.0
     p = replace(pilot, rate_rps=rate_rps)
     for _ in range(iters):
-        u = predict(p, Adjusted(rep, s * (1 + a) - 1, b, prefill_cv=cv), d, transport_bytes_s).utilization
+        u = predict(p, slowed(a, b), d, transport_bytes_s).utilization
         if pilot.mode == "colocated":
             a = b = contention.colocated * min(1.0, u.get("colocated", 1.0)) if pilot.workers >= 2 else 0.0
         else:
             a = contention.prefill * min(1.0, u.get("decode", 1.0))
             b = contention.decode * min(1.0, u.get("prefill", 1.0))
-    return Adjusted(rep, s * (1 + a) - 1, b, prefill_cv=cv), {"prefill": s * (1 + a) - 1, "decode": b, "in_situ_prefill": s,
-                                                              "prefill_cv": contention.ttft_cv}
+    out = slowed(a, b)
+    return out, {"prefill": out.prefill_slowdown, "decode": b, "in_situ_prefill": s, "prefill_cv": contention.ttft_cv}
 
 
 def in_situ_prefill(rep, contention) -> float:

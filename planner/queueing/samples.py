@@ -198,7 +198,8 @@ def jittered(samples_s: np.ndarray, cv: float, seed: int = 11) -> np.ndarray:
     """TTFT samples (s) with a serving stack's service jitter: each x max(0.2, 1 + cv Z), Z
     standard normal (same seed, same draws). cv = 0: the samples themselves. The step-time
     models give one time per prompt length; a real stack's lone prompts of one length vary
-    (on this project's 2-core VM by 10-25%), which widens the TTFT tail the model predicts."""
+    (cv 6-29% over the 36 pilots of benchmarks/fidelity.py on this project's 2-core VM), which
+    widens the TTFT tail the model predicts."""
     if not cv:
         return samples_s
     z = np.random.default_rng(seed).standard_normal(np.shape(samples_s))

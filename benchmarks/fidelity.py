@@ -70,8 +70,9 @@ def alt_errors(res: compare.ValidateResult, workload, other: str) -> dict:
     rep, _ = device.local_replica(spec, Path(res.calibration["path"]), other)
     d = Demand.from_workload(workload)
     bw = (res.transport or {}).get("measured_bytes_per_s")
-    rep, _ = pilot_predict.pilot_replica(run.pilot, rep, d, run.contention, run.pilot.rate_rps, bw)
-    pred = pilot_predict.predict(run.pilot, rep, d, bw)
+    sent = replace(run.pilot, rate_rps=pilot_predict.replayed_rate(run.schedule, run.pilot.rate_rps))  # as validate predicts
+    rep, _ = pilot_predict.pilot_replica(sent, rep, d, run.contention, sent.rate_rps, bw)
+    pred = pilot_predict.predict(sent, rep, d, bw)
     alt = replace(run, prediction=pred, throughput_pred=pilot_predict.predicted_throughput(run.schedule, pred.e2e_s_mean, run.pilot.capacity_rps))
     return {k: e["rel_error"] for k, e in alt.metrics().items()}
 

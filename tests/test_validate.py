@@ -346,6 +346,16 @@ def test_predicted_throughput_over_the_makespan():
     assert pilot_predict.predicted_throughput(sched, None, 5.0) == pytest.approx((5.0, 100.0))  # overloaded: capacity
 
 
+def test_replayed_rate_is_what_the_schedule_sends():
+    sched = [rp.ReplayRequest(i, 0.5 * i, 10, 20) for i in range(11)]  # 10 gaps of 0.5 s
+    assert pilot_predict.replayed_rate(sched, 3.0) == pytest.approx(2.0)
+    assert pilot_predict.replayed_rate(sched[:1], 3.0) == 3.0  # one arrival: no rate to read
+    # a Poisson draw misses its nominal rate by sampling alone; seeded, the miss is repeatable
+    w = workload_from_flags(rate=1.0, **SHORT)
+    drawn = rp.poisson_schedule(w, 4.0, n=60, seed=0)
+    assert pilot_predict.replayed_rate(drawn, 4.0) != pytest.approx(4.0, rel=0.01)
+
+
 def test_rel_error():
     assert compare.rel_error(110.0, 100.0) == pytest.approx(0.1)
     assert compare.rel_error(90.0, 100.0) == pytest.approx(-0.1)
@@ -478,6 +488,10 @@ def test_end_to_end_tiny_pilot(profile_path, tmp_path):
     kd = sorted((r["gap_beside_prefill_ms"] / r["gap_quiet_ms"] - 1) / max(r["prefill_share"], 0.1) for r in c["rounds"])
     assert c["decode"] == pytest.approx(max(0.0, (kd[1] + kd[2]) / 2), abs=2e-3)
     assert d["prediction"]["contention"] == c and any("share this machine's cores" in n for n in d["prediction"]["notes"])
+    # predicted at the rate the schedule sent, not the 3.0 req/s it was drawn at
+    sent = pilot_predict.replayed_rate(res.run.schedule, 3.0)
+    assert sent != pytest.approx(3.0, rel=1e-3)
+    assert any(f"the schedule sends, {sent:.3g} req/s" in n for n in d["prediction"]["notes"])
     assert d["pilot"]["max_model_len"] >= max(r["prompt_tokens"] + r["max_tokens"] for r in d["requests_detail"])
     pids = [w["pid"] for w in d["pilot"]["workers_detail"].values()]
     assert len(pids) == 2 and not any(_alive(p) for p in pids)  # torn down

@@ -48,7 +48,7 @@ from planner.pilot.derive import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, RUNTIME_
 from planner.pilot.device import (STEP_TIME_MODELS, cached_profile_path, ensure_profile, local_replica, measure_transport, profile_age_h,
                                   profile_grid, profile_noise)
 from planner.pilot.predict import (balance_split, contended_capacity, pilot_engine, pilot_replica, predict, predicted_throughput, probe_streams,
-                                   simulate_pilot)
+                                   replayed_rate, simulate_pilot)
 from planner.pilot.run import CONTENTION_CORES, machine_busy_cores, measure_contention, run_pilot, set_priority
 
 # ---- the whole thing -----------------------------------------------------------------------------
@@ -327,8 +327,13 @@ def _run_one(pilot, rep, d, schedule, workload, transport, endpoint, timeout_s, 
     slow = {}
     if rep is not None:
         bw = transport.get("measured_bytes_per_s")
-        rep, slow = pilot_replica(pilot, rep, d, contention, pilot.rate_rps, bw)
-        pred = predict(pilot, rep, d, bw)
+        # Predict the load the replay sends, not the rate it was drawn at (replayed_rate).
+        sent = replace(pilot, rate_rps=replayed_rate(schedule, pilot.rate_rps))
+        rep, slow = pilot_replica(sent, rep, d, contention, sent.rate_rps, bw)
+        pred = predict(sent, rep, d, bw)
+        pred = replace(pred, notes=pred.notes + (
+            f"predicted at the rate the schedule sends, {sent.rate_rps:.3g} req/s ({len(schedule)} arrivals over "
+            f"{schedule[-1].at_s - schedule[0].at_s:.1f} s; drawn at {pilot.rate_rps:.3g} req/s)",))
         if contention is not None:
             pred = replace(pred, notes=pred.notes + (
                 "workers share this machine's cores: prefill times x{:.3f} (the stack's lone prompt x{:.3f}, then probed "
@@ -336,7 +341,7 @@ def _run_one(pilot, rep, d, schedule, workload, transport, endpoint, timeout_s, 
                 "of the probe's lone prompts)".format(1 + slow["prefill"], slow["in_situ_prefill"], 1 + slow["decode"],
                                                       slow["prefill_cv"]),))
         try:
-            sr = simulate_pilot(pilot, rep, d, schedule, bw)
+            sr = simulate_pilot(sent, rep, d, schedule, bw)
             simulated = {**sr.summary(), "e2e_s_mean": float(np.mean(sr.e2e_s))}
         except BadInput as e:  # the simulator refuses a configuration: say so, keep the closed forms
             say(f"simulation skipped: {e}")

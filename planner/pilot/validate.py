@@ -331,9 +331,10 @@ def _run_one(pilot, rep, d, schedule, workload, transport, endpoint, timeout_s, 
         sent = replace(pilot, rate_rps=replayed_rate(schedule, pilot.rate_rps))
         rep, slow = pilot_replica(sent, rep, d, contention, sent.rate_rps, bw)
         pred = predict(sent, rep, d, bw)
-        pred = replace(pred, notes=pred.notes + (
-            f"predicted at the rate the schedule sends, {sent.rate_rps:.3g} req/s ({len(schedule)} arrivals over "
-            f"{schedule[-1].at_s - schedule[0].at_s:.1f} s; drawn at {pilot.rate_rps:.3g} req/s)",))
+        if len(schedule) > 1:
+            pred = replace(pred, notes=pred.notes + (
+                f"predicted at the rate the schedule sends, {sent.rate_rps:.3g} req/s ({len(schedule)} arrivals over "
+                f"{schedule[-1].at_s - schedule[0].at_s:.1f} s; drawn at {pilot.rate_rps:.3g} req/s)",))
         if contention is not None:
             pred = replace(pred, notes=pred.notes + (
                 "workers share this machine's cores: prefill times x{:.3f} (the stack's lone prompt x{:.3f}, then probed "

@@ -70,9 +70,7 @@ def alt_errors(res: compare.ValidateResult, workload, other: str) -> dict:
     rep, _ = device.local_replica(spec, Path(res.calibration["path"]), other)
     d = Demand.from_workload(workload)
     bw = (res.transport or {}).get("measured_bytes_per_s")
-    sent = replace(run.pilot, rate_rps=pilot_predict.replayed_rate(run.schedule, run.pilot.rate_rps))  # as validate predicts
-    rep, _ = pilot_predict.pilot_replica(sent, rep, d, run.contention, sent.rate_rps, bw)
-    pred = pilot_predict.predict(sent, rep, d, bw)
+    _, _, _, pred = pilot_predict.predict_replay(run.pilot, rep, d, run.contention, run.schedule, bw)  # as validate predicts
     alt = replace(run, prediction=pred, throughput_pred=pilot_predict.predicted_throughput(run.schedule, pred.e2e_s_mean, run.pilot.capacity_rps))
     return {k: e["rel_error"] for k, e in alt.metrics().items()}
 

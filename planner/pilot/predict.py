@@ -166,15 +166,33 @@ def simulate_pilot(pilot: Pilot, rep, d: Demand, schedule, transport_bytes_s: fl
                                   max_decode_batch=pilot.max_seqs, routing="jsq", warmup_frac=0.0)
 
 
+def _span_s(schedule) -> float:
+    """Seconds from a schedule's first arrival to its last."""
+    return max(r.at_s for r in schedule) - min(r.at_s for r in schedule)
+
+
 def replayed_rate(schedule, nominal_rps: float) -> float:
     """The arrival rate a schedule sends (req/s): its n - 1 gaps over the span from the first
     arrival to the last; `nominal_rps` when it has fewer than 2 arrivals or no span. A draw of n
     Poisson arrivals lands within about 1/sqrt(n) of its nominal rate (13% at 60 requests); the
     fidelity pilots' seed-0 schedules all sent 0.5-15% less than nominal, so predicting at the
     nominal rate counted the draw as the model's error."""
-    at = sorted(r.at_s for r in schedule)
-    span = at[-1] - at[0] if len(at) > 1 else 0.0
-    return (len(at) - 1) / span if span > 0 else float(nominal_rps)
+    span = _span_s(schedule) if len(schedule) > 1 else 0.0
+    return (len(schedule) - 1) / span if span > 0 else float(nominal_rps)
+
+
+def predict_replay(pilot: Pilot, rep, d: Demand, contention, schedule, transport_bytes_s: float | None = None):
+    """(the pilot at the rate `schedule` sends, its replica as it runs (pilot_replica), the
+    slowdowns, the prediction): what validate predicts for a replay, the load it sends, not the
+    rate it was drawn at (replayed_rate); the prediction's notes say which."""
+    sent = replace(pilot, rate_rps=replayed_rate(schedule, pilot.rate_rps))
+    rep, slow = pilot_replica(sent, rep, d, contention, sent.rate_rps, transport_bytes_s)
+    pred = predict(sent, rep, d, transport_bytes_s)
+    if len(schedule) > 1:
+        pred = replace(pred, notes=pred.notes + (
+            f"predicted at the rate the schedule sends, {sent.rate_rps:.3g} req/s ({len(schedule)} arrivals over "
+            f"{_span_s(schedule):.1f} s; drawn at {pilot.rate_rps:.3g} req/s)",))
+    return sent, rep, slow, pred
 
 
 def predicted_throughput(schedule, e2e_s_mean: float | None, capacity_rps: float) -> tuple[float | None, float | None]:
@@ -185,7 +203,7 @@ def predicted_throughput(schedule, e2e_s_mean: float | None, capacity_rps: float
         return None, None
     n = len(schedule)
     out = sum(r.output_tokens for r in schedule)
-    span = max(r.at_s for r in schedule) - min(r.at_s for r in schedule)
+    span = _span_s(schedule)
     if e2e_s_mean is None:
         return capacity_rps, capacity_rps * out / n
     makespan = span + e2e_s_mean

@@ -47,8 +47,8 @@ from planner.pilot.compare import RunResult, ValidateResult
 from planner.pilot.derive import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, RUNTIME_MAX_BATCH_TOKENS, RUNTIME_MAX_SEQS, Pilot, default_max_workers, derive_pilot, endpoint_pilot
 from planner.pilot.device import (STEP_TIME_MODELS, cached_profile_path, ensure_profile, local_replica, measure_transport, profile_age_h,
                                   profile_grid, profile_noise)
-from planner.pilot.predict import (balance_split, contended_capacity, pilot_engine, pilot_replica, predict, predicted_throughput, probe_streams,
-                                   replayed_rate, simulate_pilot)
+from planner.pilot.predict import (balance_split, contended_capacity, pilot_engine, predict, predict_replay, predicted_throughput,
+                                   probe_streams, simulate_pilot)
 from planner.pilot.run import CONTENTION_CORES, machine_busy_cores, measure_contention, run_pilot, set_priority
 
 # ---- the whole thing -----------------------------------------------------------------------------
@@ -327,14 +327,7 @@ def _run_one(pilot, rep, d, schedule, workload, transport, endpoint, timeout_s, 
     slow = {}
     if rep is not None:
         bw = transport.get("measured_bytes_per_s")
-        # Predict the load the replay sends, not the rate it was drawn at (replayed_rate).
-        sent = replace(pilot, rate_rps=replayed_rate(schedule, pilot.rate_rps))
-        rep, slow = pilot_replica(sent, rep, d, contention, sent.rate_rps, bw)
-        pred = predict(sent, rep, d, bw)
-        if len(schedule) > 1:
-            pred = replace(pred, notes=pred.notes + (
-                f"predicted at the rate the schedule sends, {sent.rate_rps:.3g} req/s ({len(schedule)} arrivals over "
-                f"{schedule[-1].at_s - schedule[0].at_s:.1f} s; drawn at {pilot.rate_rps:.3g} req/s)",))
+        sent, rep, slow, pred = predict_replay(pilot, rep, d, contention, schedule, bw)
         if contention is not None:
             pred = replace(pred, notes=pred.notes + (
                 "workers share this machine's cores: prefill times x{:.3f} (the stack's lone prompt x{:.3f}, then probed "

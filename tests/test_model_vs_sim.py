@@ -58,14 +58,37 @@ def test_decode_tpot(frac):
     assert e.tpot_ms.p90 == pytest.approx(p(sim.tpot_s, 90), rel=0.15)
 
 
-@pytest.mark.parametrize("chunk", [None, 2048])
-def test_colocated(chunk):
+def _colocated(chunk, frac):
     m = ColocatedModel(REP, demand(), chunk)
-    lam = 0.5 * capacity(m)[0]
+    lam = frac * capacity(m)[0]
     e = m.eval(lam)
     pl, ol = lengths()
     sim = simulate_colocated(pl, ol, REP.prefill_time_s, REP.decode_step_s, rate_rps=lam, chunked=chunk is not None, chunk_tokens=chunk or 512,
                              max_decode_batch=m.dec.max_batch, routing="random", seed=3,
                              mixed_step_s=(lambda pt, b, ctx: REP.decode_step_s(max(b, 1), ctx, pt)) if chunk else None)
+    return e, sim
+
+
+@pytest.mark.parametrize("chunk", [None, 2048])
+def test_colocated(chunk):
+    e, sim = _colocated(chunk, 0.5)
     assert e.tpot_ms.p50 == pytest.approx(p(sim.tpot_s, 50), rel=0.15)
     assert e.ttft_ms.p50 == pytest.approx(p(sim.ttft_s, 50), rel=0.35)
+
+
+def test_colocated_tpot_tail_at_high_load():
+    """Unchunked at 80% load: a request's stalls lengthen its life, which collects more stalls (the
+    busy-period spread of queueing.samples.stall_samples); as a plain Poisson count over the mean
+    life the TPOT p99 sat 23% under the simulator's here, now ~13%."""
+    e, sim = _colocated(None, 0.8)
+    assert e.tpot_ms.p90 == pytest.approx(p(sim.tpot_s, 90), rel=0.12)
+    assert e.tpot_ms.p99 == pytest.approx(p(sim.tpot_s, 99), rel=0.18)
+
+
+def test_chunked_tpot_at_high_load():
+    """Chunked at 80% load the prompt queue keeps steps full: fewer, costlier mixed steps
+    (ColocatedModel.stalls). With every mixed step one prompt's mean chunk, TPOT p50 sat 25% under
+    the simulator's here and p90 28%; now within a few percent."""
+    e, sim = _colocated(2048, 0.8)
+    assert e.tpot_ms.p50 == pytest.approx(p(sim.tpot_s, 50), rel=0.10)
+    assert e.tpot_ms.p90 == pytest.approx(p(sim.tpot_s, 90), rel=0.12)

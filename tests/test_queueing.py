@@ -149,3 +149,43 @@ def test_an_itl_target_sizes_the_plan():
     col = tight.colocated
     assert (not col.feasible) or col.usd_per_hour > base.colocated.usd_per_hour or col.itl.p90 <= tight_ms
     assert tight.to_dict()["workload"]["slo"]["itl_ms"] == tight_ms
+
+
+def _delay_busy_period_stalls(lam: float, sizes: np.ndarray, own_s: float, trials: int, seed: int) -> np.ndarray:
+    """Direct Monte Carlo of a request's decode as the low-priority job of a preemptive M/G/1:
+    stall work arrives as Poisson(lam) with sizes drawn from `sizes`, and preempts; the request is
+    done once `own_s` of its own work is served. Returns the stall seconds in each window."""
+    rng = np.random.default_rng(seed)
+    out = np.empty(trials)
+    for i in range(trials):
+        t, own_left, backlog = 0.0, own_s, 0.0
+        while own_left > 0:
+            gap = rng.exponential(1 / lam)
+            stall = min(backlog, gap)  # stall work first, then own work
+            own = min(own_left, gap - stall)
+            backlog, own_left, t = backlog - stall, own_left - own, t + stall + own
+            if own_left > 0:
+                backlog += sizes[rng.integers(len(sizes))]
+        out[i] = t - own_s
+    return out
+
+
+def test_stall_samples_match_the_preemptive_busy_period():
+    """The stalls inside a request's window lengthen it, and so collect more stalls: their spread is
+    the delay busy period's, 1 / (1 - rho) times a compound Poisson's over the mean window. Fails if
+    stall_samples draws plain Poisson counts over a fixed window (the spread ~40% too small here)."""
+    from planner.queueing.samples import stall_samples, stall_table
+
+    sizes = np.random.default_rng(0).lognormal(np.log(0.02), 0.8, 2000)  # skewed stall sizes (s)
+    lam, own = 15.0, 2.0
+    rho = lam * sizes.mean()
+    sim = _delay_busy_period_stalls(lam, sizes, own, 4000, seed=1)
+    window = np.full(20000, own / (1 - rho))
+    table = lambda: stall_table(sizes)  # noqa: E731
+    got = stall_samples(np.random.default_rng(2), lam, sizes.mean(), sizes.std(), table, window, rho)
+    assert 0.3 < rho < 0.5
+    assert got.mean() == pytest.approx(sim.mean(), rel=0.05)
+    assert got.std() == pytest.approx(sim.std(), rel=0.12)
+    assert np.percentile(got, 99) == pytest.approx(np.percentile(sim, 99), rel=0.12)
+    plain = stall_samples(np.random.default_rng(2), lam, sizes.mean(), sizes.std(), table, window, 0.0)
+    assert plain.std() < 0.75 * sim.std()  # what the model drew before: too narrow a tail

@@ -33,7 +33,7 @@ from planner.queueing.arrivals import (_scv, alone_share, decode_arrival_scv, li
 from planner.queueing.engine import Engine
 from planner.queueing.greedy import GreedyPrefillModel
 from planner.queueing.models import ColocatedModel, DecodeModel, PrefillModel
-from planner.queueing.samples import N_SAMPLES, Demand, Pcts, itl_samples, jittered
+from planner.queueing.samples import N_SAMPLES, Demand, Pcts, itl_samples, jittered, stall_samples
 from planner.steptime.adjust import Adjusted, longest_context_pad
 
 #: Fixed latency of one KV message between processes on a host (s): ZeroMQ over loopback.
@@ -212,7 +212,9 @@ def predict_colocated(rep, d: Demand, engine: Engine, workers: int, rate_rps: fl
                               {"colocated": float(engine.max_num_seqs)}, None, None, None, notes=over)
     rate_stall, stall_s, share = cm.stalls(lam, b)
     step, life = _per_request_tpot(cm.dec.t_many, b, shift, lam, steps, ca2, share)
-    tpot = step + np.random.default_rng(2).poisson(rate_stall * (life + cm.own_prefill_s(lam, b))) * stall_s / steps
+    stalled = stall_samples(np.random.default_rng(2), *cm.stall_events(lam, rate_stall, stall_s, share),
+                            life + cm.own_prefill_s(lam, b), share)  # the same stalls as ColocatedModel.eval
+    tpot = step + stalled / steps
     if cm.chunk:  # ColocatedModel's own chunked TTFT; no per-request samples
         ttft, tt_samples, wait_ms, service_ms = e.ttft_ms, None, None, None
         mean_ttft = e.ttft_ms.p50 / 1e3

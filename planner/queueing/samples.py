@@ -121,6 +121,13 @@ class Demand:
         return float(self.prompt.mean())
 
     @cached_property
+    def prompt_quantiles(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lengths, weights): 64 quantiles of the prompt lengths, distinct ones weighted by how many
+        fell together, standing for the prompts where a model averages over them many times."""
+        q, n = np.unique(np.percentile(self.prompt, np.linspace(0.5, 99.5, 64)), return_counts=True)
+        return q, n / n.sum()
+
+    @cached_property
     def decode_steps(self) -> np.ndarray:
         """Decode steps per request: every token after the first (the prefill makes the first)."""
         return np.maximum(self.output - 1, 0)
@@ -192,6 +199,46 @@ def itl_samples(t, m_o: float, steps: np.ndarray, stall_rate: float = 0.0, stall
     if np.any(fg > 0):
         gap = gap + (rng.random(N_SAMPLES) < 1.0 / steps[i]) * fg
     return gap
+
+
+#: Stall events summed draw by draw up to this many per request; beyond, the normal approximation.
+EXACT_STALL_EVENTS = 16
+
+
+def stall_table(sizes: np.ndarray, seed: int = 4) -> np.ndarray:
+    """(N_SAMPLES, EXACT_STALL_EVENTS + 1) running sums of standardised draws from `sizes` (any
+    unit): row i, column n is the sum of sample i's first n draws of (size - mean) / std. Drawn
+    once per model, so stall_samples costs a lookup where the capacity search calls it often."""
+    sizes = np.asarray(sizes, dtype=float)
+    sd = float(sizes.std())
+    z = (sizes - sizes.mean()) / sd if sd > 0 else np.zeros_like(sizes)
+    idx = np.random.default_rng(seed).integers(0, len(z), (N_SAMPLES, EXACT_STALL_EVENTS))
+    return np.concatenate([np.zeros((N_SAMPLES, 1)), np.cumsum(z[idx], axis=1)], axis=1)
+
+
+def stall_samples(rng: np.random.Generator, events_per_s: float, mean_s: float, sd_s: float, table,
+                  window_s: np.ndarray, share: float) -> np.ndarray:
+    """Seconds of prefill stalls inside each of N_SAMPLES requests' windows (`window_s`, s: its
+    own prefill plus its decode life at the mean stall share). Events arrive as Poisson at
+    `events_per_s`, each of `mean_s` +- `sd_s` seconds, shaped like the sizes behind `table` (a
+    function returning their stall_table, called only if some window has few events): the sum is exact for up to EXACT_STALL_EVENTS events (a skewed size shows in a
+    short request's tail), normal beyond. Stalls that land in the window lengthen it, and so
+    collect more stalls: a request's decode is the low-priority job of a preemptive M/G/1, whose
+    completion time (a delay busy period) has variance lam E[S^2] x / (1 - rho)^3 for x seconds of
+    its own work, against lam E[S^2] x / (1 - rho) for a compound Poisson over its mean window
+    x / (1 - rho). So the deviations from the mean are scaled by 1 / (1 - share). Without it the
+    closed forms' colocated TPOT p99 sat 25% under the simulator's (benchmarks/model_vs_sim.py)."""
+    window_s = np.asarray(window_s, dtype=float)
+    n = rng.poisson(max(events_per_s, 0.0) * window_s)
+    z = rng.standard_normal(len(window_s))
+    spread = np.sqrt(n) * z
+    few = n <= EXACT_STALL_EVENTS
+    if few.any():
+        t = table()
+        spread = np.where(few, t[np.arange(len(n)) % len(t), np.minimum(n, EXACT_STALL_EVENTS)], spread)
+    mean = events_per_s * window_s * mean_s
+    total = n * mean_s + sd_s * spread
+    return np.maximum(mean + (total - mean) / max(1.0 - share, 0.02), 0.0)
 
 
 def jittered(samples_s: np.ndarray, cv: float, seed: int = 11) -> np.ndarray:

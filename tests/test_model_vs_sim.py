@@ -86,9 +86,9 @@ def test_colocated_tpot_tail_at_high_load():
 
 
 def test_chunked_tpot_at_high_load():
-    """Chunked at 80% load the prompt queue keeps steps full: fewer, costlier mixed steps
-    (ColocatedModel.stalls). With every mixed step one prompt's mean chunk, TPOT p50 sat 25% under
-    the simulator's here and p90 28%; now within a few percent."""
+    """Chunked at 80% load a mixed step carries what queued during the step before, given that
+    something did (ColocatedModel.stalls): fewer, fuller mixed steps. Unconditioned, TPOT p50 sat
+    25% under the simulator's here and p90 28%; now within a few percent."""
     e, sim = _colocated(2048, 0.8)
     assert e.tpot_ms.p50 == pytest.approx(p(sim.tpot_s, 50), rel=0.10)
     assert e.tpot_ms.p90 == pytest.approx(p(sim.tpot_s, 90), rel=0.12)

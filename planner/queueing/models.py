@@ -192,7 +192,7 @@ class ColocatedModel:
 
     Both cases are "decode steps of t_d, interrupted by stalls": unchunked, a batch of k prompts
     every k/lam s stalls decode for T(k); chunked, a mixed step of time t_m replaces a decode step
-    m times a second (full steps while prompts queue, one last chunk per busy spell: stalls()).
+    m times a second (fewer and fuller ones as prompts queue: stalls()).
     The decode progress rate solves Little's law as for a decode replica; a request's TPOT is t_d
     plus the stalls that land in its prefill and decode life (a compound Poisson whose spread is a
     busy period's: samples.stall_samples) spread over its tokens. TTFT: half a step in flight,
@@ -214,27 +214,30 @@ class ColocatedModel:
     def stalls(self, lam: float, b: float) -> tuple[float, float, float]:
         """(stalls per s, extra seconds per stall, time share of stalls) at running batch b."""
         if self.chunk:
-            # A full step carries P = C - b prompt tokens; within a busy spell of the prompt queue
-            # every step is full but the last, which carries the last chunk of the prompt that
-            # ends it. Spells end at lam (1 - rho) per s (M/G/1: the prompt queue's utilisation rho
-            # over a mean spell of E[S] / (1 - rho)). So at light load each prompt is its full
-            # chunks and one last chunk; near saturation steps fill up, fewer and costlier mixed
-            # steps, each one token for every running decode. One step size for all (a prompt's
-            # mean chunk) put the closed forms' chunked TPOT p50 25% under the simulator's at 80%.
+            # Prompt tokens per mixed step, P: what waits at its start, up to the budget the decodes
+            # leave (cap). A lone prompt is its chunks, p1 tokens each on average. Under load a step
+            # also takes what arrived during the one before, given that anything did (else the next
+            # step is a plain decode step): a Poisson count over t_m conditioned on > 0, lam E[L] t_m
+            # / (1 - e^-(lam t_m)) tokens, E[L] at light load; so P = p1 + that - E[L]. Unconditioned
+            # (max(p1, lam E[L] t_m)) the closed forms' chunked TPOT p50 sat 25% under the
+            # simulator's at 80% load (tests/test_model_vs_sim.py): fewer, fuller mixed steps.
             t_d, bb = self.dec.t(b), max(b, 1.0)
-            P = max(float(self.chunk) - b, 1.0)
+            cap = max(float(self.chunk) - b, 1.0)
             q, w = self.d.prompt_quantiles  # stalls() runs at each step of the batch fixed point
-            last = q - (np.ceil(q / P) - 1) * P
-            t_full = float(self.rep.decode_step_s(bb, self.dec.c, P))
-            t_last = float(self.rep.decode_step_s(bb, self.dec.c, float(last[0]))) if len(q) == 1 else \
-                float(w @ self.rep.decode_step_s(bb, self.dec.c, last))
-            last_mean = float(w @ last)
-            rho = min(lam * self.d.mean_prompt * t_full / P, 1.0)
-            ends = lam * (1 - rho)
-            full = max(lam * self.d.mean_prompt - ends * last_mean, 0.0) / P
-            m = full + ends
-            extra = full * (t_full - t_d) + ends * (t_last - t_d)
-            return m, extra / m if m > 0 else 0.0, extra
+            p1 = float(w @ q) / float(w @ np.ceil(q / cap))  # mean chunk of a lone prompt
+            L = self.d.mean_prompt
+            P = min(cap, p1)
+            for _ in range(30):
+                t_m = float(self.rep.decode_step_s(bb, self.dec.c, P))
+                x = lam * t_m
+                waiting = lam * L * t_m / -np.expm1(-x) if x > 1e-9 else L
+                P_new = min(cap, max(p1, waiting - (L - p1)))
+                if abs(P_new - P) < 0.5:
+                    break
+                P = P_new
+            t_m = float(self.rep.decode_step_s(bb, self.dec.c, P))
+            m = lam * L / P
+            return m, t_m - t_d, m * (t_m - t_d)
         k = self.pre.batch(lam)
         Tk = self.pre.T(k)
         return lam / k, Tk, lam * Tk / k

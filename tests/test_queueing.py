@@ -181,7 +181,7 @@ def test_stall_samples_match_the_preemptive_busy_period():
     rho = lam * sizes.mean()
     sim = _delay_busy_period_stalls(lam, sizes, own, 4000, seed=1)
     window = np.full(20000, own / (1 - rho))
-    table = lambda: stall_table(sizes)  # noqa: E731
+    table = stall_table(sizes)
     got = stall_samples(np.random.default_rng(2), lam, sizes.mean(), sizes.std(), table, window, rho)
     assert 0.3 < rho < 0.5
     assert got.mean() == pytest.approx(sim.mean(), rel=0.05)

@@ -26,6 +26,7 @@ simulation (planner.simulate.des).
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
 from math import factorial
 
@@ -33,7 +34,7 @@ import numpy as np
 
 from planner.queueing.engine import GENERIC_MAX_NUM_SEQS, GENERIC_PREFILL_TOKEN_BUDGET
 from planner.queueing.samples import (_E, _U, Demand, Pcts, RoleEval, _seeded_rng, _wait_samples,
-                                      itl_samples, poisson_quantiles, stall_samples, stall_table)
+                                      itl_samples, poisson_quantiles, stall_samples)
 from planner.steptime.roofline import Replica
 
 MAX_DECODE_BATCH = GENERIC_MAX_NUM_SEQS  # the generic engine's running-batch cap per replica
@@ -204,7 +205,6 @@ class ColocatedModel:
         self.pre = PrefillModel(rep, d)
         self.dec = DecodeModel(rep, d, max_batch)
         self._steps = np.maximum(d.decode_steps, 1)
-        self._table = None
 
     def upper_bound(self) -> float:
         """Neither phase alone may exceed its own bound (req/s)."""
@@ -223,16 +223,16 @@ class ColocatedModel:
             # simulator's at 80% load (tests/test_model_vs_sim.py): fewer, fuller mixed steps.
             t_d, bb = self.dec.t(b), max(b, 1.0)
             cap = max(float(self.chunk) - b, 1.0)
-            q, w = self.d.prompt_quantiles  # stalls() runs at each step of the batch fixed point
-            p1 = float(w @ q) / float(w @ np.ceil(q / cap))  # mean chunk of a lone prompt
             L = self.d.mean_prompt
+            q, w = self.d.prompt_quantiles  # stalls() runs at each step of the batch fixed point
+            p1 = L if q[-1] <= cap else float(w @ q) / float(w @ np.ceil(q / cap))  # mean chunk of a lone prompt
             P = min(cap, p1)
             for _ in range(30):
                 t_m = float(self.rep.decode_step_s(bb, self.dec.c, P))
                 x = lam * t_m
-                waiting = lam * L * t_m / -np.expm1(-x) if x > 1e-9 else L
+                waiting = lam * L * t_m / -math.expm1(-x) if x > 1e-9 else L
                 P_new = min(cap, max(p1, waiting - (L - p1)))
-                if abs(P_new - P) < 0.5:
+                if abs(P_new - P) < max(0.5, 0.01 * P):  # 1% of a step's tokens: under 1% of its time
                     break
                 P = P_new
             t_m = float(self.rep.decode_step_s(bb, self.dec.c, P))
@@ -251,15 +251,8 @@ class ColocatedModel:
         benchmarks/model_vs_sim.py)."""
         if self.chunk:
             per_prompt = share / max(lam, 1e-12)
-            return lam, per_prompt, per_prompt * self._prompt_cv, self._stall_table
-        return rate, stall, self._prefill_sd, self._stall_table
-
-    def _stall_table(self) -> np.ndarray:
-        """stall_table of the stall sizes' shape (chunked: the prompt lengths; unchunked: one
-        prompt's prefill time), drawn on first use."""
-        if self._table is None:
-            self._table = stall_table(self.d.prompt if self.chunk else self.pre.s1)
-        return self._table
+            return lam, per_prompt, per_prompt * self._prompt_cv, self.d.prompt_stall_table
+        return rate, stall, self._prefill_sd, self.d.prompt_stall_table
 
     @cached_property
     def _prefill_sd(self) -> float:

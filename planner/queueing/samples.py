@@ -128,6 +128,13 @@ class Demand:
         return q, n / n.sum()
 
     @cached_property
+    def prompt_stall_table(self) -> np.ndarray:
+        """stall_table of the prompt lengths: the shape of a prefill stall's size (a prompt's
+        prefill time, or its share of chunked steps, is close to affine in its length), drawn once
+        per workload for every replica the optimizer tries."""
+        return stall_table(self.prompt)
+
+    @cached_property
     def decode_steps(self) -> np.ndarray:
         """Decode steps per request: every token after the first (the prefill makes the first)."""
         return np.maximum(self.output - 1, 0)
@@ -216,12 +223,12 @@ def stall_table(sizes: np.ndarray, seed: int = 4) -> np.ndarray:
     return np.concatenate([np.zeros((N_SAMPLES, 1)), np.cumsum(z[idx], axis=1)], axis=1)
 
 
-def stall_samples(rng: np.random.Generator, events_per_s: float, mean_s: float, sd_s: float, table,
+def stall_samples(rng: np.random.Generator, events_per_s: float, mean_s: float, sd_s: float, table: np.ndarray,
                   window_s: np.ndarray, share: float) -> np.ndarray:
     """Seconds of prefill stalls inside each of N_SAMPLES requests' windows (`window_s`, s: its
     own prefill plus its decode life at the mean stall share). Events arrive as Poisson at
-    `events_per_s`, each of `mean_s` +- `sd_s` seconds, shaped like the sizes behind `table` (a
-    function returning their stall_table, called only if some window has few events): the sum is exact for up to EXACT_STALL_EVENTS events (a skewed size shows in a
+    `events_per_s`, each of `mean_s` +- `sd_s` seconds, shaped like the sizes behind `table`
+    (stall_table): the sum is exact for up to EXACT_STALL_EVENTS events (a skewed size shows in a
     short request's tail), normal beyond. Stalls that land in the window lengthen it, and so
     collect more stalls: a request's decode is the low-priority job of a preemptive M/G/1, whose
     completion time (a delay busy period) has variance lam E[S^2] x / (1 - rho)^3 for x seconds of
@@ -234,8 +241,7 @@ def stall_samples(rng: np.random.Generator, events_per_s: float, mean_s: float, 
     spread = np.sqrt(n) * z
     few = n <= EXACT_STALL_EVENTS
     if few.any():
-        t = table()
-        spread = np.where(few, t[np.arange(len(n)) % len(t), np.minimum(n, EXACT_STALL_EVENTS)], spread)
+        spread = np.where(few, table[np.arange(len(n)) % len(table), np.minimum(n, EXACT_STALL_EVENTS)], spread)
     mean = events_per_s * window_s * mean_s
     total = n * mean_s + sd_s * spread
     return np.maximum(mean + (total - mean) / max(1.0 - share, 0.02), 0.0)

@@ -26,9 +26,8 @@ simulation (planner.simulate.des).
 
 from __future__ import annotations
 
-import math
 from functools import cached_property
-from math import factorial
+from math import expm1, factorial
 
 import numpy as np
 
@@ -230,7 +229,7 @@ class ColocatedModel:
             for _ in range(30):
                 t_m = float(self.rep.decode_step_s(bb, self.dec.c, P))
                 x = lam * t_m
-                waiting = lam * L * t_m / -math.expm1(-x) if x > 1e-9 else L
+                waiting = lam * L * t_m / -expm1(-x) if x > 1e-9 else L
                 P_new = min(cap, max(p1, waiting - (L - p1)))
                 if abs(P_new - P) < max(0.5, 0.01 * P):  # 1% of a step's tokens: under 1% of its time
                     break
@@ -243,9 +242,9 @@ class ColocatedModel:
         return lam / k, Tk, lam * Tk / k
 
     def stall_events(self, lam: float, rate: float, stall: float, share: float) -> tuple:
-        """(events per s, mean size (s), size spread (s), stall_table of the sizes' shape): what
-        stalls a running decode, from stalls() at its batch. Unchunked: prefill batches, each the
-        batch time with one prompt's spread. Chunked: prompts, each its tokens' share of the mixed
+        """(events per s, mean size (s), size spread (s), stall_table of the sizes' shape, the
+        prompt lengths' for both): what stalls a running decode, from stalls() at its batch.
+        Unchunked: prefill batches, each the batch time with one prompt's spread. Chunked: prompts, each its tokens' share of the mixed
         steps' extra time: one prompt's chunks come in consecutive steps, one event, not independent
         ones (as independent chunk steps the chunked TPOT p99 sat 26% under the simulator's,
         benchmarks/model_vs_sim.py)."""

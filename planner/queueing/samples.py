@@ -215,7 +215,8 @@ EXACT_STALL_EVENTS = 16
 def stall_table(sizes: np.ndarray, seed: int = 4) -> np.ndarray:
     """(N_SAMPLES, EXACT_STALL_EVENTS + 1) running sums of standardised draws from `sizes` (any
     unit): row i, column n is the sum of sample i's first n draws of (size - mean) / std. Drawn
-    once per model, so stall_samples costs a lookup where the capacity search calls it often."""
+    once per workload (Demand.prompt_stall_table), so stall_samples costs a lookup where the
+    capacity search calls it often."""
     sizes = np.asarray(sizes, dtype=float)
     sd = float(sizes.std())
     z = (sizes - sizes.mean()) / sd if sd > 0 else np.zeros_like(sizes)

@@ -365,6 +365,8 @@ def test_rel_error():
 def test_profile_grid_and_cache_path():
     g = device.profile_grid(_demand(), 32)
     assert g["batches"][-1] == 32 and g["prefill_batch_len"] == pytest.approx(128, abs=3)
+    # the midpoints where a CPU's decode step is not the line between the powers of two
+    assert g["batches"] == [1, 2, 4, 8, 12, 16, 24, 32] and device.profile_grid(_demand(), 20)["batches"][-2:] == [16, 20]
     assert 64 <= g["prompt_lens"][0] <= g["prompt_lens"][-1] <= 192
     a = device.cached_profile_path("tiny", "cpu", 1, "fp32", g)
     assert a.parent.name == "profiles" and "1t" in a.name

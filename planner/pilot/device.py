@@ -20,6 +20,7 @@ STEP_TIME_MODELS = ("profile", "plan")
 # typical time (a neighbour's transient load); 3 passes spread over the ~45 s sweep keep each
 # point's median at the machine's typical speed, which is what a 20-60 s pilot averages over.
 PROFILE_REPS, PROFILE_WARMUP, PROFILE_PASSES = 3, 1, 3
+DECODE_BATCHES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)  # sequences; why: profile_grid
 
 # ---- the local device: profile -> calibrated replica ----------------------------------------------
 def profile_grid(d: Demand, max_seqs: int) -> dict:
@@ -29,13 +30,15 @@ def profile_grid(d: Demand, max_seqs: int) -> dict:
     (a CPU's step time is not one roofline from context 64 to 1024)."""
     q = lambda x, p: int(max(1, round(float(np.percentile(x, p)))))  # noqa: E731
     ctx = d.prompt + d.output / 2
-    # Powers of two, not every batch: a CPU's GEMM kernels are not smooth in the batch (on this
-    # project's 2-core VM, `tiny`'s decode step rose ~3 ms a sequence from batch 8 to 15, then fell
-    # by a third at 16), but how much differs from one process to the next (batch 12: 61 ms in one,
-    # 40 ms in another); timing every batch fits one process's bumps, which the queueing model's
-    # fixed point then amplifies (a pilot predicted at batch 13 ran at 5). Between the powers the
-    # interpolation averages over them.
-    batches = sorted({b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b <= max_seqs} | {max_seqs})
+    # Powers of two and the midpoints from 12 on, not every batch. A CPU's GEMM kernels are not
+    # smooth in the batch: on this project's 2-core VM `tiny`'s decode step rises from batch 8 to
+    # 15, then falls at 16 (batch 12 was slower than batch 16 in each of six processes timed, and
+    # 1.2-1.35x the line from 8 to 16 in the three timed at all three), so the line between the
+    # powers alone under-times the batches a loaded pilot runs at. Timing every batch instead fits
+    # one process's own bumps (how deep they are differs from one process to the next), which the
+    # queueing model's fixed point amplifies (a pilot predicted at batch 13 ran at 5); a midpoint
+    # timed over 3 passes gives the rise's median.
+    batches = sorted({b for b in DECODE_BATCHES if b <= max_seqs} | {max_seqs})
     return {"prompt_lens": sorted({q(d.prompt, 10), q(d.prompt, 50), q(d.prompt, 90), q(d.prompt, 99)}),
             "prefill_batches": [1, 2, 4, 8], "prefill_batch_len": int(round(d.mean_prompt)),
             "batches": batches, "contexts": sorted({q(ctx, 10), q(ctx, 50), q(d.prompt + d.output, 90)}),

@@ -365,6 +365,7 @@ def test_lengths_over_max_model_len_are_listed_as_dropped(tmp_path, capsys):
     assert "dropped: prompt length 1000" in out and "0 failed" in out
 
 
+@pytest.mark.e2e  # profiles a server, then plans from the file twice: ~7 s
 def test_plan_from_an_endpoint_profile_uses_its_measurements(tmp_path, capsys):
     from planner.measure.deployment import DeploymentFlags
 

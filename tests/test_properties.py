@@ -1,5 +1,6 @@
 """Property tests: more load or tighter SLOs never make a plan cheaper."""
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -8,6 +9,7 @@ from planner.specs.catalog import load_catalog
 
 CAT = load_catalog()
 GPUS = "h100-sxm,l40s"
+pytestmark = pytest.mark.fuzz  # 60 generated plans, ~17 s: not in the fast set (-m "not e2e and not fuzz")
 
 
 def cost(rate, inp, out, ttft, tpot):

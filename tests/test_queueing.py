@@ -59,6 +59,34 @@ def test_decode_littles_law_fixed_point():
     assert b == pytest.approx(lam * 249 * m.t(b), rel=1e-2)
 
 
+class _SawtoothSteps:
+    """A CPU-like measured step curve: rising to batch 12, falling to batch 16, rising again (s)."""
+
+    def __init__(self, rep):
+        self.rep = rep
+
+    def __getattr__(self, name):
+        return getattr(self.rep, name)
+
+    def decode_step_s(self, batch, context, prefill_tokens=0.0):
+        t = np.interp(np.asarray(batch, dtype=float), [1, 2, 4, 8, 12, 16, 24, 32, 200],
+                      [0.017, 0.019, 0.030, 0.044, 0.056, 0.040, 0.050, 0.066, 0.40])
+        return float(t) if np.ndim(t) == 0 else t
+
+
+def test_decode_fixed_point_where_the_step_falls_with_the_batch():
+    # At lam E[steps] = 251 tokens/s the plain iteration b <- 251 t(1 + b) jumps between ~11 and
+    # ~15 for ever (t falls 4 ms a sequence from 12 to 16: the map's slope is -1); the running
+    # batch is the first crossing, ~13, and the pilot is not overloaded.
+    d = demand(output=64, tpot=1.0)
+    m = DecodeModel(_SawtoothSteps(Replica(L8B, H100, 1)), d)
+    lam = 251.0 / m.steps
+    b = m.running(lam)
+    assert b is not None and 12 < b < 16 and lam * m.steps * m.t(1 + b) == pytest.approx(b, rel=1e-3)
+    e = m.eval(lam)
+    assert e.feasible and e.batch_mean == pytest.approx(b)
+
+
 def test_capacity_is_the_feasibility_edge():
     rep = Replica(L8B, H100, 1)
     d = demand()

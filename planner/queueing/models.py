@@ -157,7 +157,29 @@ class DecodeModel:
             if abs(b_new - b) < 1e-3 * max(b, 1):
                 return b_new
             b = b_new
-        return None
+        return self._first_root(lam)
+
+    def _first_root(self, lam: float) -> float | None:
+        """The smallest b with lam E[steps] t(1 + b) = b, found by a scan and bisection: where a
+        measured step curve falls with the batch (a CPU's batch 16 faster than its batch 12) as
+        fast as the batch grows, the plain iteration jumps between the two sides for ever. The
+        batch grows from 0 until it first keeps up, so the first crossing is where it runs."""
+        hi = 4 * self.max_batch + 10
+        grid = np.linspace(0.0, hi, 4 * int(hi) + 1)
+        g = lam * self.steps * self.t_many(1 + grid) - grid
+        down = np.flatnonzero(g <= 0)
+        if not len(down):
+            return None
+        if down[0] == 0:
+            return 0.0
+        lo, hi = float(grid[down[0] - 1]), float(grid[down[0]])
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if lam * self.steps * self.t(1 + mid) > mid:
+                lo = mid
+            else:
+                hi = mid
+        return 0.5 * (lo + hi)
 
     def eval(self, lam: float) -> RoleEval:
         if self.max_batch < 1:

@@ -17,6 +17,9 @@ models (`plan`: the plan's calibrated roofline; `profile`:
 the measured profile points themselves), and the plan's discrete-event simulator is run on the
 replayed schedule. Closed forms with `profile` step times isolate the queueing model's error;
 `plan` vs `profile` is the roofline's share; closed forms vs simulator is the formulas' share.
+The `step` column is the mean decode step the workers ran, predicted (the profile and the probe's
+contention at each step's own batch and longest context) against what those steps took: a TPOT
+error that `step` matches is the device's speed during the replay, not the queueing model's.
 
 On a shared machine the grid re-runs itself as the leader of a new session and renices it
 (-10 as root): Linux shares the CPU fairly between sessions whatever their nice, so only a session
@@ -53,7 +56,7 @@ MIXES = {
     "long-prompt": ("uniform:256-640", "uniform:8-32"),  # prefill-heavy: mean 448 prompt, 20 output
 }
 SUMMARY = ("ttft_ms_p50", "ttft_ms_p90", "tpot_ms_p50", "tpot_ms_p90", "throughput_rps", "output_tokens_per_s",
-           "ttft_ms_p99", "tpot_ms_p99", "kv_transfer_ms_mean")
+           "ttft_ms_p99", "tpot_ms_p99", "kv_transfer_ms_mean", "decode_step_ms_mean")
 
 
 def grid(quick: bool) -> list[tuple[str, str, float]]:
@@ -165,7 +168,10 @@ def main(argv=None) -> int:
         rows.append({"mix": mix, "mode": mode, "load": frac, "rate_rps": d["pilot"]["rate_rps"], "valid": d["valid"],
                      "why_invalid": d["invalid_reasons"], "foreign_cores": (d["measured"].get("cpu") or {}).get("foreign_cores"),
                      "run_queue_wait": (d["measured"].get("cpu") or {}).get("run_queue_wait_share"),
-                     "requests": d["requests"], "errors": {k: e["rel_error"] for k, e in d["metrics"].items()},
+                     "requests": d["requests"],
+                     # the decode step at the batches the workers ran: the step times' share of the error
+                     "errors": {**{k: e["rel_error"] for k, e in d["metrics"].items()},
+                                "decode_step_ms_mean": d["stages"].get("decode_step_ms_mean", {}).get("rel_error")},
                      "metrics": d["metrics"], **{"errors_" + o: alt_errors(res, w, o) for o in others},
                      "errors_simulated": {k: e.get("sim_rel_error") for k, e in d["metrics"].items()},
                      "fit": d["calibration"].get("fit", {}), "waited_s": waited, "profile": d["calibration"].get("path")})
@@ -184,13 +190,13 @@ def print_report(rows: list[dict], main_model: str, others: list[str], wall_s: f
     con = Console(width=max(150, Console().width))
     t = Table(title=f"fidelity: {len(rows)} pilots of tiny on this CPU (error = (predicted - measured) / measured; "
                     f"closed forms, {main_model} step times)")
-    for c in ("mix", "mode", "load", "req/s", "TTFT p50", "TTFT p90", "TPOT p50", "TPOT p90", "thr", "KV", "valid"):
+    for c in ("mix", "mode", "load", "req/s", "TTFT p50", "TTFT p90", "TPOT p50", "TPOT p90", "thr", "KV", "step", "valid"):
         t.add_column(c, justify="left" if c in ("mix", "mode", "valid") else "right")
     for r in rows:
         e = r["errors"]
         t.add_row(r["mix"], r["mode"], f"{r['load']:.0%}", f"{r['rate_rps']:.2f}", _pct(e["ttft_ms_p50"]), _pct(e["ttft_ms_p90"]),
                   _pct(e["tpot_ms_p50"]), _pct(e["tpot_ms_p90"]), _pct(e["throughput_rps"]), _pct(e["kv_transfer_ms_mean"]),
-                  "yes" if r["valid"] else "no")
+                  _pct(e.get("decode_step_ms_mean")), "yes" if r["valid"] else "no")
     con.print(t)
     for i, r in enumerate(rows):
         if not r["valid"]:

@@ -141,3 +141,8 @@ def test_engine_admission_respects_kv_budget_and_frees_on_finish():
             finished += [s.id for s, _, f in eng.step() if f]
     assert sorted(finished) == ["a", "b"] and len(a.out) == 10
     assert eng.reserved == 0 and eng.fits(c) and len(eng.free) == 4
+    # Each step is recorded at its batch: 9 steps of 2 (outputs 2..10), reading 11..19 keys.
+    assert set(eng.step_stats) == {2} and eng.step_stats[2][0] == 9 and eng.step_stats[2][2] == sum(range(11, 20))
+    assert eng.step_stats[2][1] > 0
+    eng.warm_up()
+    assert eng.step_stats == {}  # the warm-up's steps are not the workload's

@@ -392,6 +392,33 @@ def _fake_run(failed=0):
     return compare.RunResult(_pilot(rate=10.0), pred, meas, (10.0, 110.0), workload_from_flags(rate=1.0).slo, 6 + failed)
 
 
+def test_decode_steps_between_health_snapshots():
+    before = {"workers": [{"name": "d0", "decode_steps": {"1": [4, 0.04, 400]}}, {"name": "p0"}]}
+    after = {"workers": [{"name": "d0", "decode_steps": {"1": [10, 0.10, 1000], "3": [5, 0.1, 600]}},
+                         {"name": "d1", "decode_steps": {"3": [2, 0.05, 200]}},  # started (or restarted) since
+                         {"name": "p0"}]}
+    got = pilot_run.decode_steps_between(before, after)
+    assert list(got) == [1, 3] and got[1][0] == 6 and got[1][1] == pytest.approx(0.06) and got[1][2] == 600
+    assert got[3] == [7, pytest.approx(0.15), 800]
+    restarted = {"workers": [{"name": "d0", "decode_steps": {"1": [2, 0.02, 100]}}]}  # counts from its restart
+    assert pilot_run.decode_steps_between(before, restarted) == {1: [2, 0.02, 100]}
+
+
+def test_decode_step_stage_times_the_steps_run_without_the_expected_pad():
+    from planner.specs.catalog import load_catalog
+    from planner.steptime.roofline import Replica
+
+    base = Replica(resolve_model("tiny"), load_catalog().gpus["h100-sxm"], 1, "bf16", "bf16")
+    run = _fake_run()
+    run.replica = Adjusted(Adjusted(base, pad=lambda b: 1000.0 * np.ones_like(np.asarray(b, float))), 0.1, 0.25)
+    run.measurement.decode_steps = {2: [10, 0.5, 10 * 101], 8: [30, 3.0, 30 * 301]}
+    st = run.stages()["decode_step_ms_mean"]
+    want = (10 * base.decode_step_s(2.0, 100.0) + 30 * base.decode_step_s(8.0, 300.0)) / 40 * 1.25 * 1e3
+    assert st["predicted"] == pytest.approx(want, rel=1e-3) and st["measured"] == pytest.approx(87.5)
+    run.measurement.decode_steps = {}
+    assert "decode_step_ms_mean" not in run.stages()  # no step records (an endpoint): no row
+
+
 def test_json_contract_fields_and_errors():
     d = _fake_run().to_dict()
     assert set(compare.METRICS) <= set(d["metrics"])
@@ -480,6 +507,12 @@ def test_end_to_end_tiny_pilot(profile_path, tmp_path):
         assert r["output_tokens"] == r["max_tokens"]
     assert d["stages"]["kv_bytes_per_request"]["measured"] is not None
     assert d["metrics"]["ttft_ms_p50"]["simulated"] > 0  # the plan's simulator on the same schedule
+    # the decode worker's own step records: every output token after the first is one step of a
+    # batch (the replay's steps only, not the warm-up's)
+    steps = d["measured"]["decode_steps"]
+    out_tokens = sum(r["output_tokens"] - 1 for r in d["requests_detail"])
+    assert sum(int(b) * v[0] for b, v in steps.items()) == out_tokens
+    assert d["stages"]["decode_step_ms_mean"]["measured"] > 0 and d["stages"]["decode_step_ms_mean"]["predicted"] > 0
     # the contention probe ran first and the prediction used it
     c = d["calibration"]["contention"]
     assert c["prefill"] >= 0 and c["decode"] >= 0 and c["ttft_alone_ms"] > 0 and c["gap_quiet_ms"] > 0

@@ -27,6 +27,7 @@ LABELS = {
     "utilization_colocated": ("worker busy", "share"), "prefill_queue_ms_mean": ("prefill queue mean", "ms"),
     "prefill_time_ms_mean": ("prefill time mean", "ms"), "kv_bytes_per_request": ("KV bytes / request", "B"),
     "decode_batch_mean": ("decode batch (running)", "seqs"),
+    "decode_step_ms_mean": ("decode step, at the batches run", "ms"),
     "itl_ms_p50": ("ITL p50 (every gap)", "ms"), "itl_ms_p90": ("ITL p90 (every gap)", "ms"), "itl_ms_p99": ("ITL p99 (every gap)", "ms"),
     "e2e_s_mean": ("end-to-end mean", "s"),
 }

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from planner.queueing.pools import PoolPrediction as Prediction
+from planner.steptime.adjust import without_pad
 from planner.pilot.derive import Pilot
 from planner.pilot.run import Measurement, STARVED_SHARE
 
@@ -47,6 +48,7 @@ class RunResult:
     contention: object = None  # planner.pilot.probe.Contention the prediction used (None: not probed)
     slowdowns: dict = field(default_factory=dict)  # role -> share its times were scaled by (pilot_replica)
     schedule: list = field(default=None, repr=False)  # the replayed ReplayRequests
+    replica: object = field(default=None, repr=False)  # the step-time model that timed the prediction (pilot_replica)
 
     @property
     def requests(self) -> dict:
@@ -130,7 +132,24 @@ class RunResult:
         out["e2e_s_mean"] = _entry(p.e2e_s_mean, m.client.get("e2e_s_mean"))
         if sim.get("e2e_s_mean") is not None:
             out["e2e_s_mean"]["simulated"] = round(float(sim["e2e_s_mean"]), 4)
+        step = self.decode_step_ms()
+        if step is not None:
+            out["decode_step_ms_mean"] = _entry(*step)
         return out
+
+    def decode_step_ms(self) -> tuple[float, float] | None:
+        """(predicted, measured) mean decode step (ms) over the steps the workers ran in the replay:
+        the prediction's step-time model (profile, contention) at each step's own batch and longest
+        context, beside what the step took. It isolates the step times from the queueing: a TPOT
+        error with this one near zero is the queueing model's; with this one as large, the device's."""
+        steps = self.measurement.decode_steps
+        if not steps or self.replica is None:
+            return None
+        rep = without_pad(self.replica)
+        n = sum(v[0] for v in steps.values())
+        measured = sum(v[1] for v in steps.values()) / n
+        predicted = sum(v[0] * float(rep.decode_step_s(float(b), v[2] / v[0] - 1.0)) for b, v in steps.items()) / n
+        return predicted * 1e3, measured * 1e3
 
     def suspect_server_metrics(self) -> list[str]:
         """Server figures that cannot be right, said once so nobody reads them as model error."""
@@ -189,6 +208,7 @@ class RunResult:
                            "tpot_ms": p.tpot_ms.to_dict() if p.tpot_ms else None},
             "measured": {"client": _round(m.client), "server": _round(m.server), "utilization": _round(m.utilization),
                          "cpu": _round(m.cpu),
+                         "decode_steps": {str(b): [v[0], round(v[1], 6), v[2]] for b, v in m.decode_steps.items()},
                          "worker_deaths": m.worker_deaths, "errors": [{"message": e, "count": c} for e, c in m.state.errors()],
                          "notes": m.notes + self.suspect_server_metrics()},
             "samples": {"ttft_ms": [round(r.ttft_s * 1e3, 3) for r in ok if r.ttft_s is not None],

@@ -35,6 +35,7 @@ class Measurement:
     cold_start_s: float | None = None
     extras_ok: bool = True
     cpu: dict = field(default_factory=dict)  # CpuWatch.stop(): process and foreign cores
+    decode_steps: dict = field(default_factory=dict)  # batch -> [steps, s, keys read] the replay's decode steps took
     notes: list = field(default_factory=list)
 
 
@@ -138,6 +139,9 @@ class CpuWatch:
 STARVED_SHARE = 0.10
 #: Other processes using more than this many cores on average: worth a warning (cores).
 CONTENTION_CORES = 0.35
+#: Workers report their stats every planner.runtime.worker.STATS_EVERY_S (0.25 s): wait this long
+#: before reading /health for step times that must include the last steps (s).
+STEP_STATS_LAG_S = 0.6
 
 
 def machine_busy_cores(window_s: float = 1.0) -> float | None:
@@ -254,6 +258,7 @@ def run_pilot(pilot: Pilot, schedule, endpoint: str | None = None, timeout_s: fl
         meas.extras_ok = extras
         if not extras:
             meas.notes.append("the server refused ignore_eos/min_tokens/stream_options: output lengths may differ from the schedule")
+        time.sleep(STEP_STATS_LAG_S)  # the warm-up's last decode steps reach /health
         health = _health(url)
         meas.workers = {w.get("name"): {"role": w.get("role"), "pid": w.get("pid"), "state": w.get("state")} for w in health.get("workers", [])}
         before = asyncio.run(rp.scrape_metrics(url))
@@ -280,6 +285,9 @@ def run_pilot(pilot: Pilot, schedule, endpoint: str | None = None, timeout_s: fl
         if handle is not None:
             meas.utilization = _busy_share_by_role(meas, pilot.threads_per_worker)
         after = asyncio.run(rp.scrape_metrics(url))
+        if handle is not None:
+            time.sleep(STEP_STATS_LAG_S)
+            meas.decode_steps = decode_steps_between(health, _health(url))
     except KeyboardInterrupt:
         meas.interrupted = True
         state.interrupted = True
@@ -316,6 +324,23 @@ def _serve_or_attach(pilot: Pilot, endpoint: str | None, meas: Measurement, say)
             url = url[:-3]
     meas.url = url
     return handle, url
+
+
+def decode_steps_between(before: dict, after: dict) -> dict:
+    """{batch: [steps, seconds, keys read]} the workers' decode steps took between two /health
+    snapshots (planner.runtime.engine.Engine.step_stats, cumulative per worker), summed over the
+    workers; a worker restarted in between counts from its restart."""
+    old = {w.get("name"): w.get("decode_steps") or {} for w in before.get("workers", [])}
+    out: dict = {}
+    for w in after.get("workers", []):
+        prev = old.get(w.get("name"), {})
+        for b, v in (w.get("decode_steps") or {}).items():
+            p = prev.get(b, [0, 0.0, 0])
+            d = [v[0] - p[0], v[1] - p[1], v[2] - p[2]] if v[0] >= p[0] else list(v)
+            if d[0] > 0:
+                t = out.setdefault(int(b), [0, 0.0, 0])
+                out[int(b)] = [t[0] + d[0], t[1] + d[1], t[2] + d[2]]
+    return dict(sorted(out.items()))
 
 
 def _busy_share_by_role(meas: Measurement, threads_per_worker: int) -> dict:

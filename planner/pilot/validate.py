@@ -345,4 +345,4 @@ def _run_one(pilot, rep, d, schedule, workload, transport, endpoint, timeout_s, 
     say(f"pilot: {pilot.label()} at {pilot.rate_rps:.3g} req/s, {len(schedule)} requests over "
         f"{schedule[-1].at_s:.0f} s")
     meas = run_pilot(pilot, schedule, endpoint, timeout_s, seed, progress, on_serving, say, served_model, nice)
-    return RunResult(pilot, pred, meas, thr, workload.slo, len(schedule), simulated, contention, slow, schedule)
+    return RunResult(pilot, pred, meas, thr, workload.slo, len(schedule), simulated, contention, slow, schedule, rep)

@@ -61,6 +61,9 @@ class Engine:
         self.free = deque(range(max_seqs))
         self.reserved = 0
         self.running: dict[str, Seq] = {}  # sequences holding a slot and decoding
+        # batch -> [steps, seconds, keys read]: what this worker's decode steps took, cumulative,
+        # so a pilot can set its own step times beside the profile's (planner.pilot.compare)
+        self.step_stats: dict[int, list] = {}
 
     # ---- slots and budget -------------------------------------------------------------------------
     def fits(self, seq: Seq) -> bool:
@@ -134,6 +137,7 @@ class Engine:
             return []
         dev = self.device
         positions = [s.held_tokens - 1 for s in seqs]  # the last token is not yet in the cache
+        t0 = time.perf_counter()
         logits = decode_step(
             self.model,
             torch.tensor([s.out[-1] for s in seqs], device=dev),
@@ -141,7 +145,9 @@ class Engine:
             torch.tensor(positions, device=dev),
             max(positions) + 1,
         )
-        results = self.sample(seqs, logits)
+        results = self.sample(seqs, logits)  # reads the tokens back: the step is over on any device
+        st = self.step_stats.setdefault(len(seqs), [0, 0.0, 0])
+        st[0], st[1], st[2] = st[0] + 1, st[1] + time.perf_counter() - t0, st[2] + max(positions) + 1
         for s, _, finish in results:
             if finish:
                 self.release(s)
@@ -156,6 +162,7 @@ class Engine:
             self.running[s.id] = s
             self.step()
         self.release(s)
+        self.step_stats.clear()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 

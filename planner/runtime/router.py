@@ -63,12 +63,14 @@ class WorkerInfo:
     error: str = ""
     restarts: int = 0  # times the supervisor started this worker again
     t_died: float = 0.0  # monotonic time of its last death (carried over to its replacement)
+    decode_steps: dict = field(default_factory=dict)  # batch -> [steps, seconds, keys read], cumulative
 
     def public(self) -> dict:
         return {"name": self.name, "role": self.role, "pid": self.pid, "host": self.host, "state": self.state,
                 "running": self.running, "waiting": self.waiting,
                 "kv_cache_usage": round(self.kv_reserved / self.kv_budget, 4) if self.kv_budget else 0.0,
                 "load_s": round(self.load_s, 3), "restarts": self.restarts,
+                **({"decode_steps": self.decode_steps} if self.decode_steps else {}),
                 **({"error": self.error} if self.error else {})}
 
 
@@ -198,6 +200,8 @@ class Router:
         elif t == "stats":
             w.running, w.waiting = int(msg["running"]), int(msg["waiting"])
             w.kv_reserved, w.kv_budget = int(msg.get("kv_reserved_tokens", 0)), int(msg.get("kv_budget_tokens", 0))
+            steps = msg.get("decode_steps")
+            w.decode_steps = steps if isinstance(steps, dict) else {}
             self.metrics.running.set(w.running, worker=name, role=w.role)
             self.metrics.waiting.set(w.waiting, worker=name, role=w.role)
             if w.role != "prefill":

@@ -148,7 +148,8 @@ class Worker:
         running, waiting = self.counts()
         self.send({"type": "stats", "running": running, "waiting": waiting,
                    "kv_reserved_tokens": self.engine.reserved, "kv_used_tokens": self.engine.used_tokens(),
-                   "kv_budget_tokens": self.engine.budget})
+                   "kv_budget_tokens": self.engine.budget,
+                   "decode_steps": {str(b): v for b, v in self.engine.step_stats.items()}})
 
     def orphaned(self) -> bool:
         """Local workers end with the server; remote ones when the router has been silent too long."""

@@ -41,6 +41,14 @@ class Adjusted:
             context = np.asarray(context, dtype=float) + self.pad(batch)
         return self.base.decode_step_s(batch, context, prefill_tokens) * (1 + self.decode_slowdown)
 
+def without_pad(rep):
+    """`rep` with its slowdowns but not the expected padding: the step-time model for a batch whose
+    longest context is known (a worker's own step records, planner.pilot.compare)."""
+    if not isinstance(rep, Adjusted):
+        return rep
+    return Adjusted(without_pad(rep.base), rep.prefill_slowdown, rep.decode_slowdown)
+
+
 def longest_context_pad(d, max_batch: int, draws: int = 4000, seed: int = 5):
     """pad(b): E[longest context among b running sequences] - E[context of one] (tokens), for
     the padded attention of Adjusted. A running sequence is a request drawn in proportion to

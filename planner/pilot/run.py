@@ -258,7 +258,8 @@ def run_pilot(pilot: Pilot, schedule, endpoint: str | None = None, timeout_s: fl
         meas.extras_ok = extras
         if not extras:
             meas.notes.append("the server refused ignore_eos/min_tokens/stream_options: output lengths may differ from the schedule")
-        time.sleep(STEP_STATS_LAG_S)  # the warm-up's last decode steps reach /health
+        if handle is not None:  # only this project's workers record their steps
+            time.sleep(STEP_STATS_LAG_S)  # the warm-up's last decode steps reach /health
         health = _health(url)
         meas.workers = {w.get("name"): {"role": w.get("role"), "pid": w.get("pid"), "state": w.get("state")} for w in health.get("workers", [])}
         before = asyncio.run(rp.scrape_metrics(url))
@@ -338,8 +339,7 @@ def decode_steps_between(before: dict, after: dict) -> dict:
             p = prev.get(b, [0, 0.0, 0])
             d = [v[0] - p[0], v[1] - p[1], v[2] - p[2]] if v[0] >= p[0] else list(v)
             if d[0] > 0:
-                t = out.setdefault(int(b), [0, 0.0, 0])
-                out[int(b)] = [t[0] + d[0], t[1] + d[1], t[2] + d[2]]
+                out[int(b)] = [x + y for x, y in zip(out.get(int(b), [0, 0.0, 0]), d)]
     return dict(sorted(out.items()))
 
 

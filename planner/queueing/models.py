@@ -266,10 +266,10 @@ class ColocatedModel:
     def stall_events(self, lam: float, rate: float, stall: float, share: float) -> tuple:
         """(events per s, mean size (s), size spread (s), stall_table of the sizes' shape, the
         prompt lengths' for both): what stalls a running decode, from stalls() at its batch.
-        Unchunked: prefill batches, each the batch time with one prompt's spread. Chunked: prompts, each its tokens' share of the mixed
-        steps' extra time: one prompt's chunks come in consecutive steps, one event, not independent
-        ones (as independent chunk steps the chunked TPOT p99 sat 26% under the simulator's,
-        benchmarks/model_vs_sim.py)."""
+        Unchunked: prefill batches, each the batch time with one prompt's spread. Chunked: prompts,
+        each its tokens' share of the mixed steps' extra time: one prompt's chunks come in
+        consecutive steps, one event, not independent ones (as independent chunk steps the chunked
+        TPOT p99 sat 26% under the simulator's, benchmarks/model_vs_sim.py)."""
         if self.chunk:
             per_prompt = share / max(lam, 1e-12)
             return lam, per_prompt, per_prompt * self._prompt_cv, self.d.prompt_stall_table

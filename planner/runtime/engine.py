@@ -137,17 +137,18 @@ class Engine:
             return []
         dev = self.device
         positions = [s.held_tokens - 1 for s in seqs]  # the last token is not yet in the cache
+        read = max(positions) + 1
         t0 = time.perf_counter()
         logits = decode_step(
             self.model,
             torch.tensor([s.out[-1] for s in seqs], device=dev),
             torch.tensor([s.slot for s in seqs], device=dev),
             torch.tensor(positions, device=dev),
-            max(positions) + 1,
+            read,
         )
         results = self.sample(seqs, logits)  # reads the tokens back: the step is over on any device
         st = self.step_stats.setdefault(len(seqs), [0, 0.0, 0])
-        st[0], st[1], st[2] = st[0] + 1, st[1] + time.perf_counter() - t0, st[2] + max(positions) + 1
+        st[0], st[1], st[2] = st[0] + 1, st[1] + time.perf_counter() - t0, st[2] + read
         for s, _, finish in results:
             if finish:
                 self.release(s)

@@ -244,6 +244,8 @@ def test_the_probes_lone_prompts_scale_prefill_and_widen_ttft(rep):
     assert r2.decode_step_s(4, 100) == pytest.approx(rep.decode_step_s(4, 100))
     assert pilot_predict.in_situ_prefill(rep, Contention(alone_ttft_s=10 * t130, prompt_tokens=130)) == 2.0
     assert pilot_predict.in_situ_prefill(rep, Contention()) == 1.0  # no lone prompt timed
+    # with an adjacent in-process reference, its ratio; not the profile's, timed minutes before
+    assert pilot_predict.in_situ_prefill(rep, replace(k, stack_factor=1.1)) == pytest.approx(1.1)
     base = pilot_predict.predict(p, Adjusted(rep, 0.25, 0.0), d).ttft_ms
     wide = pilot_predict.predict(p, pilot_predict.pilot_replica(p, rep, d, replace(k, ttft_cv=0.2), 1.0)[0], d).ttft_ms
     assert wide.p90 > 1.05 * base.p90 and wide.p50 == pytest.approx(base.p50, rel=0.08)
@@ -331,6 +333,19 @@ def test_greedy_prefill_batches_whatever_is_queued():
     # a prompt that finds a batch running waits for it, then runs with what queued meanwhile
     assert np.percentile(busy.ttft_s, 90) > 2 * 0.1 and (busy.wait_s > 0).mean() == pytest.approx(0.8, abs=0.03)
     assert greedy.greedy_prefill(_BatchCost(0.1), d, 10.5, 2048) is None
+
+
+def test_greedy_prefill_keeps_what_the_budget_leaves_queued():
+    """A budget of one prompt a batch makes the runtime's worker an M/D/1 queue, whose mean wait
+    is rho S / (2 (1 - rho)): 0.2 s at rho = 0.8, S = 0.1 s. What the budget leaves queued waits
+    for later batches (a model that runs all of it in the next batch caps the wait at one
+    batch, 0.05 s on average here); the saturated rate is one prompt per 0.1 s."""
+    d = _demand("100", "10")
+    assert greedy.greedy_prefill_capacity(_BatchCost(0.1), d, 100) == pytest.approx(10.0, rel=0.01)
+    g = greedy.greedy_prefill(_BatchCost(0.1), d, 8.0, 100)
+    assert g.batch_mean == 1.0 and g.busy == pytest.approx(0.8, rel=0.05)
+    assert g.wait_s.mean() == pytest.approx(0.2, rel=0.15)
+    assert (g.ttft_s - g.wait_s) == pytest.approx(0.1)  # each prompt's own batch: itself alone
 
 
 def test_unknown_step_time_model_is_refused_before_profiling(tmp_path, monkeypatch):
@@ -520,6 +535,10 @@ def test_end_to_end_tiny_pilot(profile_path, tmp_path):
     assert len(c["rounds"]) == 4 and all(r["gap_quiet_ms"] > 0 and 0 < r["prefill_share"] <= 1 for r in c["rounds"])
     assert c["alone_ttft_ms"] > 0 and 0 < c["ttft_cv"] < 1 and c["prompt_tokens"] > 0
     assert c["streams"] >= 2
+    # the stack factor: each round's lone TTFT over the in-process prefill timed just before it
+    ratios = sorted(r["ttft_alone_ms"] / r["ref_prefill_ms"] for r in c["rounds"])
+    assert c["stack_factor"] == pytest.approx((ratios[1] + ratios[2]) / 2, abs=2e-3) and c["stack_factor"] > 0
+    assert d["prediction"]["slowdowns"]["in_situ_prefill"] == pytest.approx(min(2.0, max(0.5, c["stack_factor"])), abs=1e-3)
     kd = sorted((r["gap_beside_prefill_ms"] / r["gap_quiet_ms"] - 1) / max(r["prefill_share"], 0.1) for r in c["rounds"])
     assert c["decode"] == pytest.approx(max(0.0, (kd[1] + kd[2]) / 2), abs=2e-3)
     assert d["prediction"]["contention"] == c and any("share this machine's cores" in n for n in d["prediction"]["notes"])
@@ -542,6 +561,7 @@ def test_contention_probe_of_a_colocated_pilot():
     k = sorted(r["gap_two_streams_ms"] / r["gap_one_stream_ms"] - 1 for r in c.detail["rounds"])
     assert len(k) == 4 and c.colocated == pytest.approx(max(0.0, (k[1] + k[2]) / 2), abs=2e-3)
     assert c.alone_ttft_s > 0 and c.ttft_cv > 0 and all(r["ttft_alone_ms"] > 0 for r in c.detail["rounds"])
+    assert c.stack_factor > 0 and all(r["ref_prefill_ms"] > 0 for r in c.detail["rounds"])
     assert pilot_run.measure_contention(replace(pilot, workers=1), _demand(), 2048, say=lambda m: None) is None
 
 

@@ -100,9 +100,12 @@ def pilot_replica(pilot: Pilot, rep, d: Demand, contention, rate_rps: float, tra
 
 
 def in_situ_prefill(rep, contention) -> float:
-    """The serving stack's factor on a lone prefill: the probe's lone TTFT through the pilot's API
-    over the profile's prefill of the same prompt, within 0.5-2 (a factor outside that is a
-    broken probe, not the stack); 1 when the probe timed no lone prompt."""
+    """The serving stack's factor on a lone prefill, within 0.5-2 (a factor outside that is a
+    broken probe, not the stack): the probe's lone TTFT through the pilot's API over the same
+    prefill in process timed just before it (Contention.stack_factor), or, without that
+    reference, over the profile's prefill of the prompt; 1 when the probe timed no lone prompt."""
+    if contention.stack_factor > 0:
+        return float(np.clip(contention.stack_factor, 0.5, 2.0))
     if not contention.alone_ttft_s or not contention.prompt_tokens:
         return 1.0
     t = float(rep.prefill_time_s(np.array([float(contention.prompt_tokens)])))

@@ -146,6 +146,26 @@ def test_prefill_token_budget_batches_fcfs():
     assert np.all(np.isnan(r.tpot_s))
 
 
+def test_padded_prefill_budget_counts_rows_times_the_longest():
+    """planner.runtime's rule: rows x the longest prompt within the budget. Prompts of 100, 40, 40
+    queued behind a first one: 180 tokens fit a 250-token budget as a sum, but three rows padded
+    to 100 do not, so they go as [100, 40] then [40]."""
+    for padded, want in ((False, [[100], [100, 40, 40]]), (True, [[100], [100, 40], [40]])):
+        times = []
+
+        def prefill(lengths):
+            times.append(lengths.tolist())
+            return 0.001 * lengths.sum()
+
+        simulate_disaggregated([100, 100, 40, 40], [1] * 4, prefill, lambda b, c: 1.0, arrival_s=[0, 0.01, 0.02, 0.03],
+                               max_prefill_tokens=250, warmup_frac=0, padded_budget=padded)
+        assert times == want
+        times.clear()
+        simulate_colocated([100, 100, 40, 40], [1] * 4, prefill, lambda b, c: 1.0, arrival_s=[0, 0.01, 0.02, 0.03],
+                           max_batch_tokens=250, warmup_frac=0, padded_budget=padded)
+        assert times == want
+
+
 def test_kv_capacity_serialises_decode():
     # Three prefill replicas produce three first tokens at t = 0.1; KV fits one request at a time.
     kw = dict(arrival_s=[0, 0, 0], n_prefill=3, warmup_frac=0)

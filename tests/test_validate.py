@@ -244,8 +244,8 @@ def test_the_probes_lone_prompts_scale_prefill_and_widen_ttft(rep):
     assert r2.decode_step_s(4, 100) == pytest.approx(rep.decode_step_s(4, 100))
     assert pilot_predict.in_situ_prefill(rep, Contention(alone_ttft_s=10 * t130, prompt_tokens=130)) == 2.0
     assert pilot_predict.in_situ_prefill(rep, Contention()) == 1.0  # no lone prompt timed
-    # with an adjacent in-process reference, its ratio; not the profile's, timed minutes before
-    assert pilot_predict.in_situ_prefill(rep, replace(k, stack_factor=1.1)) == pytest.approx(1.1)
+    # the factor pooled over recent probes, where validate set one, not this probe's own
+    assert pilot_predict.in_situ_prefill(rep, replace(k, prefill_factor=1.1)) == pytest.approx(1.1)
     base = pilot_predict.predict(p, Adjusted(rep, 0.25, 0.0), d).ttft_ms
     wide = pilot_predict.predict(p, pilot_predict.pilot_replica(p, rep, d, replace(k, ttft_cv=0.2), 1.0)[0], d).ttft_ms
     assert wide.p90 > 1.05 * base.p90 and wide.p50 == pytest.approx(base.p50, rel=0.08)
@@ -346,6 +346,26 @@ def test_greedy_prefill_keeps_what_the_budget_leaves_queued():
     assert g.batch_mean == 1.0 and g.busy == pytest.approx(0.8, rel=0.05)
     assert g.wait_s.mean() == pytest.approx(0.2, rel=0.15)
     assert (g.ttft_s - g.wait_s) == pytest.approx(0.1)  # each prompt's own batch: itself alone
+
+
+def test_the_stack_factor_is_pooled_over_the_recent_probes_of_a_profile(tmp_path):
+    """Each probe's factor is kept beside the profile; a pilot predicts with the median of the
+    last PROBE_HISTORY; an unreadable history starts again; an unwritable one leaves the probe's own."""
+    prof = tmp_path / "validate-x.json"
+    prof.write_text("{}")
+    said = []
+    got = [device.pooled_prefill_factor(prof, f, {"mode": "colocated"}, said.append) for f in (1.3, 1.1, 1.2)]
+    assert got == [(1.3, 1), (pytest.approx(1.2), 2), (pytest.approx(1.2), 3)]
+    hist = json.loads(device.probe_history_path(prof).read_text())["probes"]
+    assert [x["factor"] for x in hist] == [1.3, 1.1, 1.2] and hist[0]["mode"] == "colocated"
+    for i in range(device.PROBE_HISTORY):  # the oldest fall out of the window
+        last = device.pooled_prefill_factor(prof, 2.0, {}, said.append)
+    assert last == (2.0, device.PROBE_HISTORY)
+    device.probe_history_path(prof).write_text("not json")
+    assert device.pooled_prefill_factor(prof, 1.05, {}, said.append) == (1.05, 1) and "unreadable" in said[-1]
+    device.probe_history_path(prof).unlink()
+    device.probe_history_path(prof).mkdir()  # not a regular file: never written over
+    assert device.pooled_prefill_factor(prof, 1.4, {}, said.append) == (1.4, 1) and "alone" in said[-1]
 
 
 def test_unknown_step_time_model_is_refused_before_profiling(tmp_path, monkeypatch):
@@ -535,10 +555,11 @@ def test_end_to_end_tiny_pilot(profile_path, tmp_path):
     assert len(c["rounds"]) == 4 and all(r["gap_quiet_ms"] > 0 and 0 < r["prefill_share"] <= 1 for r in c["rounds"])
     assert c["alone_ttft_ms"] > 0 and 0 < c["ttft_cv"] < 1 and c["prompt_tokens"] > 0
     assert c["streams"] >= 2
-    # the stack factor: each round's lone TTFT over the in-process prefill timed just before it
-    ratios = sorted(r["ttft_alone_ms"] / r["ref_prefill_ms"] for r in c["rounds"])
-    assert c["stack_factor"] == pytest.approx((ratios[1] + ratios[2]) / 2, abs=2e-3) and c["stack_factor"] > 0
-    assert d["prediction"]["slowdowns"]["in_situ_prefill"] == pytest.approx(min(2.0, max(0.5, c["stack_factor"])), abs=1e-3)
+    # the stack's factor: this probe's recorded beside the profile, the pooled one predicted with
+    hist = json.loads(device.probe_history_path(profile_path).read_text())["probes"]
+    assert hist[-1]["factor"] == pytest.approx(c["prefill_factor_own"], abs=1e-3) and c["prefill_factor_probes"] == len(hist)
+    assert c["prefill_factor"] == pytest.approx(float(np.median([x["factor"] for x in hist])), abs=1e-3)
+    assert d["prediction"]["slowdowns"]["in_situ_prefill"] == pytest.approx(min(2.0, max(0.5, c["prefill_factor"])), abs=1e-3)
     kd = sorted((r["gap_beside_prefill_ms"] / r["gap_quiet_ms"] - 1) / max(r["prefill_share"], 0.1) for r in c["rounds"])
     assert c["decode"] == pytest.approx(max(0.0, (kd[1] + kd[2]) / 2), abs=2e-3)
     assert d["prediction"]["contention"] == c and any("share this machine's cores" in n for n in d["prediction"]["notes"])
@@ -561,7 +582,6 @@ def test_contention_probe_of_a_colocated_pilot():
     k = sorted(r["gap_two_streams_ms"] / r["gap_one_stream_ms"] - 1 for r in c.detail["rounds"])
     assert len(k) == 4 and c.colocated == pytest.approx(max(0.0, (k[1] + k[2]) / 2), abs=2e-3)
     assert c.alone_ttft_s > 0 and c.ttft_cv > 0 and all(r["ttft_alone_ms"] > 0 for r in c.detail["rounds"])
-    assert c.stack_factor > 0 and all(r["ref_prefill_ms"] > 0 for r in c.detail["rounds"])
     assert pilot_run.measure_contention(replace(pilot, workers=1), _demand(), 2048, say=lambda m: None) is None
 
 

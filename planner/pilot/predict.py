@@ -101,11 +101,12 @@ def pilot_replica(pilot: Pilot, rep, d: Demand, contention, rate_rps: float, tra
 
 def in_situ_prefill(rep, contention) -> float:
     """The serving stack's factor on a lone prefill, within 0.5-2 (a factor outside that is a
-    broken probe, not the stack): the probe's lone TTFT through the pilot's API over the same
-    prefill in process timed just before it (Contention.stack_factor), or, without that
-    reference, over the profile's prefill of the prompt; 1 when the probe timed no lone prompt."""
-    if contention.stack_factor > 0:
-        return float(np.clip(contention.stack_factor, 0.5, 2.0))
+    broken probe, not the stack): the probe's lone TTFT through the pilot's API over the
+    profile's prefill of the same prompt, or the pooled factor validate set
+    (Contention.prefill_factor, planner.pilot.device.pooled_prefill_factor); 1 when the probe
+    timed no lone prompt."""
+    if contention.prefill_factor > 0:
+        return float(np.clip(contention.prefill_factor, 0.5, 2.0))
     if not contention.alone_ttft_s or not contention.prompt_tokens:
         return 1.0
     t = float(rep.prefill_time_s(np.array([float(contention.prompt_tokens)])))
@@ -137,7 +138,7 @@ def simulate_pilot(pilot: Pilot, rep, d: Demand, schedule, transport_bytes_s: fl
     """The plan's discrete-event simulator (planner.simulate.des, `plan --simulate`'s check) run on the
     very schedule the replay sends, with the replica's step times and the runtime's rules:
     a prefill batch is padded to its longest prompt (time of rows x longest), at most
-    max_batch_tokens tokens and 16 prompts; decode batches of at most max_seqs; requests go to the
+    max_batch_tokens padded tokens and 16 prompts; decode batches of at most max_seqs; requests go to the
     least-loaded worker; the KV transfer (last layer on the wire) delays the second token and
     admission waits for a step boundary. No warm-up is dropped: the replay measures every request.
     Where the closed forms (`predict`) and this disagree, the gap is the closed forms' error; where
@@ -160,13 +161,13 @@ def simulate_pilot(pilot: Pilot, rep, d: Demand, schedule, transport_bytes_s: fl
         return simulate_colocated(p, out, prefill_s, step_s, arrival_s=at, n_replicas=pilot.workers,
                                   max_batch_tokens=pilot.max_batch_tokens, max_decode_batch=pilot.max_seqs,
                                   chunked=pilot.chunked_prefill, chunk_tokens=max(pilot.max_batch_tokens, pilot.max_seqs + 1),
-                                  routing="jsq", warmup_frac=0.0)
+                                  routing="jsq", warmup_frac=0.0, padded_budget=True)
     layers = rep.model.layers
     bw = transport_bytes_s or math.inf
     return simulate_disaggregated(p, out, prefill_s, step_s, lambda n: n * rep.kv_bytes_per_token / layers / bw + kv_latency_s,
                                   arrival_s=at, n_prefill=pilot.prefill_workers, n_decode=pilot.decode_workers,
                                   max_prefill_tokens=pilot.max_batch_tokens, max_prefill_batch=eng.prefill_slots,
-                                  max_decode_batch=pilot.max_seqs, routing="jsq", warmup_frac=0.0)
+                                  max_decode_batch=pilot.max_seqs, routing="jsq", warmup_frac=0.0, padded_budget=True)
 
 
 def _span_s(schedule) -> float:

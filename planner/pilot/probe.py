@@ -27,17 +27,11 @@ median of their ratios, so that one transient does not make the figure:
 The lone prompts (the workload's mean prompt, every round) say two more things the profile
 cannot: what the serving stack adds to a prefill (HTTP, router, the worker's loop, the KV
 sends: on this machine the runtime's lone TTFT was a median 1.16x the profile's prefill of the
-same prompt, 0.94-1.58x over 36 pilots), which the prediction applies as a factor on prefill times,
-and how much a lone TTFT varies from one prompt to the next (std / mean), the stack's prefill
-jitter, which widens the predicted TTFT percentiles.
-
-That factor is a ratio of two times, and like the kappas it is taken from adjacent windows where
-it can be: given a `reference` (a CPU pilot: the same prefill run in this process, as the profile
-runs it), each round times it just before its lone prompts, and the factor is the median of the
-rounds' lone TTFT / reference. Taken instead as the lone TTFT over the profile's prefill (the
-fallback), it compared two moments minutes apart: over 32 disaggregated pilots at 30-60% load its
-correlation with the factor the pilot's own prefills needed was 0.06, so it carried the VM's drift
-into every prefill time.
+same prompt, 0.94-1.58x over 36 pilots), which the prediction applies as a factor on prefill times
+(in-situ TTFT / the profile's prefill; validate uses the median of the recent probes with the same
+profile, planner.pilot.device.pooled_prefill_factor, as one probe's factor is mostly the VM's
+drift), and how much a lone TTFT varies from one prompt to the next (std / mean), the stack's
+prefill jitter, which widens the predicted TTFT percentiles.
 
 Times in seconds; kappas are shares (0.2 = 20% slower).
 """
@@ -52,10 +46,6 @@ import numpy as np
 
 from planner.pilot import replay as rp
 
-#: In-process prefills timed per round for the stack factor (their median): one is as noisy as a
-#: lone prompt through the API, and three cost under a second for a CPU pilot's prompts.
-REFERENCE_CALLS = 3
-
 
 @dataclass(frozen=True)
 class Contention:
@@ -67,14 +57,14 @@ class Contention:
     alone_ttft_s: float = 0.0  # TTFT of a lone prompt of `prompt_tokens` through the pilot's API (median; 0: not measured)
     ttft_cv: float = 0.0  # std / mean of those lone TTFTs: the serving stack's prefill jitter
     prompt_tokens: int = 0
-    stack_factor: float = 0.0  # median lone TTFT / the adjacent in-process prefill of that prompt (0: no reference)
+    prefill_factor: float = 0.0  # the stack's factor to predict with, pooled over recent probes (0: this probe's own)
     detail: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         r = lambda x: round(float(x), 4)  # noqa: E731
         return {"prefill": r(self.prefill), "decode": r(self.decode), "colocated": r(self.colocated),
                 "alone_ttft_ms": r(self.alone_ttft_s * 1e3), "ttft_cv": r(self.ttft_cv), "prompt_tokens": self.prompt_tokens,
-                "stack_factor": r(self.stack_factor), **self.detail}
+                "prefill_factor": r(self.prefill_factor), **self.detail}
 
 
 class _Stream:
@@ -187,27 +177,22 @@ def _median_of(rounds: list[dict], key) -> float:
 
 
 async def _probe(url: str, model: str | None, mode: str, prompt_tokens: int, streams: int, stream_tokens: int,
-                 rounds: int, window_s: float, extras: bool, timeout_s: float, reference=None) -> Contention:
+                 rounds: int, window_s: float, extras: bool, timeout_s: float) -> Contention:
     import aiohttp
 
     base = url.rstrip("/")
     r3 = lambda x: round(float(x), 3)  # noqa: E731
-    rs, alone, ref = [], [], []
+    rs, alone = [], []
     async with aiohttp.ClientSession() as session:
         for r in range(rounds):
-            if reference is not None:  # the pilot is idle here: nothing else runs beside it
-                ref.append(float(np.median([reference() for _ in range(REFERENCE_CALLS)])))
             if mode == "colocated":
                 x, a = await _round_colocated(session, base, model, r, prompt_tokens, stream_tokens, window_s, extras, timeout_s)
             else:
                 x, a = await _round_split(session, base, model, r, prompt_tokens, streams, stream_tokens, window_s, extras, timeout_s)
             rs.append(x)
             alone += a
-    for x, t in zip(rs, ref):
-        x["ref_prefill_ms"] = t * 1e3
     lone = dict(alone_ttft_s=_median_of(rs, lambda x: x["ttft_alone_ms"]) / 1e3,
-                ttft_cv=float(np.std(alone) / np.mean(alone)), prompt_tokens=prompt_tokens,
-                stack_factor=_median_of(rs, lambda x: x["ttft_alone_ms"] / x["ref_prefill_ms"]) if ref else 0.0)
+                ttft_cv=float(np.std(alone) / np.mean(alone)), prompt_tokens=prompt_tokens)
     rounds_out = [{kk: r3(v) for kk, v in x.items()} for x in rs]
     if mode == "colocated":
         k = max(0.0, _median_of(rs, lambda x: x["gap_two_streams_ms"] / x["gap_one_stream_ms"] - 1.0))
@@ -222,11 +207,9 @@ async def _probe(url: str, model: str | None, mode: str, prompt_tokens: int, str
 
 
 def probe(url: str, model: str | None, mode: str, prompt_tokens: int, max_model_len: int, streams: int = 4, rounds: int = 4,
-          window_s: float = 1.0, extras: bool = True, timeout_s: float = 60.0, reference=None) -> Contention:
+          window_s: float = 1.0, extras: bool = True, timeout_s: float = 60.0) -> Contention:
     """Measure the pilot's contention (module docstring); about 3 s a round. `prompt_tokens`: the
-    workload's mean prompt; `streams`: background decoding streams (disaggregated); `reference`:
-    None, or a call that runs one prefill of `prompt_tokens` in this process and returns its
-    seconds (planner.pilot.run.reference_prefill)."""
+    workload's mean prompt; `streams`: background decoding streams (disaggregated)."""
     stream_tokens = max(8, int(max_model_len) - 17)
     return asyncio.run(_probe(url, model, mode, max(1, int(prompt_tokens)), max(1, int(streams)), stream_tokens,
-                              max(1, int(rounds)), window_s, extras, timeout_s, reference))
+                              max(1, int(rounds)), window_s, extras, timeout_s))

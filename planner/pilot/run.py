@@ -9,7 +9,6 @@ import math
 import os
 import random
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,10 +218,8 @@ def measure_contention(pilot: Pilot, d: Demand, cap_len: int, timeout_s: float =
         if err:
             raise BadInput(f"contention probe: warm-up request failed: {err}")
         streams = (streams or 4 * pilot.decode_workers) if pilot.mode == "disaggregated" else 2
-        tokens = min(int(round(d.mean_prompt)), max_len // 2)
-        with reference_prefill(pilot, tokens) as ref:
-            return pb.probe(handle.url, pilot.model, pilot.mode, tokens, max_len, streams=streams, extras=extras,
-                            timeout_s=timeout_s, reference=ref)
+        return pb.probe(handle.url, pilot.model, pilot.mode, min(int(round(d.mean_prompt)), max_len // 2), max_len,
+                        streams=streams, extras=extras, timeout_s=timeout_s)
     except RuntimeError as e:
         say(f"contention probe failed ({e}): predicting without it")
         return None
@@ -230,40 +227,6 @@ def measure_contention(pilot: Pilot, d: Demand, cap_len: int, timeout_s: float =
         if nice:
             set_priority([os.getpid()], 0)
         handle.stop(timeout_s=30.0)
-
-
-@contextmanager
-def reference_prefill(pilot: Pilot, tokens: int):
-    """A call that runs one prefill of `tokens` tokens in this process, as the profile times it (the
-    model's shape with random weights, the pilot's threads per worker), and returns its seconds:
-    the probe's reference for the serving stack's factor (planner.pilot.probe). None off a CPU: a GPU
-    worker owns its device, which a second copy of the model would share."""
-    if pilot.device != "cpu":
-        yield None
-        return
-    import torch
-
-    from planner.runtime.model import DTYPES, build_model, prefill
-    from planner.specs.models import resolve_model
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, pilot.threads_per_worker))
-    try:
-        spec = resolve_model(pilot.model)
-        m = build_model(spec, device="cpu", dtype=DTYPES[pilot.dtype])
-        m.setup_cache(1, tokens)
-        ids = torch.randint(0, spec.vocab, (1, tokens), generator=torch.Generator().manual_seed(0))
-        slot = torch.arange(1)
-
-        def call() -> float:
-            t0 = time.perf_counter()
-            prefill(m, ids, slot)
-            return time.perf_counter() - t0
-
-        call()  # the first call allocates
-        yield call
-    finally:
-        torch.set_num_threads(before)
 
 
 def run_pilot(pilot: Pilot, schedule, endpoint: str | None = None, timeout_s: float = 60.0, seed: int = 0,

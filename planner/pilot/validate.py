@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,10 +46,10 @@ from planner.queueing.samples import Demand
 from planner.queueing.pools import PoolPrediction as Prediction
 from planner.pilot.compare import RunResult, ValidateResult
 from planner.pilot.derive import DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN, RUNTIME_MAX_BATCH_TOKENS, RUNTIME_MAX_SEQS, Pilot, default_max_workers, derive_pilot, endpoint_pilot
-from planner.pilot.device import (STEP_TIME_MODELS, cached_profile_path, ensure_profile, local_replica, measure_transport, profile_age_h,
-                                  profile_grid, profile_noise)
-from planner.pilot.predict import (balance_split, contended_capacity, pilot_engine, predict, predict_replay, predicted_throughput,
-                                   probe_streams, simulate_pilot)
+from planner.pilot.device import (STEP_TIME_MODELS, cached_profile_path, ensure_profile, local_replica, measure_transport,
+                                  pooled_prefill_factor, profile_age_h, profile_grid, profile_noise)
+from planner.pilot.predict import (balance_split, contended_capacity, in_situ_prefill, pilot_engine, predict, predict_replay,
+                                   predicted_throughput, probe_streams, simulate_pilot)
 from planner.pilot.run import CONTENTION_CORES, machine_busy_cores, measure_contention, run_pilot, set_priority
 
 # ---- the whole thing -----------------------------------------------------------------------------
@@ -277,6 +278,7 @@ def validate(model: str = "tiny", device: str = "cpu", workload=None, plan: dict
     if compare_colocated and not primary.measurement.interrupted:
         col = pilot.as_colocated()
         cont_c = measure_contention(col, d, cap_len, timeout_s, say, nice) if contention is not None else None
+        cont_c = _pooled(cont_c, rep, col, calibration, say)
         cap_c, limit_c = contended_capacity(col, rep, d, cont_c)
         col = replace(col, capacity_rps=cap_c, load_frac=rate / cap_c if cap_c else 0.0,
                       why=col.why + (f"colocated capacity {cap_c:.3g} req/s (bound: {limit_c}) at the same {rate:.3g} req/s",))
@@ -292,7 +294,28 @@ def _probe_contention(pilot, rep, d: Demand, cap_len: int, pilot_rate, traffic_r
     for the pilot's rate before contention."""
     guess = _with_rate(pilot, *contended_capacity(pilot, rep, d, None), pilot_rate, traffic_rps)
     c = measure_contention(pilot, d, cap_len, timeout_s, say, nice, probe_streams(guess, rep, d))
+    c = _pooled(c, rep, pilot, calibration, say)
     return c, (calibration if c is None else {**calibration, "contention": c.to_dict()})
+
+
+def _pooled(c, rep, pilot, calibration: dict, say):
+    """The probe `c` with the stack's factor pooled over the recent probes of this profile
+    (planner.pilot.device.pooled_prefill_factor); as it is without a lone prompt or a profile file."""
+    if c is None or not c.alone_ttft_s or not calibration.get("path"):
+        return c
+    own = in_situ_prefill(rep, c)
+    entry = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "mode": pilot.mode, "prompt_tokens": c.prompt_tokens,
+             "alone_ttft_ms": round(c.alone_ttft_s * 1e3, 3)}
+    pooled, n = pooled_prefill_factor(calibration["path"], own, entry, say)
+    return replace(c, prefill_factor=pooled, detail={**c.detail, "prefill_factor_own": round(own, 4), "prefill_factor_probes": n})
+
+
+def _pooled_note(c) -> str:
+    """How the stack's factor was pooled, for the contention note ("" when it was not)."""
+    n, own = c.detail.get("prefill_factor_probes"), c.detail.get("prefill_factor_own")
+    if not n or own is None:
+        return ""
+    return f": the median of the last {n} probes with this profile, this one's x{own:.3f}"
 
 
 def _servable_demand(workload, cap_len: int, notes: list) -> Demand:
@@ -330,10 +353,10 @@ def _run_one(pilot, rep, d, schedule, workload, transport, endpoint, timeout_s, 
         sent, rep, slow, pred = predict_replay(pilot, rep, d, contention, schedule, bw)
         if contention is not None:
             pred = replace(pred, notes=pred.notes + (
-                "workers share this machine's cores: prefill times x{:.3f} (the stack's lone prompt x{:.3f}, then probed "
+                "workers share this machine's cores: prefill times x{:.3f} (the stack's lone prompt x{:.3f}{}, then probed "
                 "contention x the neighbour's predicted busy share), decode steps x{:.3f}; TTFT jitter {:.0%} (std / mean "
-                "of the probe's lone prompts)".format(1 + slow["prefill"], slow["in_situ_prefill"], 1 + slow["decode"],
-                                                      slow["prefill_cv"]),))
+                "of the probe's lone prompts)".format(1 + slow["prefill"], slow["in_situ_prefill"], _pooled_note(contention),
+                                                      1 + slow["decode"], slow["prefill_cv"]),))
         try:
             sr = simulate_pilot(sent, rep, d, schedule, bw)
             simulated = {**sr.summary(), "e2e_s_mean": float(np.mean(sr.e2e_s))}

@@ -293,10 +293,11 @@ def simulate_disaggregated(prompt_lens, output_lens, prefill_time_s, decode_step
                            *, arrival_s=None, rate_rps=None, n_prefill=1, n_decode=1,
                            max_prefill_tokens=8192, max_prefill_batch=None, max_decode_batch=256,
                            kv_capacity_tokens=math.inf, routing="jsq", seed=0,
-                           warmup_frac=0.1) -> SimResult:
+                           warmup_frac=0.1, padded_budget=False) -> SimResult:
     """Separate prefill and decode pools. A prefill replica, when idle with prompts queued, takes
-    a batch FCFS while the sum of lengths fits `max_prefill_tokens` (at least one prompt, at most
-    `max_prefill_batch`) and is busy for `prefill_time_s(lengths)`. Each prompt's KV then travels
+    a batch FCFS while the sum of lengths fits `max_prefill_tokens` (`padded_budget`: rows x the
+    longest prompt, planner.runtime's rule; at least one prompt, at most `max_prefill_batch`) and
+    is busy for `prefill_time_s(lengths)`. Each prompt's KV then travels
     `kv_transfer_s(prompt_len)` s to a decode replica, which admits it at a step boundary when a slot
     (`max_decode_batch`) and `kv_capacity_tokens` (per replica) allow."""
     _check(min(n_prefill, n_decode, max_prefill_tokens) >= 1, "need n_prefill, n_decode, max_prefill_tokens"
@@ -309,11 +310,11 @@ def simulate_disaggregated(prompt_lens, output_lens, prefill_time_s, decode_step
     dec = [_Replica(deque()) for _ in range(n_decode)]
 
     def start_prefill(r, now):
-        q, batch, tokens = r.queue, [], 0
-        while q and len(batch) < cap and (not batch or tokens + p[q[0]] <= max_prefill_tokens):
+        q, batch, tokens, longest = r.queue, [], 0, 0
+        while q and len(batch) < cap and (not batch or _fits(len(batch), tokens, longest, p[q[0]], max_prefill_tokens, padded_budget)):
             i = q.popleft()
             batch.append(i)
-            tokens += p[i]
+            tokens, longest = tokens + p[i], max(longest, p[i])
             sim.t_start[i] = now
         r.batch, r.busy_since = batch, now
         sim.push(now + float(prefill_time_s(np.array([p[i] for i in batch]))), _PREFILL_DONE, r)
@@ -367,6 +368,12 @@ def simulate_disaggregated(prompt_lens, output_lens, prefill_time_s, decode_step
     return sim.result({"prefill": pre, "decode": dec})
 
 
+def _fits(rows: int, tokens: int, longest: int, nxt: int, budget: int, padded: bool) -> bool:
+    """Whether one more prompt of `nxt` tokens joins a batch of `rows` holding `tokens` (longest
+    `longest`): the sum of lengths within the budget, or (padded) rows x the longest prompt."""
+    return (rows + 1) * max(longest, nxt) <= budget if padded else tokens + nxt <= budget
+
+
 def _fill_chunks(r, budget: int, p, can_admit, admit) -> tuple[list, list]:
     """One chunked iteration's prompt tokens: (chunk sizes, requests whose prompt ends in it).
     Prompts already started go first (FCFS), then new ones while the budget lasts and they fit."""
@@ -396,10 +403,10 @@ def _fill_chunks(r, budget: int, p, can_admit, admit) -> tuple[list, list]:
 def simulate_colocated(prompt_lens, output_lens, prefill_time_s, decode_step_s, *, arrival_s=None,
                        rate_rps=None, n_replicas=1, max_batch_tokens=8192, max_decode_batch=256,
                        kv_capacity_tokens=math.inf, chunked=False, chunk_tokens=512,
-                       mixed_step_s=None, routing="jsq", seed=0, warmup_frac=0.1) -> SimResult:
+                       mixed_step_s=None, routing="jsq", seed=0, warmup_frac=0.1, padded_budget=False) -> SimResult:
     """Every replica serves both phases. Unchunked (prefill first): at each step boundary, if
-    prompts wait and fit (slots, KV), prefill a batch of them FCFS up to `max_batch_tokens` while
-    every running decode stalls; otherwise run decode steps. Chunked (Sarathi-style): each
+    prompts wait and fit (slots, KV), prefill a batch of them FCFS up to `max_batch_tokens` (of
+    prompt tokens, or with `padded_budget` rows x the longest) while every running decode stalls; otherwise run decode steps. Chunked (Sarathi-style): each
     iteration spends `chunk_tokens`: one per running decode, the rest on prompt chunks FCFS
     (a prompt may span iterations); its first token comes at the end of its last chunk."""
     _check(min(n_replicas, max_batch_tokens) >= 1, f"need n_replicas, max_batch_tokens >= 1, got {n_replicas},"
@@ -423,10 +430,11 @@ def simulate_colocated(prompt_lens, output_lens, prefill_time_s, decode_step_s, 
         return i
 
     def unchunked(r, now):
-        batch, tokens = [], 0
-        while r.queue and sim.can_admit(r, r.queue[0]) and (not batch or tokens + p[r.queue[0]] <= max_batch_tokens):
+        batch, tokens, longest = [], 0, 0
+        while r.queue and sim.can_admit(r, r.queue[0]) and (
+                not batch or _fits(len(batch), tokens, longest, p[r.queue[0]], max_batch_tokens, padded_budget)):
             batch.append(admit(r, now))
-            tokens += p[batch[-1]]
+            tokens, longest = tokens + p[batch[-1]], max(longest, p[batch[-1]])
         if not batch:
             return None
         r.batch = batch

@@ -90,9 +90,10 @@ def ensure_profile(model: str, device: str, threads: int, dtype: str, grid: dict
 #: that used its profile. One probe's factor (planner.pilot.predict.in_situ_prefill) compares a few
 #: lone prompts with a profile measured a minute or more before, and this VM's speed wanders in
 #: between: over 32 disaggregated pilots at 30-60% load its correlation with the factor each
-#: pilot's own prefills needed was 0.06. Re-predicting the 108 pilots of fidelity runs 1-9 with
-#: the median of the last 5, 12, 20 and 24 probes (each run starting with none) gave TTFT p50
-#: 12.3%, 10.2%, 11.0% (within runs) and 9.3% median |error|, against 14.2% with each probe alone.
+#: pilot's own prefills needed was 0.06. Re-predicting the 108 pilots of fidelity runs 1-9: TTFT
+#: p50 14.2% median |error| with each probe alone; with the median of the last 5, 12 or 24
+#: probes, the history carried across runs, 12.3%, 10.2%, 9.3%; of the last 20, each run
+#: starting with none, 11.0%.
 PROBE_HISTORY = 20
 
 

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.queueing.samples import N_SAMPLES, Demand, Pcts, RoleEval
+from planner.queueing.samples import Demand, Pcts, RoleEval
 
 @dataclass(frozen=True)
 class GreedyPrefill:
     """A prefill worker under the runtime's batching rule (see greedy_prefill). Times in s."""
 
     ttft_s: np.ndarray  # samples: wait + own batch
-    wait_s: np.ndarray  # samples: the rest of the batch running on arrival (0 if idle)
+    wait_s: np.ndarray  # samples: queued until its batch starts (0 if the worker was idle)
     busy: float  # share of time a batch runs
     batch_mean: float  # prompts per batch while busy
 
@@ -32,9 +32,10 @@ def padded_batch_table(rep, d: Demand, slots: int) -> tuple[np.ndarray, np.ndarr
     return grid_L, np.array([[rep.prefill_time_s(np.full(k, L)) for L in grid_L] for k in range(1, slots + 1)])
 
 
-#: Prompts simulated per stage evaluation: `COPIES` passes over the demand's samples after a
-#: warm-up. At 90% load a queue's waits stay correlated over tens of batches, so one pass of
-#: 1,000 prompts gave percentiles that moved by ~10% with the seed; 8 passes hold them to ~3%.
+#: Prompts simulated per stage evaluation: `COPIES` passes over the demand's samples after
+#: WARMUP more. At 90% load a queue's waits stay correlated over many batches: for the
+#: long-prompt mix on this CPU's profile, TTFT p50 and p90 varied by 17% and 24% (std / mean over
+#: 8 seeds) with one pass of 1,000 prompts, by 8% and 9% with 8 (an evaluation: 18-32 ms).
 COPIES, WARMUP = 8, 400
 STREAM_SEED = 6
 
@@ -115,9 +116,10 @@ def greedy_prefill(rep, d: Demand, lam: float, max_batch_tokens: int, slots: int
     leaves queued waits for the next batch, and a long batch lets more arrive for the one after.
     Closed forms of this (a batch carries what arrived during the last one, all of it) left that
     backlog out and put long-prompt pilots at 90% load a median 40% under their measured TTFT p50
-    over 8 fidelity runs. Sample i of the result is demand sample i's prompt, from pass i mod
-    COPIES (so that it lines up with per-sample terms such as a KV transfer). None when the
-    worker cannot keep up."""
+    over 8 fidelity runs (simulated, they are over it: the prefill times it is given run high,
+    README "How good is the model?"). Sample i of the result is demand sample i's prompt, from
+    pass i mod COPIES (so that it lines up with per-sample terms such as a KV transfer). None
+    when the worker cannot keep up."""
     s = stream or _Stream(rep, d, max_batch_tokens, slots, seed, table)
     if lam <= 0 or lam >= 0.999 * s.saturated_rps():
         return None

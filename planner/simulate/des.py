@@ -406,7 +406,8 @@ def simulate_colocated(prompt_lens, output_lens, prefill_time_s, decode_step_s, 
                        mixed_step_s=None, routing="jsq", seed=0, warmup_frac=0.1, padded_budget=False) -> SimResult:
     """Every replica serves both phases. Unchunked (prefill first): at each step boundary, if
     prompts wait and fit (slots, KV), prefill a batch of them FCFS up to `max_batch_tokens` (of
-    prompt tokens, or with `padded_budget` rows x the longest) while every running decode stalls; otherwise run decode steps. Chunked (Sarathi-style): each
+    prompt tokens, or with `padded_budget` rows x the longest) while every running decode stalls;
+    otherwise run decode steps. Chunked (Sarathi-style): each
     iteration spends `chunk_tokens`: one per running decode, the rest on prompt chunks FCFS
     (a prompt may span iterations); its first token comes at the end of its last chunk."""
     _check(min(n_replicas, max_batch_tokens) >= 1, f"need n_replicas, max_batch_tokens >= 1, got {n_replicas},"

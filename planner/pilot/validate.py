@@ -33,9 +33,9 @@ aiohttp only to replay.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -304,7 +304,8 @@ def _pooled(c, rep, pilot, calibration: dict, say):
     if c is None or not c.alone_ttft_s or not calibration.get("path"):
         return c
     own = in_situ_prefill(rep, c)
-    entry = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "mode": pilot.mode, "prompt_tokens": c.prompt_tokens,
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")  # as a profile's own stamp
+    entry = {"created": created, "mode": pilot.mode, "prompt_tokens": c.prompt_tokens,
              "alone_ttft_ms": round(c.alone_ttft_s * 1e3, 3)}
     pooled, n = pooled_prefill_factor(calibration["path"], own, entry, say)
     return replace(c, prefill_factor=pooled, detail={**c.detail, "prefill_factor_own": round(own, 4), "prefill_factor_probes": n})

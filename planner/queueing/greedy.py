@@ -27,7 +27,7 @@ class GreedyPrefill:
 
 def padded_batch_table(rep, d: Demand, slots: int) -> tuple[np.ndarray, np.ndarray]:
     """(prompt lengths grid, time of a batch of k = 1..slots prompts padded to each length (s)):
-    independent of the rate, so a capacity search builds it once."""
+    independent of the rate, so a stream (_Stream) looks its batch times up once."""
     grid_L = np.unique(np.quantile(np.asarray(d.prompt, dtype=float), np.linspace(0, 1, 33)))
     return grid_L, np.array([[rep.prefill_time_s(np.full(k, L)) for L in grid_L] for k in range(1, slots + 1)])
 
@@ -45,7 +45,7 @@ class _Stream:
     passes over the samples), every padded batch time looked up in advance so that the stage's
     loop does plain arithmetic. Times in s."""
 
-    def __init__(self, rep, d: Demand, max_batch_tokens: int, slots: int, seed: int, table=None):
+    def __init__(self, rep, d: Demand, max_batch_tokens: int, slots: int, seed: int):
         rng = np.random.default_rng(seed)
         P = np.asarray(d.prompt, dtype=float)
         n = len(P)
@@ -55,7 +55,7 @@ class _Stream:
         where = np.stack([np.argsort(q) for q in perms])
         self.pick = WARMUP + (np.arange(n) % COPIES) * n + where[np.arange(n) % COPIES, np.arange(n)]
         values, idx = np.unique(P[order], return_inverse=True)
-        grid_L, tab = table or padded_batch_table(rep, d, slots)
+        grid_L, tab = padded_batch_table(rep, d, slots)
         self.times = [np.interp(values, grid_L, tab[k]).tolist() for k in range(slots)]  # [k - 1][length index]
         self.p, self.idx = P[order].tolist(), idx.tolist()
         self.slots, self.budget = int(slots), int(max_batch_tokens)
@@ -104,7 +104,7 @@ class _Stream:
 
 
 def greedy_prefill(rep, d: Demand, lam: float, max_batch_tokens: int, slots: int = 16, seed: int = STREAM_SEED,
-                   table=None, stream: _Stream | None = None) -> GreedyPrefill | None:
+                   stream: _Stream | None = None) -> GreedyPrefill | None:
     """TTFT of a prefill worker that, whenever it frees, runs everything queued as one batch
     right-padded to its longest prompt (FIFO, at most max_batch_tokens padded tokens and `slots`
     prompts): planner.runtime.prefill's rule, at lam req/s of Poisson arrivals. It batches whether
@@ -120,7 +120,7 @@ def greedy_prefill(rep, d: Demand, lam: float, max_batch_tokens: int, slots: int
     README "How good is the model?"). Sample i of the result is demand sample i's prompt, from
     pass i mod COPIES (so that it lines up with per-sample terms such as a KV transfer). None
     when the worker cannot keep up."""
-    s = stream or _Stream(rep, d, max_batch_tokens, slots, seed, table)
+    s = stream or _Stream(rep, d, max_batch_tokens, slots, seed)
     if lam <= 0 or lam >= 0.999 * s.saturated_rps():
         return None
     at, start, end, size = s.run(lam)
@@ -130,11 +130,11 @@ def greedy_prefill(rep, d: Demand, lam: float, max_batch_tokens: int, slots: int
     return GreedyPrefill(end[s.pick] - at[s.pick], start[s.pick] - at[s.pick], busy, 1.0 / float(np.mean(1.0 / size[tail])))
 
 
-def greedy_prefill_capacity(rep, d: Demand, max_batch_tokens: int, slots: int = 16, table=None,
+def greedy_prefill_capacity(rep, d: Demand, max_batch_tokens: int, slots: int = 16,
                             stream: _Stream | None = None) -> float:
     """The largest rate (req/s) a prefill worker batching the runtime's way keeps up with: its
     throughput with the queue never empty (_Stream.saturated_rps)."""
-    s = stream or _Stream(rep, d, max_batch_tokens, slots, STREAM_SEED, table)
+    s = stream or _Stream(rep, d, max_batch_tokens, slots, STREAM_SEED)
     return 0.999 * s.saturated_rps()
 
 

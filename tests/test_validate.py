@@ -28,6 +28,8 @@ from planner.measure.files import save_profile
 from planner.queueing import arrivals, greedy
 from planner.queueing.samples import Demand, Pcts
 from planner.queueing.pools import role_model
+from planner.queueing import pools
+from planner.queueing.engine import engine_named
 from planner.steptime.adjust import Adjusted, longest_context_pad
 from planner.specs.models import resolve_model
 from planner.workload.workload import workload_from_flags
@@ -306,6 +308,62 @@ def test_decode_arrivals_smoother_than_poisson_known_values():
     assert (o == 0).mean() == pytest.approx(0.5, abs=0.02) and o.mean() == pytest.approx(0.4, rel=0.05)
 
 
+
+def test_window_dispersion_tells_batches_from_spaced_departures():
+    """Variance / mean of counts per window: Poisson 1, Poisson batches of 3 at once 3, evenly
+    spaced events 0; too short a record says 1 (nothing known)."""
+    rng = np.random.default_rng(0)
+    poisson = np.cumsum(rng.exponential(0.1, 40000))
+    assert arrivals.window_dispersion(poisson, 0.5) == pytest.approx(1.0, abs=0.05)
+    assert arrivals.window_dispersion(np.repeat(poisson, 3), 0.5) == pytest.approx(3.0, abs=0.15)
+    assert arrivals.window_dispersion(np.arange(0.0, 4000.0, 0.1), 0.5) < 0.05
+    assert arrivals.window_dispersion(poisson[:10], 0.5) == 1.0
+
+
+def test_greedy_departures_carry_their_batch_mates():
+    """A prompt batch ends all at once: at a load where the worker batches, its departures are
+    burstier than the QNA rule for single departures from a busy server says (rho^2 c_s^2 +
+    1 - rho^2, smoother than Poisson), and the pools' decode arrivals take the simulated ones."""
+    d = _demand("100", "10")
+    g = greedy.greedy_prefill(_BatchCost(0.1), d, 8.0, 2048)
+    assert g.batch_mean > 1.2 and len(g.departures_s) == greedy.COPIES * len(g.wait_s)  # every simulated prompt after the warm-up
+    assert np.all(np.diff(g.departures_s) >= 0)
+    qna = g.busy ** 2 * 0.0 + 1 - g.busy ** 2  # constant service: c_s^2 = 0
+    dep = arrivals.window_dispersion(g.departures_s, 0.5)
+    assert dep > qna + 0.3
+    assert arrivals.decode_arrival_scv("disaggregated", g.busy, 0.0, 1, 1, 1, dep) == pytest.approx(dep)
+
+
+
+def test_colocated_decode_starts_come_in_prefill_batches():
+    """A colocated worker of the runtime prefills what is queued as one batch, so at load its
+    decodes start in bunches: its prefills simulated (fed as the router's round robin over the
+    workers spaces them) put the decode arrivals' SCV well above the QNA rule for single
+    prefills from a busy worker (rho^2 c_s^2 + (1 - rho^2) / workers), which has no batch-mates;
+    at light load what is left is the router's spacing, about 1 / workers."""
+    d, eng = _demand("100", "10"), engine_named("planner")
+    light = pools._greedy_colocated_scv(_BatchCost(0.1), d, eng, 2, 0.5, 4.0, -1.0)
+    assert 0.45 < light < 0.65
+    busy = 0.8  # 8 req/s of 0.1 s prefills
+    qna = arrivals.decode_arrival_scv("colocated", busy, 0.0, 1, 1, 1)
+    got = pools._greedy_colocated_scv(_BatchCost(0.1), d, eng, 1, 8.0, 0.5, -1.0)
+    assert qna == pytest.approx(1 - busy ** 2) and got > qna + 0.4
+    assert pools._greedy_colocated_scv(_BatchCost(0.1), d, eng, 1, 10.5, 0.5, -1.0) == -1.0  # overloaded: the fallback
+
+def test_the_mean_step_averages_the_curve_over_the_batch_a_request_meets():
+    """Little's law with E[t(1 + N)], N ~ Poisson(m): a line in the batch gives t(1 + m); a
+    curve that jumps (a CPU's batch 4 much slower than its 3) gives the jump's share, not the
+    side of it the mean lands on."""
+    line = lambda n: 0.01 + 0.002 * np.asarray(n, dtype=float)  # noqa: E731
+    assert arrivals.mean_step(line, 2.5) == pytest.approx(float(line(3.5)))
+    assert arrivals.mean_step(line, 0.0) == pytest.approx(float(line(1.0)))
+    jump = lambda n: np.where(np.asarray(n) <= 3, 0.015, 0.025)  # noqa: E731
+    p_le2 = math.exp(-2.0) * (1 + 2.0 + 2.0)  # P(N <= 2), N ~ Poisson(2)
+    assert arrivals.mean_step(jump, 2.0) == pytest.approx(0.015 * p_le2 + 0.025 * (1 - p_le2))
+    # the fixed point is the same average: b = lam E[steps] E[t(1 + N)] at N's mean b
+    b = arrivals.occupancy(1.0, 50.0, jump)
+    assert 0.75 < b < 1.25 and b == pytest.approx(50.0 * arrivals.mean_step(jump, b), rel=1e-3)
+
 class _BatchCost:
     """A replica whose prefill batch of k prompts costs per_prompt x k + fixed seconds, any length."""
 
@@ -400,8 +458,8 @@ def test_rel_error():
 def test_profile_grid_and_cache_path():
     g = device.profile_grid(_demand(), 32)
     assert g["batches"][-1] == 32 and g["prefill_batch_len"] == pytest.approx(128, abs=3)
-    # the midpoints where a CPU's decode step is not the line between the powers of two
-    assert g["batches"] == [1, 2, 4, 8, 12, 16, 24, 32] and device.profile_grid(_demand(), 20)["batches"][-2:] == [16, 20]
+    # the batches where a CPU's decode step is not the line between the powers of two
+    assert g["batches"] == [1, 2, 3, 4, 6, 8, 12, 14, 16, 24, 32] and device.profile_grid(_demand(), 20)["batches"][-2:] == [16, 20]
     assert 64 <= g["prompt_lens"][0] <= g["prompt_lens"][-1] <= 192
     a = device.cached_profile_path("tiny", "cpu", 1, "fp32", g)
     assert a.parent.name == "profiles" and "1t" in a.name

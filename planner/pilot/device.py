@@ -20,7 +20,7 @@ STEP_TIME_MODELS = ("profile", "plan")
 # typical time (a neighbour's transient load); 3 passes spread over the ~45 s sweep keep each
 # point's median at the machine's typical speed, which is what a 20-60 s pilot averages over.
 PROFILE_REPS, PROFILE_WARMUP, PROFILE_PASSES = 3, 1, 3
-DECODE_BATCHES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)  # sequences; why: profile_grid
+DECODE_BATCHES = (1, 2, 3, 4, 6, 8, 12, 14, 16, 24, 32, 48, 64, 96, 128)  # sequences; why: profile_grid
 
 # ---- the local device: profile -> calibrated replica ----------------------------------------------
 def profile_grid(d: Demand, max_seqs: int) -> dict:
@@ -30,14 +30,16 @@ def profile_grid(d: Demand, max_seqs: int) -> dict:
     (a CPU's step time is not one roofline from context 64 to 1024)."""
     q = lambda x, p: int(max(1, round(float(np.percentile(x, p)))))  # noqa: E731
     ctx = d.prompt + d.output / 2
-    # Powers of two and the midpoints from 12 on, not every batch. A CPU's GEMM kernels are not
-    # smooth in the batch: on this project's 2-core VM `tiny`'s decode step rises from batch 8 to
-    # 15, then falls at 16 (batch 12 was slower than batch 16 in each of six processes timed, and
-    # 1.2-1.35x the line from 8 to 16 in the three timed at all three), so the line between the
-    # powers alone under-times the batches a loaded pilot runs at. Timing every batch instead fits
-    # one process's own bumps (how deep they are differs from one process to the next), which the
-    # queueing model's fixed point amplifies (a pilot predicted at batch 13 ran at 5); a midpoint
-    # timed over 3 passes gives the rise's median.
+    # Powers of two, the midpoints from 12 on, and the batches where this project's 2-core VM's
+    # GEMM kernels break the line. A CPU's decode step is not smooth in the batch: `tiny`'s batch 3
+    # runs near its batch 2 and its batch 4 much slower (fidelity run 12: batch 3's steps took
+    # 0.81-0.92 of the line from 2 to 4 in every one of its 12 pilots, 2,112 steps; batches 5-6
+    # 0.89-0.95 of the line from 4 to 8), and it rises from 12 to 15, then falls at 16 (batch 12
+    # was slower than 16 in each of six processes timed; batches 13-15 took 1.25-1.39x the line
+    # from 12 to 16 in both pilots of run 12 that ran them). Timing every batch instead fits one
+    # process's own bumps (how deep they are differs from one process to the next); the queueing
+    # model averages the step over the batch a request meets (queueing.arrivals.mean_step), so
+    # one point's error is spread, not jumped on. Each point is timed over 3 passes.
     batches = sorted({b for b in DECODE_BATCHES if b <= max_seqs} | {max_seqs})
     return {"prompt_lens": sorted({q(d.prompt, 10), q(d.prompt, 50), q(d.prompt, 90), q(d.prompt, 99)}),
             "prefill_batches": [1, 2, 4, 8], "prefill_batch_len": int(round(d.mean_prompt)),

@@ -30,7 +30,7 @@ def smooth_arrivals(ca2: float, life_s: np.ndarray, seed: int = 4) -> float:
     return (ca2 - 1.0) * beta
 
 def decode_arrival_scv(mode: str, rho_prefill: float, cs2: float, prefill_workers: int, decode_workers: int,
-                       workers: int) -> float:
+                       workers: int, departure_scv: float | None = None) -> float:
     """Squared coefficient of variation of the arrivals at one decode worker (QNA rules, Whitt
     1983). A decode starts when its prefill ends, so its arrivals are a prefill queue's departures,
     c_d^2 = rho^2 c_s^2 + (1 - rho^2) c_a^2: a busy prefill worker spaces them by its service times.
@@ -38,13 +38,27 @@ def decode_arrival_scv(mode: str, rho_prefill: float, cs2: float, prefill_worker
     SCV c^2 into n of SCV c^2 / n (gaps of n arrivals each). Disaggregated: Poisson arrivals at the
     prefill workers, their departures merged (tending to Poisson as workers add up: the average),
     split over the decode workers. Colocated: the router's split of Poisson arrivals over the
-    workers, then each worker's own prefills."""
+    workers, then each worker's own prefills. `departure_scv`: one prefill worker's departures'
+    dispersion where it is known (a simulated stage, `window_dispersion`), instead of the QNA rule."""
     r2 = min(max(rho_prefill, 0.0), 1.0) ** 2
     if mode == "colocated":
         return r2 * cs2 + (1 - r2) / max(workers, 1)
-    dep = r2 * cs2 + (1 - r2)
+    dep = r2 * cs2 + (1 - r2) if departure_scv is None else float(departure_scv)
     merged = (dep + (max(prefill_workers, 1) - 1)) / max(prefill_workers, 1)
     return merged / max(decode_workers, 1)
+
+def window_dispersion(times_s: np.ndarray, window_s: float) -> float:
+    """Variance over mean of the number of events in consecutive windows of `window_s` s: the
+    SCV a GI/G/inf occupancy sees at that time scale (1 for Poisson, k for Poisson batches of k
+    events at once, below 1 for a busy server's spaced departures). A batch that ends releases all
+    its prompts at once: the batch-mates start decoding together, which the QNA rule for single
+    departures (smoother than Poisson) misses. 1 when there are too few windows to tell."""
+    t = np.sort(np.asarray(times_s, dtype=float))
+    if window_s <= 0 or len(t) < 2 or t[-1] - t[0] < 20 * window_s:
+        return 1.0
+    counts = np.histogram(t, bins=np.arange(t[0], t[-1], window_s))[0]
+    m = float(counts.mean())
+    return float(counts.var() / m) if m > 0 else 1.0
 
 def alone_share(m: float, z: float, lam: float, life_s: np.ndarray, ca2: float) -> np.ndarray:
     """Chance a request decodes alone all its life: nobody beside it when it starts (a count of
@@ -61,18 +75,31 @@ def lifetime_var_factor(life_s: np.ndarray, mean_life_s: float) -> np.ndarray:
     x = np.maximum(np.asarray(life_s, dtype=float) / max(mean_life_s, 1e-12), 1e-6)
     return np.where(x < 1e-3, 1.0, 2.0 * (x - 1.0 + np.exp(-x)) / (x * x))
 
+def mean_step(t, m: float) -> float:
+    """E[t(1 + N)], N ~ Poisson(m): the mean step a decoding request takes beside m others on
+    average (s); `t` times an array of batch sizes. Not t(1 + m): a measured step curve is not a
+    line in the batch (a CPU's batch 3 runs near its batch 2, its batch 4 much slower; batches
+    13-15 slower than 16), and the batch a request decodes in fluctuates around its mean."""
+    if m <= 0:
+        return float(np.asarray(t(np.ones(1)), dtype=float)[0])
+    k = np.arange(int(m + 8 * math.sqrt(m) + 12), dtype=float)
+    logp = k * math.log(m) - m - np.concatenate(([0.0], np.cumsum(np.log(k[1:]))))
+    p = np.exp(logp)
+    return float(p @ np.asarray(t(1.0 + k), dtype=float) / p.sum())
+
 def occupancy(lam: float, steps_mean: float, t, share=lambda b: 0.0, b_max: float = 1e4, shift: float = 0.0) -> float | None:
     """Mean number of sequences decoding on a worker (Little's law, each decoding beside itself):
-    b = lam * E[steps] * t(1 + others) / (1 - share(b)), others = max(0, b + shift) the mean a
-    request decodes beside (`smooth_arrivals`: b for Poisson arrivals), t(n) the step time at
-    batch n (s), share the time lost to prefill stalls (colocated). queueing.models.DecodeModel.running
-    solves it with t(b): at small b that is one sequence short. None when no fixed point."""
-    b = lam * steps_mean * t(1.0)
+    b = lam * E[steps] * mean_step(t, others) / (1 - share(b)), others = max(0, b + shift) the mean
+    a request decodes beside (`smooth_arrivals`: b for Poisson arrivals), t(n) the step time at
+    batch sizes n (s, an array), share the time lost to prefill stalls (colocated).
+    queueing.models.DecodeModel.running solves it with t(b): at small b that is one sequence short.
+    None when no fixed point."""
+    b = lam * steps_mean * mean_step(t, 0.0)
     for _ in range(500):
         sh = share(b)
         if sh >= 0.98:
             return None
-        b_new = lam * steps_mean * t(1.0 + max(0.0, b + shift)) / (1 - sh)
+        b_new = lam * steps_mean * mean_step(t, max(0.0, b + shift)) / (1 - sh)
         if b_new > b_max:
             return None
         if abs(b_new - b) < 1e-4 * max(b, 1e-3):

@@ -24,6 +24,7 @@ class GreedyPrefill:
     wait_s: np.ndarray  # samples: queued until its batch starts (0 if the worker was idle)
     busy: float  # share of time a batch runs
     batch_mean: float  # prompts per batch while busy
+    departures_s: np.ndarray = None  # when each simulated prompt's batch ended, after the warm-up, ascending
 
 def padded_batch_table(rep, d: Demand, slots: int) -> tuple[np.ndarray, np.ndarray]:
     """(prompt lengths grid, time of a batch of k = 1..slots prompts padded to each length (s)):
@@ -43,9 +44,10 @@ STREAM_SEED = 6
 class _Stream:
     """The demand's prompts as one long FIFO stream (WARMUP extra prompts, then COPIES shuffled
     passes over the samples), every padded batch time looked up in advance so that the stage's
-    loop does plain arithmetic. Times in s."""
+    loop does plain arithmetic; `erlang` > 1 spaces the arrivals as a round robin over that many
+    workers does. Times in s."""
 
-    def __init__(self, rep, d: Demand, max_batch_tokens: int, slots: int, seed: int):
+    def __init__(self, rep, d: Demand, max_batch_tokens: int, slots: int, seed: int, erlang: int = 1):
         rng = np.random.default_rng(seed)
         P = np.asarray(d.prompt, dtype=float)
         n = len(P)
@@ -59,7 +61,9 @@ class _Stream:
         self.times = [np.interp(values, grid_L, tab[k]).tolist() for k in range(slots)]  # [k - 1][length index]
         self.p, self.idx = P[order].tolist(), idx.tolist()
         self.slots, self.budget = int(slots), int(max_batch_tokens)
-        self.exp = rng.standard_exponential(len(order))
+        # gaps of mean 1 (scaled by 1 / lam in run()): Poisson, or every `erlang`-th arrival of a
+        # Poisson stream (Erlang gaps, SCV 1 / erlang), a router's round robin over that many workers
+        self.exp = rng.standard_exponential((len(order), max(1, int(erlang)))).mean(axis=1)
         self._saturated = None
 
     def take(self, i: int, stop: int) -> tuple[int, float]:
@@ -127,7 +131,8 @@ def greedy_prefill(rep, d: Demand, lam: float, max_batch_tokens: int, slots: int
     tail = slice(WARMUP, None)
     span = end[-1] - at[WARMUP]
     busy = min(float(np.sum(((end - start) / size)[tail])) / span, 1.0)  # each batch's time once, shared by its prompts
-    return GreedyPrefill(end[s.pick] - at[s.pick], start[s.pick] - at[s.pick], busy, 1.0 / float(np.mean(1.0 / size[tail])))
+    return GreedyPrefill(end[s.pick] - at[s.pick], start[s.pick] - at[s.pick], busy, 1.0 / float(np.mean(1.0 / size[tail])),
+                         end[tail])
 
 
 def greedy_prefill_capacity(rep, d: Demand, max_batch_tokens: int, slots: int = 16,

@@ -17,7 +17,10 @@ decode replica are (planner.queueing.arrivals). Which engine behaviours apply is
    c_a^2 it sees b + (c_a^2 - 1) beta others (GI/G/inf), none at all with probability
    `alone_share`, and itself: TPOT_i = t(1 + others_i) + first_gap_extra_i / (n_i - 1).
 3. Arrivals at a decode replica: "poisson", or "departures" of the prefill stage split over the
-   decode replicas (QNA rules, planner.queueing.arrivals.decode_arrival_scv).
+   decode replicas (QNA rules, planner.queueing.arrivals.decode_arrival_scv; for an engine that
+   batches greedily, the departures of its simulated prefills, batch-mates starting together:
+   arrivals.window_dispersion). Little's law takes the step averaged over the batch a request
+   meets (arrivals.mean_step), not the step at the mean batch.
 Rates in req/s, times in s unless a name says ms.
 """
 
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from planner.queueing.arrivals import (_scv, alone_share, decode_arrival_scv, lifetime_var_factor, occupancy,
-                                       others_over_life, smooth_arrivals)
+                                       others_over_life, smooth_arrivals, window_dispersion)
 from planner.queueing.engine import Engine
 from planner.queueing.greedy import GreedyPrefillModel
 from planner.queueing.models import ColocatedModel, DecodeModel, PrefillModel
@@ -131,6 +134,7 @@ def predict_split(pre_rep, dec_rep, d: Demand, engine: Engine, n_prefill: int, n
     dm = role_model("decode", dec_rep, d, engine)
     engine = engine.for_replica(dec_rep.gpu, dec_rep.tp)  # the decode side's limits from here on
     de = dm.eval(lam_d)
+    gp = None
     if isinstance(pm, GreedyPrefillModel):
         gp = pm.stage(lam_p)
         busy_p = 1.0 if gp is None else gp.busy
@@ -143,11 +147,17 @@ def predict_split(pre_rep, dec_rep, d: Demand, engine: Engine, n_prefill: int, n
         else:
             wait, _, _, k = pm.wait_samples(lam_p)
             pre_ttft, pre_wait = wait + pm.s1 + (pm.T(k) - pm.T(1)) + pm.transfer_s, wait
-    ca2 = decode_arrival_scv("disaggregated", busy_p, _scv(pm.s1), n_prefill, n_decode, 1) if engine.decode_arrivals == "departures" else 1.0
+    ca2 = 1.0
+    if engine.decode_arrivals == "departures":
+        dep = None
+        if isinstance(pm, GreedyPrefillModel) and gp is not None and de.batch_mean is not None:
+            # the simulated departures over a decode life (at the batch Poisson arrivals give)
+            dep = window_dispersion(gp.departures_s, float(steps.mean()) * dm.t(1.0 + de.batch_mean))
+        ca2 = decode_arrival_scv("disaggregated", busy_p, _scv(pm.s1), n_prefill, n_decode, 1, dep)
     shift = smooth_arrivals(ca2, steps * dm.t(1.0))
     b = None
     if de.tpot_ms is not None:
-        b = occupancy(lam_d, float(steps.mean()), dm.t, b_max=4 * engine.max_num_seqs + 10, shift=shift) if engine.tpot == "per-request" else de.batch_mean
+        b = occupancy(lam_d, float(steps.mean()), dm.t_many, b_max=4 * engine.max_num_seqs + 10, shift=shift) if engine.tpot == "per-request" else de.batch_mean
     if pre_ttft is None or b is None:
         why = "prefill" if pre_ttft is None else "decode"
         return PoolPrediction("disaggregated", False, "prefill throughput" if pre_ttft is None else f"decode {de.binding}",
@@ -180,6 +190,19 @@ def predict_split(pre_rep, dec_rep, d: Demand, engine: Engine, n_prefill: int, n
                           ttft * 1e3, tpot * 1e3, tuple(notes), itl_ms=Pcts.of(itl))
 
 
+def _greedy_colocated_scv(rep, d: Demand, engine: Engine, workers: int, lam: float, life_s: float, fallback: float) -> float:
+    """The SCV of a colocated worker's decode starts when it batches the runtime's way: its
+    prefills simulated (queueing.greedy) at `lam` req/s spaced as the router's round robin over
+    `workers` spaces them, the departures' window dispersion over a decode life `life_s` (s).
+    A batch that ends starts all its prompts' decodes at once; the QNA rule for single prefills
+    (decode_arrival_scv) has no batch-mates. `fallback` when the stage cannot keep up."""
+    from planner.queueing.greedy import STREAM_SEED, _Stream, greedy_prefill
+
+    budget, slots = colocated_prefill_budget(d, engine), engine.prefill_slots
+    g = greedy_prefill(rep, d, lam, budget, slots, stream=_Stream(rep, d, budget, slots, STREAM_SEED, erlang=workers))
+    return fallback if g is None else window_dispersion(g.departures_s, life_s)
+
+
 def predict_colocated(rep, d: Demand, engine: Engine, workers: int, rate_rps: float, chunk: int | None = None) -> PoolPrediction:
     """`workers` colocated replicas at `rate_rps`, running chunked prefill of `chunk` tokens (None:
     unchunked), prefill-prioritised: one prefill batch between decode steps."""
@@ -203,10 +226,12 @@ def predict_colocated(rep, d: Demand, engine: Engine, workers: int, rate_rps: fl
     ca2 = 1.0
     if engine.decode_arrivals == "departures":
         # the prefill busy share that spaces decode arrivals, at the occupancy Poisson arrivals give
-        busy_p = stall_share(occupancy(lam, float(steps.mean()), cm.dec.t, stall_share, b_max) or 0.0)
+        busy_p = stall_share(occupancy(lam, float(steps.mean()), cm.dec.t_many, stall_share, b_max) or 0.0)
         ca2 = decode_arrival_scv("colocated", busy_p, _scv(service), 1, 1, workers)
+        if engine.prefill_batching == "greedy-padded":
+            ca2 = _greedy_colocated_scv(rep, d, engine, workers, lam, float(steps.mean()) * cm.dec.t(1.0 + e.batch_mean), ca2)
     shift = smooth_arrivals(ca2, steps * cm.dec.t(1.0))
-    b = occupancy(lam, float(steps.mean()), cm.dec.t, stall_share, b_max, shift)
+    b = occupancy(lam, float(steps.mean()), cm.dec.t_many, stall_share, b_max, shift)
     if b is None:
         return PoolPrediction("colocated", False, "throughput", None, None, None, None, {"colocated": 1.0},
                               {"colocated": float(engine.max_num_seqs)}, None, None, None, notes=over)

@@ -25,10 +25,9 @@ from planner.pilot import validate as v
 from planner.queueing.pools import PoolPrediction
 from planner.errors import BadInput
 from planner.measure.files import save_profile
-from planner.queueing import arrivals, greedy
+from planner.queueing import arrivals, greedy, pools
 from planner.queueing.samples import Demand, Pcts
 from planner.queueing.pools import role_model
-from planner.queueing import pools
 from planner.queueing.engine import engine_named
 from planner.steptime.adjust import Adjusted, longest_context_pad
 from planner.specs.models import resolve_model
@@ -308,7 +307,6 @@ def test_decode_arrivals_smoother_than_poisson_known_values():
     assert (o == 0).mean() == pytest.approx(0.5, abs=0.02) and o.mean() == pytest.approx(0.4, rel=0.05)
 
 
-
 def test_window_dispersion_tells_batches_from_spaced_departures():
     """Variance / mean of counts per window: Poisson 1, Poisson batches of 3 at once 3, evenly
     spaced events 0; too short a record says 1 (nothing known)."""
@@ -328,11 +326,10 @@ def test_greedy_departures_carry_their_batch_mates():
     g = greedy.greedy_prefill(_BatchCost(0.1), d, 8.0, 2048)
     assert g.batch_mean > 1.2 and len(g.departures_s) == greedy.COPIES * len(g.wait_s)  # every simulated prompt after the warm-up
     assert np.all(np.diff(g.departures_s) >= 0)
-    qna = g.busy ** 2 * 0.0 + 1 - g.busy ** 2  # constant service: c_s^2 = 0
+    qna = 1 - g.busy ** 2  # the QNA rule with constant service (c_s^2 = 0)
     dep = arrivals.window_dispersion(g.departures_s, 0.5)
     assert dep > qna + 0.3
     assert arrivals.decode_arrival_scv("disaggregated", g.busy, 0.0, 1, 1, 1, dep) == pytest.approx(dep)
-
 
 
 def test_colocated_decode_starts_come_in_prefill_batches():
@@ -350,6 +347,7 @@ def test_colocated_decode_starts_come_in_prefill_batches():
     assert qna == pytest.approx(1 - busy ** 2) and got > qna + 0.4
     assert pools._greedy_colocated_scv(_BatchCost(0.1), d, eng, 1, 10.5, 0.5, -1.0) == -1.0  # overloaded: the fallback
 
+
 def test_the_mean_step_averages_the_curve_over_the_batch_a_request_meets():
     """Little's law with E[t(1 + N)], N ~ Poisson(m): a line in the batch gives t(1 + m); a
     curve that jumps (a CPU's batch 4 much slower than its 3) gives the jump's share, not the
@@ -363,6 +361,7 @@ def test_the_mean_step_averages_the_curve_over_the_batch_a_request_meets():
     # the fixed point is the same average: b = lam E[steps] E[t(1 + N)] at N's mean b
     b = arrivals.occupancy(1.0, 50.0, jump)
     assert 0.75 < b < 1.25 and b == pytest.approx(50.0 * arrivals.mean_step(jump, b), rel=1e-3)
+
 
 class _BatchCost:
     """A replica whose prefill batch of k prompts costs per_prompt x k + fixed seconds, any length."""

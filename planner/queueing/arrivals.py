@@ -1,9 +1,12 @@
 """How smooth the arrivals at a decode worker are, and what a request then decodes beside.
 
 A decode starts when its prefill ends, so a decode worker's arrivals are a prefill queue's
-departures, smoother than Poisson; a router that fills workers least-loaded first smooths them
-further. Fewer others running means faster steps, and on a device whose step time jumps from
-batch 1 to 2 (a CPU's matrix-vector kernel) who decodes alone matters. Pure functions: rates in
+departures: smoother than Poisson from a busy worker that prefills one prompt at a time, burstier
+from one that batches (a batch's prompts start decoding together: window_dispersion of the
+simulated departures); a router that fills workers least-loaded first smooths them further.
+Fewer others running means faster steps, and on a device whose step time jumps from batch 1 to 2
+(a CPU's matrix-vector kernel) who decodes alone matters; Little's law averages the step over the
+batch a request meets (mean_step). Pure functions: rates in
 req/s, times in s, counts in sequences. Used by planner.queueing.pools for engines whose
 `decode_arrivals` is "departures" and by every per-request TPOT.
 """

@@ -135,6 +135,14 @@ def greedy_prefill(rep, d: Demand, lam: float, max_batch_tokens: int, slots: int
                          end[tail])
 
 
+def greedy_departures(rep, d: Demand, lam: float, max_batch_tokens: int, slots: int = 16, erlang: int = 1) -> np.ndarray | None:
+    """When each prompt's batch ends (s, ascending, after the warm-up) for a worker batching the
+    runtime's way at lam req/s, its arrivals Poisson or (erlang > 1) every erlang-th of a Poisson
+    stream, as a round robin over that many workers leaves them; None when it cannot keep up."""
+    g = greedy_prefill(rep, d, lam, max_batch_tokens, slots, stream=_Stream(rep, d, max_batch_tokens, slots, STREAM_SEED, erlang))
+    return None if g is None else g.departures_s
+
+
 def greedy_prefill_capacity(rep, d: Demand, max_batch_tokens: int, slots: int = 16,
                             stream: _Stream | None = None) -> float:
     """The largest rate (req/s) a prefill worker batching the runtime's way keeps up with: its

@@ -34,7 +34,7 @@ import numpy as np
 from planner.queueing.arrivals import (_scv, alone_share, decode_arrival_scv, lifetime_var_factor, occupancy,
                                        others_over_life, smooth_arrivals, window_dispersion)
 from planner.queueing.engine import Engine
-from planner.queueing.greedy import GreedyPrefillModel
+from planner.queueing.greedy import GreedyPrefillModel, greedy_departures
 from planner.queueing.models import ColocatedModel, DecodeModel, PrefillModel
 from planner.queueing.samples import N_SAMPLES, Demand, Pcts, itl_samples, jittered, stall_samples
 from planner.steptime.adjust import Adjusted, longest_context_pad
@@ -196,11 +196,8 @@ def _greedy_colocated_scv(rep, d: Demand, engine: Engine, workers: int, lam: flo
     `workers` spaces them, the departures' window dispersion over a decode life `life_s` (s).
     A batch that ends starts all its prompts' decodes at once; the QNA rule for single prefills
     (decode_arrival_scv) has no batch-mates. `fallback` when the stage cannot keep up."""
-    from planner.queueing.greedy import STREAM_SEED, _Stream, greedy_prefill
-
-    budget, slots = colocated_prefill_budget(d, engine), engine.prefill_slots
-    g = greedy_prefill(rep, d, lam, budget, slots, stream=_Stream(rep, d, budget, slots, STREAM_SEED, erlang=workers))
-    return fallback if g is None else window_dispersion(g.departures_s, life_s)
+    dep = greedy_departures(rep, d, lam, colocated_prefill_budget(d, engine), engine.prefill_slots, erlang=workers)
+    return fallback if dep is None else window_dispersion(dep, life_s)
 
 
 def predict_colocated(rep, d: Demand, engine: Engine, workers: int, rate_rps: float, chunk: int | None = None) -> PoolPrediction:

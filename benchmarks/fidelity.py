@@ -4,6 +4,7 @@
     python benchmarks/fidelity.py --quick         # 6 pilots x 15 s: loads 30/90%, chat mix for colocated
     python benchmarks/fidelity.py --roofline plan # main figures with the fitted roofline's step times
     python benchmarks/fidelity.py --reprofile first  # profile once per mix, not before every pilot (faster)
+    python benchmarks/fidelity.py --out DIR       # keep every pilot's validate JSON and profile (benchmarks/repredict.py)
 
 Each pilot runs `tiny` on this CPU (planner.pilot.validate.validate: profile -> calibrate -> contention
 probe -> queueing prediction, then planner serve + open-loop replay). By default each pilot measures
@@ -34,6 +35,7 @@ import argparse
 import json
 import os
 import math
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -164,7 +166,11 @@ def main(argv=None) -> int:
         d = res.to_dict()
         if a.out:
             Path(a.out).mkdir(parents=True, exist_ok=True)
-            (Path(a.out) / f"{i:02d}-{mix}-{mode}-{int(frac * 100)}.json").write_text(json.dumps(d, default=str))
+            stem = Path(a.out) / f"{i:02d}-{mix}-{mode}-{int(frac * 100)}"
+            stem.with_suffix(".json").write_text(json.dumps(d, default=str))
+            prof = Path(d["calibration"].get("path") or "")
+            if prof.is_file():  # the next pilot measures it again: keep this pilot's for re-prediction (benchmarks/repredict.py)
+                shutil.copyfile(prof, stem.with_suffix(".profile.json"))
         rows.append({"mix": mix, "mode": mode, "load": frac, "rate_rps": d["pilot"]["rate_rps"], "valid": d["valid"],
                      "why_invalid": d["invalid_reasons"], "foreign_cores": (d["measured"].get("cpu") or {}).get("foreign_cores"),
                      "run_queue_wait": (d["measured"].get("cpu") or {}).get("run_queue_wait_share"),

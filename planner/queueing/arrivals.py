@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+from planner.queueing.samples import poisson_pmf
+
 
 def _scv(x: np.ndarray) -> float:
     """Squared coefficient of variation: variance over squared mean."""
@@ -85,9 +87,7 @@ def mean_step(t, m: float) -> float:
     13-15 slower than 16), and the batch a request decodes in fluctuates around its mean."""
     if m <= 0:
         return float(np.asarray(t(np.ones(1)), dtype=float)[0])
-    k = np.arange(int(m + 8 * math.sqrt(m) + 12), dtype=float)
-    logp = k * math.log(m) - m - np.concatenate(([0.0], np.cumsum(np.log(k[1:]))))
-    p = np.exp(logp)
+    k, p = poisson_pmf(m)
     return float(p @ np.asarray(t(1.0 + k), dtype=float) / p.sum())
 
 def occupancy(lam: float, steps_mean: float, t, share=lambda b: 0.0, b_max: float = 1e4, shift: float = 0.0) -> float | None:

@@ -24,7 +24,7 @@ class GreedyPrefill:
     wait_s: np.ndarray  # samples: queued until its batch starts (0 if the worker was idle)
     busy: float  # share of time a batch runs
     batch_mean: float  # prompts per batch while busy
-    departures_s: np.ndarray = None  # when each simulated prompt's batch ended, after the warm-up, ascending
+    departures_s: np.ndarray  # when each simulated prompt's batch ended, after the warm-up, ascending
 
 def padded_batch_table(rep, d: Demand, slots: int) -> tuple[np.ndarray, np.ndarray]:
     """(prompt lengths grid, time of a batch of k = 1..slots prompts padded to each length (s)):

@@ -150,7 +150,7 @@ def predict_split(pre_rep, dec_rep, d: Demand, engine: Engine, n_prefill: int, n
     ca2 = 1.0
     if engine.decode_arrivals == "departures":
         dep = None
-        if isinstance(pm, GreedyPrefillModel) and gp is not None and de.batch_mean is not None:
+        if gp is not None and de.batch_mean is not None:  # a greedy stage that keeps up
             # the simulated departures over a decode life (at the batch Poisson arrivals give)
             dep = window_dispersion(gp.departures_s, float(steps.mean()) * dm.t(1.0 + de.batch_mean))
         ca2 = decode_arrival_scv("disaggregated", busy_p, _scv(pm.s1), n_prefill, n_decode, 1, dep)

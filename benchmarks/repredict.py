@@ -120,8 +120,16 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     rows, skipped = [], []
     for run in a.runs:
+        if not run.is_dir() or not any(run.glob("[0-9][0-9]-*.json")):
+            print(f"error: {run}: not a fidelity.py --out folder (no NN-*.json pilots in it)", file=sys.stderr)
+            return 2
         prof = a.profiles or (run.with_name(run.name + "-prof") if run.with_name(run.name + "-prof").is_dir() else None)
-        for x in pilots(run, prof):
+        try:
+            kept = pilots(run, prof)
+        except (OSError, ValueError, KeyError, TypeError) as e:  # a truncated or foreign JSON file
+            print(f"error: {run}: a pilot file is not a validate JSON of fidelity.py ({type(e).__name__}: {e})", file=sys.stderr)
+            return 2
+        for x in kept:
             if not x["json"]["valid"] or x["profile"] is None:
                 skipped.append(f"{run.name}/{x['name']}: {'invalid' if not x['json']['valid'] else 'no profile kept'}")
                 continue
